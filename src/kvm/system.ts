@@ -1,0 +1,96 @@
+// /dev/kvm: the system fd. From it kindling checks the API version and capabilities, learns the size of the
+// kvm_run mapping, asks which CPUID leaves KVM supports, and creates VMs (api.rst 4.1 to 4.5, 4.88).
+
+import { close, ioctl, open, O_RDWR, SysError, ERRNO } from "./libc.ts";
+import { KVM } from "./ioctl.ts";
+import { StructView } from "./struct.ts";
+import { KVM_API_VERSION, KVM_CAP, kvm_cpuid2, kvm_cpuid_entry2 } from "./uapi.ts";
+import { VmFd } from "./vm-fd.ts";
+
+export const KVM_DEVICE = "/dev/kvm";
+
+/** One CPUID leaf as KVM_GET_SUPPORTED_CPUID and KVM_SET_CPUID2 carry it. */
+export interface CpuidEntry {
+  function: number;
+  index: number;
+  flags: number;
+  eax: number;
+  ebx: number;
+  ecx: number;
+  edx: number;
+}
+
+export class Kvm {
+  readonly fd: number;
+  readonly vcpuMmapSize: number;
+
+  constructor(path = KVM_DEVICE) {
+    this.fd = open(path, O_RDWR);
+    const version = ioctl(this.fd, KVM.GET_API_VERSION);
+    if (version !== KVM_API_VERSION) {
+      close(this.fd);
+      throw new Error(`${path}: KVM_GET_API_VERSION returned ${version}, kindling needs ${KVM_API_VERSION}`);
+    }
+    this.vcpuMmapSize = ioctl(this.fd, KVM.GET_VCPU_MMAP_SIZE);
+  }
+
+  /** KVM_CHECK_EXTENSION: 0 when absent, otherwise a capability-specific positive value. */
+  checkExtension(cap: number): number {
+    return ioctl(this.fd, KVM.CHECK_EXTENSION, cap);
+  }
+
+  /** The capabilities kindling cannot work without, by name, with whether this host has them. */
+  requiredCapabilities(): { name: string; present: boolean }[] {
+    const needed = ["IRQCHIP", "HLT", "USER_MEMORY", "SET_TSS_ADDR", "EXT_CPUID", "PIT2", "IRQFD", "IOEVENTFD", "IMMEDIATE_EXIT", "VCPU_EVENTS"] as const;
+    return needed.map((name) => ({ name: `KVM_CAP_${name}`, present: this.checkExtension(KVM_CAP[name]) > 0 }));
+  }
+
+  /** KVM_GET_SUPPORTED_CPUID: the leaves KVM can expose, with the host's values masked to what it emulates. */
+  supportedCpuid(): CpuidEntry[] {
+    // The kernel fails with E2BIG if nent is too small; start at 128 and grow (api.rst 4.88).
+    for (let nent = 128; nent <= 4096; nent *= 2) {
+      const buf = new Uint8Array(kvm_cpuid2.size + nent * kvm_cpuid_entry2.size);
+      new StructView(kvm_cpuid2, buf).set("nent", nent);
+      try {
+        ioctl(this.fd, KVM.GET_SUPPORTED_CPUID, buf);
+      } catch (e) {
+        if (e instanceof SysError && e.errno === ERRNO.E2BIG) continue;
+        throw e;
+      }
+      return readCpuidEntries(buf);
+    }
+    throw new Error("KVM_GET_SUPPORTED_CPUID: more than 4096 entries");
+  }
+
+  createVm(): VmFd {
+    return new VmFd(ioctl(this.fd, KVM.CREATE_VM, 0), this);
+  }
+
+  close(): void {
+    close(this.fd);
+  }
+}
+
+export function readCpuidEntries(buf: Uint8Array): CpuidEntry[] {
+  const n = new StructView(kvm_cpuid2, buf).get("nent");
+  const out: CpuidEntry[] = [];
+  for (let i = 0; i < n; i++) {
+    const e = new StructView(kvm_cpuid_entry2, buf, kvm_cpuid2.size + i * kvm_cpuid_entry2.size);
+    out.push({
+      function: e.get("function"), index: e.get("index"), flags: e.get("flags"),
+      eax: e.get("eax"), ebx: e.get("ebx"), ecx: e.get("ecx"), edx: e.get("edx"),
+    });
+  }
+  return out;
+}
+
+export function writeCpuidEntries(entries: CpuidEntry[]): Uint8Array {
+  const buf = new Uint8Array(kvm_cpuid2.size + entries.length * kvm_cpuid_entry2.size);
+  new StructView(kvm_cpuid2, buf).set("nent", entries.length);
+  entries.forEach((c, i) => {
+    new StructView(kvm_cpuid_entry2, buf, kvm_cpuid2.size + i * kvm_cpuid_entry2.size).assign({
+      function: c.function, index: c.index, flags: c.flags, eax: c.eax, ebx: c.ebx, ecx: c.ecx, edx: c.edx,
+    });
+  });
+  return buf;
+}
