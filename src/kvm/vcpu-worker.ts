@@ -26,7 +26,9 @@ self.onmessage = (e: MessageEvent<VcpuWorkerInit>) => {
     Atomics.store(ctl, CONTROL.RESULT, r);
     Atomics.store(ctl, CONTROL.TURN, TURN.MAIN);
     Atomics.notify(ctl, CONTROL.TURN);
-    Atomics.wait(ctl, CONTROL.TURN, TURN.MAIN);
+    // Sleep until the main thread changes `turn`. Atomics.wait may return without a change (a spurious
+    // wake-up), and entering KVM_RUN before the exit was handled would drop the access: so re-check.
+    while (Atomics.load(ctl, CONTROL.TURN) === TURN.MAIN) Atomics.wait(ctl, CONTROL.TURN, TURN.MAIN);
     if (Atomics.load(ctl, CONTROL.TURN) === TURN.STOP) break;
   }
   postMessage({ stopped: true });

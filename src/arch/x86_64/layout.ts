@@ -5,7 +5,9 @@
 // agreement).
 //
 //   0x0000_0000  real-mode IVT and BIOS data area (left zero; Linux's 64-bit entry never reads them)
-//   0x0000_0500  boot GDT, IDT and TSS (what the vCPU's segment registers point at on entry)
+//   0x0000_0500  boot GDT and IDT (what the vCPU's descriptor-table registers point at on entry)
+//   0x0000_1000  boot TSS and its I/O permission bitmap
+//   0x0000_6000  PVH boot: hvm_start_info, module list and memory map (only when booting through PVH)
 //   0x0000_7000  zero page (struct boot_params)
 //   0x0000_8000  boot stack (grows down from BOOT_STACK_POINTER)
 //   0x0000_9000  identity-mapping page tables (PML4, PDPT, 4 page directories)
@@ -30,9 +32,24 @@ export const BOOT_GDT_MAX_ENTRIES = 8;
 /** Boot IDT: empty. Interrupts stay disabled until the guest loads its own (Linux does, early). */
 export const BOOT_IDT_START = BOOT_GDT_START + BOOT_GDT_MAX_ENTRIES * 8;
 export const BOOT_IDT_SIZE = 8;
-/** 64-bit TSS (104 bytes, Intel SDM vol. 3A 8.7): its RSP0 is the stack a CPL3 probe's interrupts land on. */
-export const BOOT_TSS_START = 0x600;
+/**
+ * 64-bit TSS (104 bytes, Intel SDM vol. 3A 8.7): its RSP0 is the stack a CPL3 probe's interrupts land on.
+ * An I/O permission bitmap follows it (SDM vol. 1 19.5.2): one bit per port, 0 = CPL3 may use the port,
+ * and a final all-ones byte. Probe guests do port I/O at CPL3 through it.
+ */
+export const BOOT_TSS_START = 0x1000;
 export const BOOT_TSS_SIZE = 0x68;
+export const BOOT_TSS_IO_BITMAP_START = BOOT_TSS_START + BOOT_TSS_SIZE;
+export const BOOT_TSS_IO_BITMAP_SIZE = 0x10000 / 8 + 1;
+export const BOOT_TSS_END = BOOT_TSS_IO_BITMAP_START + BOOT_TSS_IO_BITMAP_SIZE;
+
+/** PVH boot: struct hvm_start_info (xen/include/public/arch-x86/hvm/start_info.h); RBX points here. */
+export const PVH_INFO_START = 0x6000;
+/** PVH boot: the module list (one struct hvm_modlist_entry, the initrd), after hvm_start_info. */
+export const PVH_MODLIST_START = PVH_INFO_START + 0x40;
+/** PVH boot: the memory map (struct hvm_memmap_table_entry[]), up to the zero page. */
+export const PVH_MEMMAP_START = PVH_MODLIST_START + 0x40;
+export const PVH_MEMMAP_MAX_ENTRIES = 128;
 
 /** struct boot_params, "the zero page" (Documentation/x86/boot.rst). */
 export const ZERO_PAGE_START = 0x7000;

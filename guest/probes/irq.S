@@ -1,0 +1,97 @@
+# irq: an interrupt from a device, through KVM's irqfd, handled by the guest.
+#
+# CPL0 (emulated instruction by instruction on some hosts, so kept short): install one IDT gate for the
+# UART's vector, load the IDT, and enter CPL3 with interrupts enabled (nothing can fire yet: the PIC and
+# the UART are not programmed). CPL3: program the 8259 PIC, enable the UART's receive interrupt, say it is
+# waiting, and spin. When the VMM feeds a byte to the UART, the UART model
+# writes its irqfd, KVM raises ISA IRQ 4 in the in-kernel PIC, the local APIC's LINT0 (ExtINT) delivers
+# vector PIC_VECTOR_BASE + 4, and the CPU switches to CPL0 on the TSS's RSP0 stack to run irq_handler.
+
+	.code64
+	.text
+	.globl _start
+_start:
+	lea	irq_handler(%rip), %rax		# build a 64-bit interrupt gate (SDM vol. 3A 6.14.1, Figure 6-8)
+	lea	idt + (PIC_VECTOR_BASE + COM1_IRQ) * 16(%rip), %rdi
+	mov	%ax, (%rdi)			# offset 15:0
+	movw	$BOOT_CS, 2(%rdi)		# code segment selector
+	movw	$0x8e00, 4(%rdi)		# P=1, DPL=0, type 0xE (64-bit interrupt gate)
+	shr	$16, %rax
+	mov	%ax, 6(%rdi)			# offset 31:16
+	shr	$16, %rax
+	mov	%eax, 8(%rdi)			# offset 63:32
+	lidt	idtr(%rip)
+	lea	user(%rip), %rdi
+	mov	$(RFLAGS_USER | RFLAGS_IF), %rsi	# IF=1: CPL3 cannot STI itself (that needs IOPL=3)
+	jmp	enter_user
+
+irq_handler:					# CPL0, on the TSS's RSP0 stack
+	push	%rax
+	push	%rdx
+	mov	$COM1_PORT, %dx
+	in	%dx, %al			# read the received byte: clears the UART's interrupt
+	mov	%al, got_char(%rip)
+	incl	irq_count(%rip)
+	mov	$0x20, %al			# OCW2 non-specific EOI to the master PIC
+	out	%al, $0x20
+	pop	%rdx
+	pop	%rax
+	iretq
+
+user:
+	# 8259 initialisation (ICW1-ICW4): vectors PIC_VECTOR_BASE.. for the master, +8 for the slave.
+	mov	$0x11, %al
+	out	%al, $0x20
+	out	%al, $0xa0
+	mov	$PIC_VECTOR_BASE, %al
+	out	%al, $0x21
+	add	$8, %al
+	out	%al, $0xa1
+	mov	$0x04, %al			# master: slave on IRQ 2
+	out	%al, $0x21
+	mov	$0x02, %al			# slave: cascade identity 2
+	out	%al, $0xa1
+	mov	$0x01, %al			# 8086 mode
+	out	%al, $0x21
+	out	%al, $0xa1
+	mov	$~(1 << COM1_IRQ) & 0xff, %al	# OCW1: unmask only the UART's IRQ
+	out	%al, $0x21
+	mov	$0xff, %al
+	out	%al, $0xa1
+	mov	$(COM1_PORT + 1), %dx		# UART_IER: UART_IER_RDI, interrupt on received data
+	mov	$0x01, %al
+	out	%al, %dx
+	mov	$(COM1_PORT + 4), %dx		# UART_MCR: OUT2 gates the UART's interrupt onto the bus on a PC
+	mov	$0x08, %al
+	out	%al, %dx
+	lea	m_wait(%rip), %rsi
+	call	puts
+1:	pause					# native CPL3 spin until the handler has run
+	cmpl	$0, irq_count(%rip)
+	je	1b
+	lea	m_got(%rip), %rsi
+	call	puts
+	mov	$COM1_PORT, %dx
+	movzbl	got_char(%rip), %eax
+	out	%al, %dx
+	lea	m_end(%rip), %rsi
+	call	puts
+	call	reset
+
+	.section .rodata
+m_wait:	.asciz	"irq: waiting for an interrupt\n"
+m_got:	.asciz	"irq: handler ran at CPL0, received '"
+m_end:	.asciz	"'\n"
+
+	.data
+	.align	8
+idtr:	.word	256 * 16 - 1
+	.quad	idt
+irq_count:	.long	0
+got_char:	.byte	0
+
+	.bss
+	.align	4096
+idt:	.skip	256 * 16
+
+	.include "lib.S"

@@ -1,0 +1,57 @@
+# Helpers shared by the 64-bit probes. Their CPL3 code may use every I/O port: the boot TSS's I/O
+# permission bitmap, built by the VMM, allows them all (Intel SDM vol. 1 19.5.2).
+# Included with `.include "lib.S"`.
+
+	.text
+# puts: print the NUL-terminated string at %rsi on COM1. Clobbers rax, rdx, rsi.
+puts:
+	mov	$COM1_PORT, %dx
+1:	lodsb
+	test	%al, %al
+	jz	2f
+	out	%al, %dx
+	jmp	1b
+2:	ret
+
+# puthex: print %rdi as 0x + 8 hex digits (low 32 bits). Clobbers rax, rcx, rdx.
+puthex:
+	mov	$COM1_PORT, %dx
+	mov	$'0', %al
+	out	%al, %dx
+	mov	$'x', %al
+	out	%al, %dx
+	mov	$28, %ecx
+1:	mov	%rdi, %rax
+	shr	%cl, %rax
+	and	$0xf, %eax
+	cmp	$10, %al
+	jb	2f
+	add	$('a' - '0' - 10), %al
+2:	add	$'0', %al
+	out	%al, %dx
+	sub	$4, %ecx
+	jns	1b
+	ret
+
+# enter_user: drop from CPL0 to CPL3 at the address in %rdi, with its own stack and RFLAGS = %rsi.
+# iretq pops RIP, CS, RFLAGS, RSP, SS (Intel SDM vol. 3A 6.14.1); CS and SS are the boot GDT's DPL 3 ones.
+enter_user:
+	lea	user_stack_top(%rip), %rax
+	pushq	$USER_DS
+	pushq	%rax
+	pushq	%rsi
+	pushq	$USER_CS
+	pushq	%rdi
+	iretq
+
+# reset: ask the i8042 to pulse the CPU reset line; the VMM ends the VM.
+reset:
+	mov	$0xfe, %al
+	out	%al, $I8042_COMMAND_PORT
+1:	jmp	1b
+
+	.bss
+	.align	16
+user_stack:
+	.skip	4096
+user_stack_top:

@@ -1,0 +1,36 @@
+// The probe guests: tiny assembly programs that exercise one part of the VMM each, through real KVM, in
+// milliseconds. They do their work at CPL3 where they can, because some hosts emulate guest CPL0 code
+// one instruction at a time. docs/probes.md walks through them as a ladder.
+
+import { COM1_IRQ, COM1_PORT, HIMEM_START, I8042_COMMAND_PORT, REAL_MODE_PROBE_START, SCRATCH_MMIO_START } from "../../src/arch/x86_64/layout.ts";
+import { BOOT_CS, USER_CS, USER_DS } from "../../src/arch/x86_64/gdt.ts";
+
+export interface ProbeSpec {
+  name: string;
+  /** "real": started at CS:IP = (load >> 4):0 in real mode; "long": started in 64-bit mode at CPL0. */
+  mode: "real" | "long";
+  /** Guest-physical address the flat binary is loaded at (and, for long mode, linked at and entered at). */
+  load: number;
+  /** What it shows. */
+  about: string;
+}
+
+export const PROBES: Record<string, ProbeSpec> = {
+  hello: { name: "hello", mode: "real", load: REAL_MODE_PROBE_START, about: "real mode, prints over the UART, halts" },
+  longmode: { name: "longmode", mode: "long", load: HIMEM_START, about: "64-bit mode entered by the VMM, then CPL3" },
+  mmio: { name: "mmio", mode: "long", load: HIMEM_START, about: "CPL3 loads and stores to an MMIO device" },
+  irq: { name: "irq", mode: "long", load: HIMEM_START, about: "a UART interrupt through irqfd, handled at CPL0" },
+};
+
+/** Vector the irq probe programs the master 8259 to (IRQ n arrives as vector PIC_VECTOR_BASE + n). */
+export const PIC_VECTOR_BASE = 0x20;
+
+/** RFLAGS for CPL3 code: the reserved bit 1 (always 1), and IF (bit 9) where a probe takes interrupts. */
+export const RFLAGS_USER = 0x2;
+export const RFLAGS_IF = 0x200;
+
+/** Symbols the assembly sources use, passed to `as` with --defsym so each value is defined once, in TS. */
+export const PROBE_SYMBOLS: Record<string, number> = {
+  COM1_PORT, COM1_IRQ, I8042_COMMAND_PORT, SCRATCH_MMIO_START, BOOT_CS, USER_CS, USER_DS, PIC_VECTOR_BASE,
+  RFLAGS_USER, RFLAGS_IF,
+};

@@ -1,0 +1,262 @@
+// virtio-blk (virtio 1.2 §5.2): a disk backed by a host file.
+//
+// One queue. Each request is a chain: a device-readable header (struct virtio_blk_outhdr: type, ioprio,
+// sector), then the data (device-readable for a write, device-writable for a read), then one
+// device-writable status byte: the last writable byte of the chain. Sectors are 512 bytes whatever the
+// host's block size. The used length is the number of bytes written into the chain: data and status.
+//
+// The guest controls every field: a header too short, a request past the end of the disk, a data length
+// that is not whole sectors or a write to a read-only disk each get VIRTIO_BLK_S_IOERR; a type kindling
+// does not implement gets VIRTIO_BLK_S_UNSUPP; a chain with no writable byte for the status cannot be
+// answered and is returned with a used length of 0.
+//
+// Writes go to the host file with pwrite; VIRTIO_BLK_T_FLUSH is fsync. A driver that does not accept
+// VIRTIO_BLK_F_FLUSH assumes there is no write cache (Linux's virtblk_get_cache_mode), so then every
+// write is followed by fsync before it completes.
+
+import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from "node:fs";
+import { StructView } from "../../kvm/struct.ts";
+import { readConfigBytes, type VirtioContext, type VirtioDevice } from "./device.ts";
+import type { DescriptorChain, Virtqueue } from "./queue.ts";
+import {
+  bit, SECTOR_SHIFT, SECTOR_SIZE, virtio_blk_config, virtio_blk_outhdr, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
+  VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
+  VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_ID_BLOCK,
+} from "./uapi.ts";
+
+/** Where the disk's bytes live. Calls are synchronous; a failure throws (the request gets IOERR). */
+export interface BlockBackend {
+  /** Size in bytes (the disk is the whole 512-byte sectors of it). */
+  readonly size: number;
+  readonly readOnly: boolean;
+  /** Fill `buf` from byte `offset`, completely, or throw. */
+  read(buf: Uint8Array, offset: number): void;
+  /** Write all of `buf` at byte `offset`, or throw. */
+  write(buf: Uint8Array, offset: number): void;
+  /** Make completed writes durable (fsync). */
+  flush(): void;
+  close(): void;
+}
+
+/** A regular host file as a disk, through positioned reads and writes (pread/pwrite) and fsync. */
+export class FileBlockBackend implements BlockBackend {
+  readonly size: number;
+  private fd: number;
+
+  constructor(
+    readonly path: string,
+    readonly readOnly = false,
+  ) {
+    try {
+      this.fd = openSync(path, readOnly ? "r" : "r+");
+    } catch (e) {
+      throw new Error(`virtio-blk: cannot open ${path}${readOnly ? " read-only" : " for reading and writing"}: ${(e as Error).message}`);
+    }
+    const st = fstatSync(this.fd);
+    if (!st.isFile()) {
+      closeSync(this.fd);
+      throw new Error(`virtio-blk: ${path} is not a regular file`);
+    }
+    this.size = st.size;
+  }
+
+  read(buf: Uint8Array, offset: number): void {
+    for (let done = 0; done < buf.byteLength;) {
+      const n = readSync(this.fd, buf, done, buf.byteLength - done, offset + done);
+      if (n === 0) throw new Error(`${this.path}: unexpected end of file at byte ${offset + done}`);
+      done += n;
+    }
+  }
+
+  write(buf: Uint8Array, offset: number): void {
+    for (let done = 0; done < buf.byteLength;) {
+      done += writeSync(this.fd, buf, done, buf.byteLength - done, offset + done);
+    }
+  }
+
+  flush(): void {
+    fsyncSync(this.fd);
+  }
+
+  close(): void {
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+  }
+}
+
+export interface VirtioBlockOptions {
+  /** The GET_ID answer (the guest's /sys/block/vda/serial): printable ASCII, at most 20 bytes. */
+  id?: string;
+  /** QueueNumMax (default 256). */
+  queueSize?: number;
+  log?: (message: string) => void;
+}
+
+/** A request failed in a way the driver is told about with a status byte. */
+class BlockRequestError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class VirtioBlock implements VirtioDevice {
+  readonly name = "virtio-blk";
+  readonly deviceId = VIRTIO_ID_BLOCK;
+  readonly deviceFeatures: bigint;
+  readonly queueMaxSizes: readonly number[];
+  /** Disk size in 512-byte sectors (config space `capacity`). */
+  capacity: number;
+  private readonly id: Uint8Array;
+  private readonly config = new StructView(virtio_blk_config);
+  private readonly log: (message: string) => void;
+  private queue: Virtqueue | undefined;
+  /** VIRTIO_BLK_F_FLUSH not negotiated: the driver expects every write to be durable when it completes. */
+  private writethrough = true;
+
+  constructor(
+    readonly backend: BlockBackend,
+    opts: VirtioBlockOptions = {},
+  ) {
+    const queueSize = opts.queueSize ?? 256;
+    this.queueMaxSizes = [queueSize];
+    this.log = opts.log ?? (() => {});
+    const id = opts.id ?? "kindling";
+    if (!/^[\x20-\x7e]*$/.test(id) || id.length > VIRTIO_BLK_ID_BYTES) {
+      throw new Error(`virtio-blk: id ${JSON.stringify(id)} must be printable ASCII of at most ${VIRTIO_BLK_ID_BYTES} bytes`);
+    }
+    this.id = new Uint8Array(VIRTIO_BLK_ID_BYTES);
+    this.id.set(new TextEncoder().encode(id));
+    // SEG_MAX: the header and the status take two descriptors of a chain no longer than the queue.
+    this.deviceFeatures = bit(VIRTIO_BLK_F_FLUSH) | bit(VIRTIO_BLK_F_SEG_MAX) | (backend.readOnly ? bit(VIRTIO_BLK_F_RO) : 0n);
+    this.config.set("seg_max", Math.max(1, queueSize - 2));
+    this.capacity = 0;
+    this.updateCapacity();
+  }
+
+  /**
+   * Re-read the backend's size into `capacity`. Returns true if it changed; the VM then calls the
+   * transport's configChanged() so the guest re-reads it.
+   */
+  updateCapacity(): boolean {
+    const sectors = Math.floor(this.backend.size / SECTOR_SIZE);
+    if (this.backend.size % SECTOR_SIZE) {
+      this.log(`${this.name}: ${this.backend.size % SECTOR_SIZE} bytes past the last whole sector are not visible to the guest`);
+    }
+    const changed = sectors !== this.capacity;
+    this.capacity = sectors;
+    this.config.set("capacity", sectors);
+    return changed;
+  }
+
+  readConfig(offset: number, data: Uint8Array): void {
+    readConfigBytes(this.config.bytes, offset, data);
+  }
+
+  writeConfig(offset: number, _data: Uint8Array): void {
+    // Only `writeback` is writable, and only with VIRTIO_BLK_F_CONFIG_WCE, which kindling does not offer.
+    this.log(`${this.name}: write to read-only config offset ${offset} ignored`);
+  }
+
+  activate(ctx: VirtioContext): void {
+    const q = ctx.queues[0];
+    if (!q) throw new Error("queue 0 (requestq) is not ready");
+    this.queue = q;
+    this.writethrough = (ctx.features & bit(VIRTIO_BLK_F_FLUSH)) === 0n;
+  }
+
+  reset(): void {
+    this.queue = undefined;
+  }
+
+  process(_queueIndex: number): boolean {
+    const q = this.queue;
+    if (!q) return false;
+    for (let n = 0; n < q.size; n++) {
+      const chain = q.pop();
+      if (!chain) return false;
+      q.push(chain, this.handle(chain));
+    }
+    return q.hasAvailable();
+  }
+
+  /** Carry out one request; returns the used length. */
+  private handle(chain: DescriptorChain): number {
+    if (chain.writableLength === 0) {
+      this.log(`${this.name}: request ${chain.head} has no device-writable status byte; returned unanswered`);
+      return 0;
+    }
+    // The status is the last writable byte; the writable bytes before it are a read's data buffer.
+    const statusAt = chain.writableLength - 1;
+    let status = VIRTIO_BLK_S_OK;
+    let written = 0;
+    try {
+      written = this.execute(chain, statusAt);
+    } catch (e) {
+      status = e instanceof BlockRequestError ? e.status : VIRTIO_BLK_S_IOERR;
+      this.log(`${this.name}: request ${chain.head}: ${(e as Error).message}`);
+      // Only the status byte is reported as written (an underestimate is allowed, §2.7.8.2).
+      written = 0;
+    }
+    chain.write(statusAt, Uint8Array.of(status));
+    return written + 1;
+  }
+
+  /** Returns the data bytes written into the chain; throws BlockRequestError for a status other than OK. */
+  private execute(chain: DescriptorChain, dataIn: number): number {
+    if (chain.readableLength < virtio_blk_outhdr.size) {
+      throw new BlockRequestError(VIRTIO_BLK_S_IOERR, `header is ${chain.readableLength} bytes, needs ${virtio_blk_outhdr.size}`);
+    }
+    const hdr = new StructView(virtio_blk_outhdr, chain.read(0, virtio_blk_outhdr.size));
+    const type = hdr.get("type");
+    const sector = hdr.getBig("sector");
+    switch (type) {
+      case VIRTIO_BLK_T_IN: {
+        const at = this.checkRange(sector, dataIn, "read");
+        let pos = at;
+        for (const s of chain.writableSlices(0, dataIn)) {
+          this.backend.read(s, pos);
+          pos += s.byteLength;
+        }
+        return dataIn;
+      }
+      case VIRTIO_BLK_T_OUT: {
+        if (this.backend.readOnly) throw new BlockRequestError(VIRTIO_BLK_S_IOERR, "write to a read-only disk");
+        const len = chain.readableLength - virtio_blk_outhdr.size;
+        let pos = this.checkRange(sector, len, "write");
+        for (const s of chain.readableSlices(virtio_blk_outhdr.size, len)) {
+          this.backend.write(s, pos);
+          pos += s.byteLength;
+        }
+        if (this.writethrough) this.backend.flush();
+        return 0;
+      }
+      case VIRTIO_BLK_T_FLUSH:
+        this.backend.flush();
+        return 0;
+      case VIRTIO_BLK_T_GET_ID: {
+        // Up to VIRTIO_BLK_ID_BYTES, as much as the buffer holds.
+        const n = Math.min(dataIn, VIRTIO_BLK_ID_BYTES);
+        chain.write(0, this.id.subarray(0, n));
+        return n;
+      }
+      default:
+        throw new BlockRequestError(VIRTIO_BLK_S_UNSUPP, `request type ${type} is not supported`);
+    }
+  }
+
+  /** Byte offset of `sector`, after checking that `len` bytes from it are whole sectors inside the disk. */
+  private checkRange(sector: bigint, len: number, what: string): number {
+    if (len % SECTOR_SIZE !== 0) {
+      throw new BlockRequestError(VIRTIO_BLK_S_IOERR, `${what} of ${len} bytes is not a whole number of ${SECTOR_SIZE}-byte sectors`);
+    }
+    const start = sector << BigInt(SECTOR_SHIFT);
+    if (start + BigInt(len) > BigInt(this.capacity) << BigInt(SECTOR_SHIFT)) {
+      throw new BlockRequestError(VIRTIO_BLK_S_IOERR,
+        `${what} of ${len / SECTOR_SIZE} sectors at sector ${sector} is past the end of the ${this.capacity}-sector disk`);
+    }
+    return Number(start);
+  }
+}

@@ -1,0 +1,188 @@
+// One vCPU as the VMM sees it: its fd, its worker thread, and the loop that handles its exits.
+//
+// The loop waits for the worker to report an exit, then does what the exit asks:
+//   KVM_EXIT_IO    a port access (in/out) -> the port-IO bus
+//   KVM_EXIT_MMIO  a load/store to an address with no RAM -> the MMIO bus
+//   KVM_EXIT_HLT   the guest halted with no in-kernel irqchip to wait for interrupts -> the VM ends
+//   KVM_EXIT_SHUTDOWN, _SYSTEM_EVENT, _INTERNAL_ERROR, _FAIL_ENTRY -> the VM ends, reported with registers
+// and lets the worker enter the guest again (api.rst 5, "struct kvm_run").
+
+import { errnoName } from "./kvm/libc.ts";
+import { KVM_EXIT, KVM_EXIT_IO_OUT, KVM_EXIT_NAME, KVM_INTERNAL_ERROR, KVM_SYSTEM_EVENT, kvm_run } from "./kvm/uapi.ts";
+import { EINTR, VcpuThread } from "./kvm/vcpu-thread.ts";
+import type { VcpuFd } from "./kvm/vcpu-fd.ts";
+import type { Bus } from "./bus.ts";
+
+/** How a VM ended. `reason` is stable, for code; `message` is for people. */
+export interface VmExit {
+  reason: "halt" | "reset" | "poweroff" | "shutdown" | "crash" | "stopped" | "error";
+  message: string;
+  vcpu?: number;
+  /** Register dump at the exit, for the reasons that are failures. */
+  registers?: string;
+}
+
+export interface VcpuHost {
+  readonly pio: Bus;
+  readonly mmio: Bus;
+  readonly stopping: boolean;
+  end(exit: VmExit): void;
+}
+
+const OFF = {
+  exit_reason: kvm_run.offsetOf("exit_reason"),
+  io_direction: kvm_run.offsetOf("exit.io.direction"),
+  io_size: kvm_run.offsetOf("exit.io.size"),
+  io_port: kvm_run.offsetOf("exit.io.port"),
+  io_count: kvm_run.offsetOf("exit.io.count"),
+  io_data_offset: kvm_run.offsetOf("exit.io.data_offset"),
+  mmio_phys_addr: kvm_run.offsetOf("exit.mmio.phys_addr"),
+  mmio_data: kvm_run.offsetOf("exit.mmio.data"),
+  mmio_len: kvm_run.offsetOf("exit.mmio.len"),
+  mmio_is_write: kvm_run.offsetOf("exit.mmio.is_write"),
+};
+
+export class Vcpu {
+  readonly thread: VcpuThread;
+  /** Exits handled, by KVM_EXIT_* number. */
+  readonly exitCounts = new Map<number, number>();
+  private readonly bytes: Uint8Array;
+  private readonly dv: DataView;
+  private loopDone?: Promise<void>;
+
+  constructor(
+    readonly fd: VcpuFd,
+    private readonly host: VcpuHost,
+  ) {
+    this.thread = new VcpuThread(fd);
+    this.bytes = new Uint8Array(fd.run.buffer);
+    this.dv = new DataView(fd.run.buffer);
+  }
+
+  get id(): number {
+    return this.fd.id;
+  }
+
+  /** Start the worker and the exit loop. */
+  async start(): Promise<void> {
+    await this.thread.start();
+    this.loopDone = this.loop();
+  }
+
+  /** Resolves once the worker has stopped. */
+  get done(): Promise<void> {
+    return this.loopDone ?? Promise.resolve();
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      for (;;) {
+        const r = await this.thread.nextExit();
+        if (this.host.stopping) break;
+        if (r === -EINTR) {
+          // A signal that was not ours to act on (nothing asked to stop): enter the guest again.
+          this.thread.clearKick();
+          this.thread.resume();
+          continue;
+        }
+        if (r < 0) {
+          this.host.end({ reason: "error", vcpu: this.id, message: `KVM_RUN failed: ${errnoName(-r)}`, registers: this.dumpRegisters() });
+          break;
+        }
+        const ended = this.handleExit();
+        if (ended) this.host.end(ended);
+        if (this.host.stopping) break;
+        this.thread.resume();
+      }
+    } catch (e) {
+      this.host.end({ reason: "error", vcpu: this.id, message: `vCPU ${this.id}: ${(e as Error).message}`, registers: this.safeDump() });
+    }
+    await this.thread.stop();
+  }
+
+  /** Handle the exit described in kvm_run; returns how the VM ended if this exit ends it. */
+  handleExit(): VmExit | undefined {
+    const reason = this.dv.getUint32(OFF.exit_reason, true);
+    this.exitCounts.set(reason, (this.exitCounts.get(reason) ?? 0) + 1);
+    switch (reason) {
+      case KVM_EXIT.IO: {
+        const size = this.bytes[OFF.io_size]!;
+        const port = this.dv.getUint16(OFF.io_port, true);
+        const count = this.dv.getUint32(OFF.io_count, true);
+        const dataOffset = Number(this.dv.getBigUint64(OFF.io_data_offset, true));
+        const out = this.bytes[OFF.io_direction] === KVM_EXIT_IO_OUT;
+        // `rep outs`/`rep ins` report `count` accesses back to back in the data area.
+        for (let i = 0; i < count; i++) {
+          const data = this.bytes.subarray(dataOffset + i * size, dataOffset + (i + 1) * size);
+          if (out) this.host.pio.write(port, data);
+          else this.host.pio.read(port, data);
+        }
+        return undefined;
+      }
+      case KVM_EXIT.MMIO: {
+        const addr = Number(this.dv.getBigUint64(OFF.mmio_phys_addr, true));
+        const len = this.dv.getUint32(OFF.mmio_len, true);
+        const data = this.bytes.subarray(OFF.mmio_data, OFF.mmio_data + Math.min(len, 8));
+        if (this.bytes[OFF.mmio_is_write]) this.host.mmio.write(addr, data);
+        else this.host.mmio.read(addr, data);
+        return undefined;
+      }
+      case KVM_EXIT.HLT:
+        return { reason: "halt", vcpu: this.id, message: `vCPU ${this.id} halted (KVM_EXIT_HLT)` };
+      case KVM_EXIT.SHUTDOWN:
+        // A triple fault: an exception while delivering a double fault (SDM vol. 3A 6.15, interrupt 8).
+        return { reason: "shutdown", vcpu: this.id, message: `vCPU ${this.id}: KVM_EXIT_SHUTDOWN (triple fault)`, registers: this.dumpRegisters() };
+      case KVM_EXIT.SYSTEM_EVENT: {
+        const type = this.dv.getUint32(kvm_run.offsetOf("exit.system_event.type"), true);
+        if (type === KVM_SYSTEM_EVENT.RESET) return { reason: "reset", vcpu: this.id, message: "guest requested a reset (KVM_SYSTEM_EVENT_RESET)" };
+        if (type === KVM_SYSTEM_EVENT.SHUTDOWN) return { reason: "poweroff", vcpu: this.id, message: "guest powered off (KVM_SYSTEM_EVENT_SHUTDOWN)" };
+        return { reason: "crash", vcpu: this.id, message: `KVM_EXIT_SYSTEM_EVENT type ${type}`, registers: this.dumpRegisters() };
+      }
+      case KVM_EXIT.INTERNAL_ERROR:
+        return { reason: "error", vcpu: this.id, message: this.describeInternalError(), registers: this.dumpRegisters() };
+      case KVM_EXIT.FAIL_ENTRY: {
+        const hw = this.dv.getBigUint64(kvm_run.offsetOf("exit.fail_entry.hardware_entry_failure_reason"), true);
+        return { reason: "error", vcpu: this.id, message: `KVM_EXIT_FAIL_ENTRY: hardware_entry_failure_reason 0x${hw.toString(16)} (the vCPU state was refused by the CPU)`, registers: this.dumpRegisters() };
+      }
+      default:
+        return { reason: "error", vcpu: this.id, message: `unexpected exit ${KVM_EXIT_NAME[reason] ?? reason}`, registers: this.dumpRegisters() };
+    }
+  }
+
+  /** KVM_EXIT_INTERNAL_ERROR's suberror, and for emulation failures the instruction bytes. */
+  describeInternalError(): string {
+    const run = this.thread.run;
+    const sub = run.get("exit.internal.suberror");
+    const name = Object.entries(KVM_INTERNAL_ERROR).find(([, v]) => v === sub)?.[0] ?? String(sub);
+    let text = `KVM_EXIT_INTERNAL_ERROR: KVM_INTERNAL_ERROR_${name}`;
+    if (sub === KVM_INTERNAL_ERROR.EMULATION) {
+      const n = Math.min(run.get("exit.emulation_failure.insn_size"), 15);
+      if (n > 0) {
+        const bytes = [...run.slice("exit.emulation_failure.insn_bytes", n)].map((b) => b.toString(16).padStart(2, "0"));
+        text += ` (instruction bytes: ${bytes.join(" ")})`;
+      } else {
+        text += " (the instruction could not be emulated)";
+      }
+    }
+    return text;
+  }
+
+  /** General, segment and control registers, one line each group, for error reports. */
+  dumpRegisters(): string {
+    const r = this.fd.getRegs();
+    const s = this.fd.getSregs();
+    const h = (v: bigint) => `0x${v.toString(16)}`;
+    const gp = ["rip", "rsp", "rbp", "rflags", "rax", "rbx", "rcx", "rdx", "rsi", "rdi"].map((k) => `${k}=${h(r.getBig(k))}`);
+    const cr = ["cr0", "cr2", "cr3", "cr4", "efer"].map((k) => `${k}=${h(s.getBig(k))}`);
+    const seg = ["cs", "ss", "ds", "tr"].map((k) => `${k}=${h(s.getBig(`${k}.selector`))}(dpl ${s.get(`${k}.dpl`)}${s.get(`${k}.l`) ? ", 64-bit" : ""})`);
+    return `${gp.join(" ")}\n${cr.join(" ")}\n${seg.join(" ")}`;
+  }
+
+  private safeDump(): string | undefined {
+    try {
+      return this.dumpRegisters();
+    } catch {
+      return undefined;
+    }
+  }
+}

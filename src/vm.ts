@@ -1,0 +1,131 @@
+// A virtual machine: KVM objects, guest RAM, buses, devices and vCPUs, with no state outside this object,
+// so one process can hold many VMs.
+//
+// Creating one follows the order the KVM API wants (api.rst 4):
+//   1. open /dev/kvm, check the API version (Kvm)
+//   2. KVM_CREATE_VM
+//   3. KVM_SET_TSS_ADDR (Intel needs three pages for real-mode emulation), KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2
+//   4. guest RAM: mmap + KVM_SET_USER_MEMORY_REGION per region
+//   5. devices on the port-IO and MMIO buses, their interrupt lines as irqfds
+//   6. KVM_CREATE_VCPU per vCPU (after the irqchip, so each gets an in-kernel local APIC)
+// Loading a guest and setting the first registers is the caller's job (see boot/probe.ts); then start().
+
+import { Bus } from "./bus.ts";
+import { Kvm } from "./kvm/system.ts";
+import type { VmFd } from "./kvm/vm-fd.ts";
+import { allocateGuestMemory, freeGuestMemory, type GuestMemory } from "./memory.ts";
+import { IrqFdLine } from "./irq.ts";
+import { Vcpu, type VmExit } from "./vcpu.ts";
+import { COM1_IRQ, COM1_PORT, KVM_TSS_ADDRESS, POST_CODE_PORT, ramRegions } from "./arch/x86_64/layout.ts";
+import { Serial } from "./devices/serial.ts";
+import { I8042 } from "./devices/i8042.ts";
+
+export interface VmOptions {
+  /** Guest RAM in bytes. */
+  memSize: number;
+  vcpus?: number;
+  /**
+   * In-kernel PIC/IOAPIC/local APICs and PIT (default true). Without them a HLT exits to the VMM
+   * (KVM_EXIT_HLT), which the `hello` probe uses to end; with them the vCPU sleeps in the kernel instead.
+   */
+  irqchip?: boolean;
+  /** Where the serial console's output goes. */
+  consoleOutput?: (bytes: Uint8Array) => void;
+  /** Log lines from the VMM about this VM. */
+  log?: (line: string) => void;
+}
+
+export class Vm {
+  readonly kvm: Kvm;
+  readonly fd: VmFd;
+  readonly memory: GuestMemory;
+  readonly pio: Bus;
+  readonly mmio: Bus;
+  readonly vcpus: Vcpu[] = [];
+  readonly serial: Serial;
+  readonly irqchip: boolean;
+  private readonly irqLines: IrqFdLine[] = [];
+  private readonly log: (line: string) => void;
+  private ending?: VmExit;
+  private endedResolve!: (e: VmExit) => void;
+  /** Resolves with how the VM ended, once every vCPU thread has stopped. */
+  readonly exited: Promise<VmExit>;
+  private closed = false;
+
+  constructor(opts: VmOptions) {
+    this.log = opts.log ?? (() => {});
+    this.irqchip = opts.irqchip ?? true;
+    this.exited = new Promise((resolve) => (this.endedResolve = resolve));
+    this.kvm = new Kvm();
+    try {
+      this.fd = this.kvm.createVm();
+    } catch (e) {
+      this.kvm.close();
+      throw e;
+    }
+    this.fd.setTssAddr(KVM_TSS_ADDRESS);
+    if (this.irqchip) {
+      this.fd.createIrqchip();
+      this.fd.createPit2();
+    }
+    this.memory = allocateGuestMemory(ramRegions(opts.memSize));
+    this.memory.regions.forEach((r, slot) => this.fd.setUserMemoryRegion(slot, r.gpa, r.bytes.byteLength, r.hostAddr!));
+
+    this.pio = new Bus("pio", this.log);
+    this.mmio = new Bus("mmio", this.log);
+    this.serial = new Serial(opts.consoleOutput ?? (() => {}), this.interruptLine(COM1_IRQ));
+    this.pio.register(COM1_PORT, 8, this.serial);
+    const i8042 = new I8042(() => this.end({ reason: "reset", message: "guest reset the machine through the i8042 (0xFE to port 0x64)" }));
+    for (const { port, device } of i8042.ports()) this.pio.register(port, 1, device);
+    // Port 0x80 is written for short delays (Linux's io_delay); it needs no device, only no log noise.
+    this.pio.register(POST_CODE_PORT, 1, { name: "post-code", read: (_o, d) => d.fill(0xff), write: () => {} });
+
+    for (let i = 0; i < (opts.vcpus ?? 1); i++) this.vcpus.push(new Vcpu(this.fd.createVcpu(i), this));
+  }
+
+  /** An interrupt line on `gsi`: an eventfd registered with KVM_IRQFD, or a no-op without an irqchip. */
+  interruptLine(gsi: number): IrqFdLine | { gsi: number; trigger(): void } {
+    if (!this.irqchip) return { gsi, trigger: () => {} };
+    const line = new IrqFdLine(this.fd, gsi);
+    this.irqLines.push(line);
+    return line;
+  }
+
+  get stopping(): boolean {
+    return this.ending !== undefined;
+  }
+
+  /** Start every vCPU. Registers must be set up first. */
+  async start(): Promise<void> {
+    for (const v of this.vcpus) await v.start();
+  }
+
+  /** End the VM: the first call decides how it ended; every vCPU is kicked out of KVM_RUN and stopped. */
+  end(exit: VmExit): void {
+    if (this.ending) return;
+    this.ending = exit;
+    for (const v of this.vcpus) v.thread.kick();
+    void Promise.all(this.vcpus.map((v) => v.done)).then(() => {
+      this.serial.flush?.();
+      this.close();
+      this.endedResolve(exit);
+    });
+  }
+
+  /** Stop the VM from outside (API, Ctrl-C): resolves when it has ended. */
+  async stop(message = "stopped by the VMM"): Promise<VmExit> {
+    this.end({ reason: "stopped", message });
+    return this.exited;
+  }
+
+  /** Release KVM fds, eventfds and guest RAM. Called once the vCPUs have stopped. */
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const v of this.vcpus) v.fd.close();
+    for (const l of this.irqLines) l.close();
+    this.fd.close();
+    this.kvm.close();
+    freeGuestMemory(this.memory);
+  }
+}

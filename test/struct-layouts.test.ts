@@ -1,0 +1,47 @@
+// Every kernel struct kindling declares must match the kernel's UAPI headers byte for byte: a wrong offset
+// would make KVM read garbage registers. The expected values in fixtures/kvm-uapi.json were computed by a C
+// compiler from the Linux 6.1 headers (sizeof, offsetof, and the KVM_* ioctl macros).
+
+import { describe, expect, test } from "bun:test";
+import * as uapi from "../src/kvm/uapi.ts";
+import { KVM } from "../src/kvm/ioctl.ts";
+import type { Layout } from "../src/kvm/struct.ts";
+import fixture from "./fixtures/kvm-uapi.json";
+
+const layouts: Record<string, Layout> = {
+  kvm_regs: uapi.kvm_regs, kvm_segment: uapi.kvm_segment, kvm_dtable: uapi.kvm_dtable, kvm_sregs: uapi.kvm_sregs,
+  kvm_fpu: uapi.kvm_fpu, kvm_msr_entry: uapi.kvm_msr_entry, kvm_msrs: uapi.kvm_msrs,
+  kvm_cpuid_entry2: uapi.kvm_cpuid_entry2, kvm_cpuid2: uapi.kvm_cpuid2,
+  kvm_userspace_memory_region: uapi.kvm_userspace_memory_region, kvm_irqfd: uapi.kvm_irqfd,
+  kvm_ioeventfd: uapi.kvm_ioeventfd, kvm_irq_level: uapi.kvm_irq_level, kvm_pit_config: uapi.kvm_pit_config,
+  kvm_lapic_state: uapi.kvm_lapic_state, kvm_vcpu_events: uapi.kvm_vcpu_events, kvm_run: uapi.kvm_run,
+};
+
+/** kvm_run's exit union is anonymous in C and named `exit` in kindling. */
+const EXIT_MEMBERS = new Set(["hw", "fail_entry", "ex", "io", "mmio", "internal", "emulation_failure", "system_event"]);
+const kindlingPath = (struct: string, path: string) =>
+  struct === "kvm_run" && EXIT_MEMBERS.has(path.split(".")[0]!) ? `exit.${path}` : path;
+
+describe("struct layouts match the kernel's UAPI headers", () => {
+  for (const [name, expected] of Object.entries(fixture.structs)) {
+    test(name, () => {
+      const layout = layouts[name];
+      expect(layout).toBeDefined();
+      expect({ name, size: layout!.size }).toEqual({ name, size: expected.size });
+      for (const [path, offset] of Object.entries(expected.offsets)) {
+        expect({ path, offset: layout!.offsetOf(kindlingPath(name, path)) }).toEqual({ path, offset });
+      }
+    });
+  }
+  test("every declared struct is checked", () => {
+    expect(Object.keys(layouts).sort()).toEqual(Object.keys(fixture.structs).sort());
+  });
+});
+
+describe("ioctl numbers match the kernel's _IO/_IOR/_IOW/_IOWR macros", () => {
+  test("every KVM ioctl kindling issues", () => {
+    for (const [name, request] of Object.entries(KVM)) {
+      expect({ name, request }).toEqual({ name, request: (fixture.ioctls as Record<string, number>)[name]! });
+    }
+  });
+});
