@@ -69,9 +69,13 @@ export class Vcpu {
     this.loopDone = this.loop();
   }
 
-  /** Resolves once the worker has stopped. */
+  /** Resolves once the worker has stopped (a worker that never started is terminated). */
   get done(): Promise<void> {
-    return this.loopDone ?? Promise.resolve();
+    if (!this.loopDone) {
+      this.thread.terminate();
+      return Promise.resolve();
+    }
+    return this.loopDone;
   }
 
   private async loop(): Promise<void> {

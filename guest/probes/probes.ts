@@ -2,7 +2,7 @@
 // milliseconds. They do their work at CPL3 where they can, because some hosts emulate guest CPL0 code
 // one instruction at a time. docs/probes.md walks through them as a ladder.
 
-import { COM1_IRQ, COM1_PORT, HIMEM_START, I8042_COMMAND_PORT, REAL_MODE_PROBE_START, SCRATCH_MMIO_START } from "../../src/arch/x86_64/layout.ts";
+import { COM1_IRQ, COM1_PORT, HIMEM_START, I8042_COMMAND_PORT, REAL_MODE_PROBE_START, SCRATCH_MMIO_START, SCRATCH_PORT } from "../../src/arch/x86_64/layout.ts";
 import { BOOT_CS, USER_CS, USER_DS } from "../../src/arch/x86_64/gdt.ts";
 
 export interface ProbeSpec {
@@ -20,7 +20,11 @@ export const PROBES: Record<string, ProbeSpec> = {
   longmode: { name: "longmode", mode: "long", load: HIMEM_START, about: "64-bit mode entered by the VMM, then CPL3" },
   mmio: { name: "mmio", mode: "long", load: HIMEM_START, about: "CPL3 loads and stores to an MMIO device" },
   irq: { name: "irq", mode: "long", load: HIMEM_START, about: "a UART interrupt through irqfd, handled at CPL0" },
+  exits: { name: "exits", mode: "long", load: HIMEM_START, about: "EXIT_LOOPS port writes, then EXIT_LOOPS MMIO writes (bench)" },
 };
+
+/** How many port writes, then MMIO writes, the exits probe makes. */
+export const EXIT_LOOPS = 100_000;
 
 /** Vector the irq probe programs the master 8259 to (IRQ n arrives as vector PIC_VECTOR_BASE + n). */
 export const PIC_VECTOR_BASE = 0x20;
@@ -32,5 +36,5 @@ export const RFLAGS_IF = 0x200;
 /** Symbols the assembly sources use, passed to `as` with --defsym so each value is defined once, in TS. */
 export const PROBE_SYMBOLS: Record<string, number> = {
   COM1_PORT, COM1_IRQ, I8042_COMMAND_PORT, SCRATCH_MMIO_START, BOOT_CS, USER_CS, USER_DS, PIC_VECTOR_BASE,
-  RFLAGS_USER, RFLAGS_IF,
+  RFLAGS_USER, RFLAGS_IF, SCRATCH_PORT, EXIT_LOOPS,
 };

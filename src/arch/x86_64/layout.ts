@@ -134,3 +134,5 @@ export const I8042_DATA_PORT = 0x60;
 export const I8042_COMMAND_PORT = 0x64;
 /** Port 0x80: POST code / "io_delay" writes; Linux writes here to wait a moment. */
 export const POST_CODE_PORT = 0x80;
+/** A port tests and benchmarks may claim for their own port-IO devices (unused by PC hardware). */
+export const SCRATCH_PORT = 0x510;
