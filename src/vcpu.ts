@@ -12,6 +12,8 @@ import { KVM_EXIT, KVM_EXIT_IO_OUT, KVM_EXIT_NAME, KVM_INTERNAL_ERROR, KVM_SYSTE
 import { EINTR, VcpuThread } from "./kvm/vcpu-thread.ts";
 import type { VcpuFd } from "./kvm/vcpu-fd.ts";
 import type { Bus } from "./bus.ts";
+import type { GuestMemory } from "./memory.ts";
+import { emulationAssist } from "./arch/x86_64/emulation-assist.ts";
 
 /** How a VM ended. `reason` is stable, for code; `message` is for people. */
 export interface VmExit {
@@ -25,8 +27,10 @@ export interface VmExit {
 export interface VcpuHost {
   readonly pio: Bus;
   readonly mmio: Bus;
+  readonly memory: GuestMemory;
   readonly stopping: boolean;
   end(exit: VmExit): void;
+  log(line: string): void;
 }
 
 const OFF = {
@@ -46,6 +50,8 @@ export class Vcpu {
   readonly thread: VcpuThread;
   /** Exits handled, by KVM_EXIT_* number. */
   readonly exitCounts = new Map<number, number>();
+  /** Instructions the emulation assist completed, by description kind (see emulation-assist.ts). */
+  readonly assists = new Map<string, number>();
   private readonly bytes: Uint8Array;
   private readonly dv: DataView;
   private loopDone?: Promise<void>;
@@ -142,8 +148,17 @@ export class Vcpu {
         if (type === KVM_SYSTEM_EVENT.SHUTDOWN) return { reason: "poweroff", vcpu: this.id, message: "guest powered off (KVM_SYSTEM_EVENT_SHUTDOWN)" };
         return { reason: "crash", vcpu: this.id, message: `KVM_EXIT_SYSTEM_EVENT type ${type}`, registers: this.dumpRegisters() };
       }
-      case KVM_EXIT.INTERNAL_ERROR:
-        return { reason: "error", vcpu: this.id, message: this.describeInternalError(), registers: this.dumpRegisters() };
+      case KVM_EXIT.INTERNAL_ERROR: {
+        const assist = emulationAssist(this.fd, this.host.memory, this.thread.run);
+        if (assist.handled) {
+          const kind = assist.description.split(" (")[0]!;
+          const n = this.assists.get(kind) ?? 0;
+          this.assists.set(kind, n + 1);
+          if (n === 0) this.host.log(`emulation assist: ${assist.description}; the host's emulator could not run it (logged once)`);
+          return undefined;
+        }
+        return { reason: "error", vcpu: this.id, message: `${this.describeInternalError()}; ${assist.description}`, registers: this.dumpRegisters() };
+      }
       case KVM_EXIT.FAIL_ENTRY: {
         const hw = this.dv.getBigUint64(kvm_run.offsetOf("exit.fail_entry.hardware_entry_failure_reason"), true);
         return { reason: "error", vcpu: this.id, message: `KVM_EXIT_FAIL_ENTRY: hardware_entry_failure_reason 0x${hw.toString(16)} (the vCPU state was refused by the CPU)`, registers: this.dumpRegisters() };

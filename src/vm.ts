@@ -45,7 +45,7 @@ export class Vm {
   readonly serial: Serial;
   readonly irqchip: boolean;
   private readonly irqLines: IrqFdLine[] = [];
-  private readonly log: (line: string) => void;
+  readonly log: (line: string) => void;
   private ending?: VmExit;
   private endedResolve!: (e: VmExit) => void;
   /** Resolves with how the VM ended, once every vCPU thread has stopped. */

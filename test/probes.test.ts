@@ -56,6 +56,15 @@ describe("probe guests", () => {
     expect(exit.reason).toBe("reset");
   });
 
+  kvmTest("int3: a breakpoint at CPL0 reaches the guest's #BP handler and execution continues", async () => {
+    const { exit, text, vm } = await run("int3");
+    expect(text()).toBe("int3: the #BP handler ran once and returned past the breakpoint\n");
+    expect(exit.reason).toBe("reset");
+    // Where the host emulates CPL0 code, the VMM's emulation assist delivered it; on hardware the CPU did.
+    const assisted = vm.vcpus[0]!.assists.get("int3 at CPL0") ?? 0;
+    expect(assisted === 0 || assisted === 1).toBe(true);
+  });
+
   kvmTest("irq: a byte fed to the UART raises IRQ 4 through irqfd; the guest's handler takes it", async () => {
     let text = "";
     const decoder = new TextDecoder();

@@ -11,16 +11,9 @@
 	.text
 	.globl _start
 _start:
-	lea	irq_handler(%rip), %rax		# build a 64-bit interrupt gate (SDM vol. 3A 6.14.1, Figure 6-8)
-	lea	idt + (PIC_VECTOR_BASE + COM1_IRQ) * 16(%rip), %rdi
-	mov	%ax, (%rdi)			# offset 15:0
-	movw	$BOOT_CS, 2(%rdi)		# code segment selector
-	movw	$0x8e00, 4(%rdi)		# P=1, DPL=0, type 0xE (64-bit interrupt gate)
-	shr	$16, %rax
-	mov	%ax, 6(%rdi)			# offset 31:16
-	shr	$16, %rax
-	mov	%eax, 8(%rdi)			# offset 63:32
-	lidt	idtr(%rip)
+	mov	$(PIC_VECTOR_BASE + COM1_IRQ), %edi
+	lea	irq_handler(%rip), %rsi
+	call	set_gate
 	lea	user(%rip), %rdi
 	mov	$(RFLAGS_USER | RFLAGS_IF), %rsi	# IF=1: CPL3 cannot STI itself (that needs IOPL=3)
 	jmp	enter_user
@@ -84,14 +77,7 @@ m_got:	.asciz	"irq: handler ran at CPL0, received '"
 m_end:	.asciz	"'\n"
 
 	.data
-	.align	8
-idtr:	.word	256 * 16 - 1
-	.quad	idt
 irq_count:	.long	0
 got_char:	.byte	0
-
-	.bss
-	.align	4096
-idt:	.skip	256 * 16
 
 	.include "lib.S"

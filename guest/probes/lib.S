@@ -44,13 +44,38 @@ enter_user:
 	pushq	%rdi
 	iretq
 
+# set_gate: make IDT entry %rdi a 64-bit interrupt gate to the handler at %rsi, and load the IDT
+# (CPL0 only: lidt is privileged). Gate layout: Intel SDM vol. 3A 6.14.1, Figure 6-8.
+# Clobbers rax, rdi.
+set_gate:
+	shl	$4, %rdi			# 16 bytes per gate
+	lea	idt(%rip), %rax
+	add	%rax, %rdi
+	mov	%rsi, %rax
+	mov	%ax, (%rdi)			# offset 15:0
+	movw	$BOOT_CS, 2(%rdi)		# code segment selector
+	movw	$0x8e00, 4(%rdi)		# P=1, DPL=0, type 0xE (64-bit interrupt gate)
+	shr	$16, %rax
+	mov	%ax, 6(%rdi)			# offset 31:16
+	shr	$16, %rax
+	mov	%eax, 8(%rdi)			# offset 63:32
+	lidt	idtr(%rip)
+	ret
+
 # reset: ask the i8042 to pulse the CPU reset line; the VMM ends the VM.
 reset:
 	mov	$0xfe, %al
 	out	%al, $I8042_COMMAND_PORT
 1:	jmp	1b
 
+	.data
+	.align	8
+idtr:	.word	256 * 16 - 1
+	.quad	idt
+
 	.bss
+	.align	4096
+idt:	.skip	256 * 16
 	.align	16
 user_stack:
 	.skip	4096

@@ -4,6 +4,7 @@
 
 import { COM1_IRQ, COM1_PORT, HIMEM_START, I8042_COMMAND_PORT, REAL_MODE_PROBE_START, SCRATCH_MMIO_START, SCRATCH_PORT } from "../../src/arch/x86_64/layout.ts";
 import { BOOT_CS, USER_CS, USER_DS } from "../../src/arch/x86_64/gdt.ts";
+import { BP_VECTOR } from "../../src/arch/x86_64/emulation-assist.ts";
 
 export interface ProbeSpec {
   name: string;
@@ -20,6 +21,7 @@ export const PROBES: Record<string, ProbeSpec> = {
   longmode: { name: "longmode", mode: "long", load: HIMEM_START, about: "64-bit mode entered by the VMM, then CPL3" },
   mmio: { name: "mmio", mode: "long", load: HIMEM_START, about: "CPL3 loads and stores to an MMIO device" },
   irq: { name: "irq", mode: "long", load: HIMEM_START, about: "a UART interrupt through irqfd, handled at CPL0" },
+  int3: { name: "int3", mode: "long", load: HIMEM_START, about: "int3 at CPL0: executed, or completed by the emulation assist" },
   exits: { name: "exits", mode: "long", load: HIMEM_START, about: "EXIT_LOOPS port writes, then EXIT_LOOPS MMIO writes (bench)" },
 };
 
@@ -36,5 +38,5 @@ export const RFLAGS_IF = 0x200;
 /** Symbols the assembly sources use, passed to `as` with --defsym so each value is defined once, in TS. */
 export const PROBE_SYMBOLS: Record<string, number> = {
   COM1_PORT, COM1_IRQ, I8042_COMMAND_PORT, SCRATCH_MMIO_START, BOOT_CS, USER_CS, USER_DS, PIC_VECTOR_BASE,
-  RFLAGS_USER, RFLAGS_IF, SCRATCH_PORT, EXIT_LOOPS,
+  RFLAGS_USER, RFLAGS_IF, SCRATCH_PORT, EXIT_LOOPS, BP_VECTOR,
 };

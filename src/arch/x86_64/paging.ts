@@ -8,7 +8,7 @@
 // its own tables straight away (Documentation/x86/boot.rst, "64-bit Boot Protocol").
 
 import type { GuestMemory } from "../../memory.ts";
-import { IDENTITY_MAP_SIZE, PAGE_SIZE, PDE_PAGES, PDE_START, PDPTE_START, PML4_START } from "./layout.ts";
+import { PAGE_SIZE, PDE_PAGES, PDE_START, PDPTE_START, PML4_START } from "./layout.ts";
 
 /** Page-table entry bits (SDM vol. 3A Table 4-14 to 4-18). */
 export const PTE_P = 1n << 0n; // present
@@ -41,14 +41,28 @@ export function writeIdentityPageTables(mem: GuestMemory, opts: PageTableOptions
   return PML4_START;
 }
 
-/** Walk the tables for one address (used by tests and --explain): the physical address it maps to. */
-export function translate(mem: GuestMemory, cr3: number, va: number): number | undefined {
-  if (va >= IDENTITY_MAP_SIZE) return undefined;
-  const pml4e = mem.readU64(cr3 + ((va / 2 ** 39) & 511) * 8);
-  if (!(pml4e & PTE_P)) return undefined;
-  const pdpte = mem.readU64(Number(pml4e & ~0xfffn) + (Math.floor(va / 2 ** 30) & 511) * 8);
-  if (!(pdpte & PTE_P)) return undefined;
-  const pde = mem.readU64(Number(pdpte & ~0xfffn) + (Math.floor(va / TWO_MIB) & 511) * 8);
-  if (!(pde & PTE_P) || !(pde & PTE_PS)) return undefined;
-  return Number(pde & ~0x1fffffn) + (va % TWO_MIB);
+/**
+ * Translate a virtual address through 4-level page tables rooted at `cr3` (SDM vol. 3A 4.5): the guest's
+ * own tables, not only ours, with 1 GiB, 2 MiB and 4 KiB pages. Returns undefined for a non-present page.
+ * Used to read the instruction at a guest RIP, and by tests.
+ */
+export function translate(mem: GuestMemory, cr3: number | bigint, va: number | bigint): number | undefined {
+  const v = BigInt.asUintN(64, BigInt(va));
+  const ADDR = 0x000ffffffffff000n; // bits 51:12 of an entry hold the next table's (or page's) address
+  let table = BigInt(cr3) & ADDR;
+  // Level shifts: PML4 39, PDPT 30, PD 21, PT 12. A PS bit at PDPT or PD level ends the walk early.
+  for (const shift of [39n, 30n, 21n, 12n]) {
+    const index = (v >> shift) & 511n;
+    const entryAddr = Number(table + index * 8n);
+    if (!mem.contains(entryAddr, 8)) return undefined;
+    const entry = mem.readU64(entryAddr);
+    if (!(entry & PTE_P)) return undefined;
+    const isPage = shift === 12n || ((shift === 30n || shift === 21n) && (entry & PTE_PS) !== 0n);
+    if (isPage) {
+      const pageMask = (1n << shift) - 1n;
+      return Number(((entry & ADDR) & ~pageMask) | (v & pageMask));
+    }
+    table = entry & ADDR;
+  }
+  return undefined;
 }
