@@ -1,42 +1,123 @@
-// `kindling boot`: boot a guest with the terminal attached to its serial console.
-// Today the default guest is the `hello` probe; `--probe NAME` boots another probe guest.
+// `kindling boot`: build the default guest if needed and boot it with this terminal on its serial console.
+// `--probe NAME` boots one of the probe guests instead (guest/probes/).
 
 import { defineCommand } from "citty";
 import { consola } from "consola";
 import { z } from "zod";
 import { bootProbe } from "../boot/probe.ts";
+import { bootLinux } from "../boot/linux.ts";
+import { ConsoleWatcher, type Milestone } from "../boot/milestones.ts";
+import { attachConsole, ESCAPE_HELP } from "../console.ts";
+import { CPU_TEMPLATES } from "../arch/x86_64/cpuid.ts";
+import { MiB } from "../arch/x86_64/layout.ts";
+import { detectHost, warnIfEmulatingHost } from "../host.ts";
 import { PROBES } from "../../guest/probes/probes.ts";
 import { CliError, EXIT } from "./main.ts";
+import type { Vm } from "../vm.ts";
+import type { VmExit } from "../vcpu.ts";
 
 const BootArgs = z.object({
-  probe: z.enum(Object.keys(PROBES) as [string, ...string[]], {
-    error: () => `--probe: must be one of ${Object.keys(PROBES).join(", ")}`,
-  }),
+  probe: z.enum(Object.keys(PROBES) as [string, ...string[]], { error: () => `--probe: must be one of ${Object.keys(PROBES).join(", ")}` }).optional(),
+  kernel: z.string().min(1, "--kernel: give a path").optional(),
+  initrd: z.string().min(1, "--initrd: give a path").optional(),
+  cmdline: z.string().optional(),
+  memory: z.coerce.number({ error: () => "--memory: must be a number of MiB" }).int("--memory: must be a whole number of MiB").min(32, "--memory: at least 32 MiB").max(64 * 1024, "--memory: at most 65536 MiB"),
+  vcpus: z.coerce.number({ error: () => "--vcpus: must be a number" }).int("--vcpus: must be a whole number").min(1, "--vcpus: must be 1..32").max(32, "--vcpus: must be 1..32"),
+  "cpu-template": z.enum(["auto", ...CPU_TEMPLATES], { error: () => `--cpu-template: must be one of auto, ${CPU_TEMPLATES.join(", ")}` }),
 });
 
+const MILESTONE_TEXT: Partial<Record<Milestone, string>> = {
+  banner: "kernel banner",
+  calibrate: "timer calibration",
+  serial: "serial console driver",
+  freeing: "kernel init done",
+  runInit: "Run /init",
+  initReady: "init ready",
+  panic: "kernel panic",
+};
+
 export default defineCommand({
-  meta: { name: "boot", description: "Boot a guest with this terminal on its serial console" },
+  meta: { name: "boot", description: `Boot the default Linux guest (or a probe guest) on this terminal. ${ESCAPE_HELP}.` },
   args: {
-    probe: { type: "string", description: `Boot a probe guest (${Object.keys(PROBES).join(", ")})`, default: "hello", valueHint: "name" },
+    kernel: { type: "string", description: "Kernel image: ELF vmlinux or bzImage (default: the built guest's vmlinux)", valueHint: "path" },
+    initrd: { type: "string", description: "Initramfs (default: the built guest's initramfs)", valueHint: "path" },
+    cmdline: { type: "string", description: 'Kernel command line (default: "console=ttyS0 reboot=k panic=1 pci=off")', valueHint: "text" },
+    memory: { type: "string", description: "Guest RAM in MiB", default: "128", valueHint: "MiB" },
+    vcpus: { type: "string", description: "Number of vCPUs", default: "1", valueHint: "n" },
+    "cpu-template": { type: "string", description: `CPU template: auto, ${CPU_TEMPLATES.join(", ")}`, default: "auto", valueHint: "name" },
+    probe: { type: "string", description: `Boot a probe guest instead (${Object.keys(PROBES).join(", ")})`, valueHint: "name" },
   },
   async run({ args }) {
     const parsed = BootArgs.safeParse(args);
     if (!parsed.success) throw new CliError(parsed.error.issues.map((i) => i.message).join("; "), EXIT.USAGE);
-    const name = parsed.data.probe;
-    consola.info(`booting the ${name} probe guest (${PROBES[name]!.about})`);
-    const vm = await bootProbe(name, {
-      consoleOutput: (bytes) => process.stdout.write(bytes),
-      log: (line) => consola.debug(line),
-    });
-    const stop = () => void vm.stop("interrupted (SIGINT)");
-    process.once("SIGINT", stop);
-    const exit = await vm.exited;
-    process.off("SIGINT", stop);
-    const clean = exit.reason === "halt" || exit.reason === "reset" || exit.reason === "poweroff";
-    if (!clean) {
-      consola.error(`${exit.message}${exit.registers ? `\n${exit.registers}` : ""}`);
-      throw new CliError(`the guest ended with ${exit.reason}`, EXIT.VM_ERROR);
+    const a = parsed.data;
+    if (a.probe) return bootProbeOnTerminal(a.probe);
+
+    const host = detectHost();
+    warnIfEmulatingHost(host);
+    let kernel = a.kernel;
+    let initrd = a.initrd;
+    if (!kernel) {
+      const { buildGuest } = await import("../../guest/build.ts");
+      const guest = await buildGuest({ log: (line) => consola.info(line) });
+      kernel = guest.vmlinux;
+      initrd ??= guest.initramfs;
     }
-    consola.success(`guest ended: ${exit.message}`);
+    const watcher = new ConsoleWatcher();
+    let vm: Vm;
+    try {
+      ({ vm } = await bootLinux({
+        kernel, initrd, cmdline: a.cmdline, memSize: a.memory * MiB, vcpus: a.vcpus, cpuTemplate: a["cpu-template"],
+        consoleOutput: (b) => {
+          process.stdout.write(b);
+          watcher.push(b);
+        },
+        log: (line) => consola.info(line),
+      }));
+    } catch (e) {
+      throw new CliError((e as Error).message, EXIT.VM_ERROR);
+    }
+    consola.info(`guest started (${ESCAPE_HELP})`);
+    const exit = await runOnTerminal(vm);
+    const times = [...watcher.seen].map(([m, t]) => `${MILESTONE_TEXT[m] ?? m} ${(t / 1000).toFixed(2)} s`);
+    if (times.length) consola.info(`milestones since VM creation: ${times.join(", ")}`);
+    if (host.emulatesGuestKernel && watcher.seen.has("runInit") && !watcher.seen.has("initReady")) {
+      consola.info(
+        "The kernel reached /init. On this host guest user-mode system calls never reach the guest kernel, so init " +
+          "cannot run and the kernel panics and resets (panic=1 reboot=k): this is where a boot ends here. " +
+          "On a hardware-KVM host the same boot continues to a shell.",
+      );
+      return;
+    }
+    finish(exit);
   },
 });
+
+async function runOnTerminal(vm: Vm): Promise<VmExit> {
+  const console_ = attachConsole((b) => vm.serial.queueInput(b), () => void vm.stop("quit from the console (Ctrl-A x)"));
+  const onSignal = () => void vm.stop("interrupted by a signal");
+  process.once("SIGTERM", onSignal);
+  process.once("SIGINT", onSignal);
+  try {
+    return await vm.exited;
+  } finally {
+    console_.detach();
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+  }
+}
+
+async function bootProbeOnTerminal(name: string): Promise<void> {
+  consola.info(`booting the ${name} probe guest (${PROBES[name]!.about})`);
+  const vm = await bootProbe(name, { consoleOutput: (bytes) => process.stdout.write(bytes), log: (line) => consola.debug(line) });
+  finish(await runOnTerminal(vm));
+}
+
+function finish(exit: VmExit): void {
+  const clean = exit.reason === "halt" || exit.reason === "reset" || exit.reason === "poweroff" || exit.reason === "stopped";
+  if (!clean) {
+    consola.error(`${exit.message}${exit.registers ? `\n${exit.registers}` : ""}`);
+    throw new CliError(`the guest ended with ${exit.reason}`, EXIT.VM_ERROR);
+  }
+  consola.success(`guest ended: ${exit.message}`);
+}

@@ -1,0 +1,138 @@
+// Boot a Linux kernel: the steps from an empty VM to the kernel's first instruction, in order.
+// docs/boot-sequence.md walks through the same numbered steps and what each writes where.
+//
+//   1. create the VM: KVM objects, RAM, irqchip, PIT, UART, i8042 (vm.ts)
+//   2. add the boot-timer device (Firecracker's "boot complete" signal)
+//   3. load the kernel image: ELF vmlinux or bzImage (src/loader/)
+//   4. load the initrd above the kernel (src/loader/initrd.ts)
+//   5. write the command line (cmdline.ts), with what the CPU template must add
+//   6. write the zero page with the e820 map (zero-page.ts, e820.ts)
+//   7. write the MP table so the kernel finds every vCPU and the IOAPIC (mptable.ts)
+//   8. set up each vCPU: CPUID, MSRs, LAPIC LINT0/LINT1; the boot vCPU also gets 64-bit mode (regs.ts)
+//   9. start the vCPUs; the other vCPUs wait in the kernel for the boot vCPU's INIT/SIPI
+
+import { readFileSync } from "node:fs";
+import { Vm, type VmOptions } from "../vm.ts";
+import { loadKernel, type LoadedKernel } from "../loader/kernel.ts";
+import { loadInitrd } from "../loader/initrd.ts";
+import { buildCmdline, writeCmdline } from "../arch/x86_64/cmdline.ts";
+import { e820Map, type E820Entry } from "../arch/x86_64/e820.ts";
+import { writeZeroPage } from "../arch/x86_64/zero-page.ts";
+import { writeMptable } from "../arch/x86_64/mptable.ts";
+import { vcpuCpuid, type CpuidChange, type CpuTemplate, type CmdlineAddition } from "../arch/x86_64/cpuid.ts";
+import { setupMsrs } from "../arch/x86_64/msrs.ts";
+import { setupLapic } from "../arch/x86_64/lapic.ts";
+import { setupFpu, setupLongMode } from "../arch/x86_64/regs.ts";
+import { BOOT_TIMER_SIZE, BOOT_TIMER_START, MiB } from "../arch/x86_64/layout.ts";
+import { BootTimer, bootTimerStart, type BootCompleteInfo } from "../devices/boot-timer.ts";
+import { detectHost } from "../host.ts";
+
+export interface LinuxBootOptions {
+  /** A path, or the image's bytes. */
+  kernel: string | Uint8Array;
+  initrd?: string | Uint8Array;
+  /** The kernel command line; DEFAULT_CMDLINE when absent. kindling appends the CPU template's additions. */
+  cmdline?: string;
+  memSize?: number;
+  vcpus?: number;
+  /** "auto" picks emulated-host where the host emulates guest kernel code, default elsewhere. */
+  cpuTemplate?: CpuTemplate | "auto";
+  consoleOutput?: VmOptions["consoleOutput"];
+  log?: (line: string) => void;
+  /** Called when the guest writes 123 to the boot-timer device. */
+  onBootComplete?: (info: BootCompleteInfo) => void;
+}
+
+/** What the boot wrote, step by step: for --explain, logs and tests. */
+export interface BootPlan {
+  kernel: LoadedKernel;
+  initrd?: { addr: number; size: number };
+  cmdline: string;
+  cmdlineAdditions: CmdlineAddition[];
+  e820: E820Entry[];
+  zeroPage: number;
+  cpuTemplate: CpuTemplate;
+  cpuidChanges: CpuidChange[];
+}
+
+const bytesOf = (x: string | Uint8Array) => (typeof x === "string" ? new Uint8Array(readFileSync(x)) : x);
+
+export function resolveCpuTemplate(t: CpuTemplate | "auto" | undefined): CpuTemplate {
+  if (t && t !== "auto") return t;
+  return detectHost().emulatesGuestKernel ? "emulated-host" : "default";
+}
+
+export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan: BootPlan }> {
+  const log = opts.log ?? (() => {});
+  const started = bootTimerStart();
+  const memSize = opts.memSize ?? 128 * MiB;
+  const vcpus = opts.vcpus ?? 1;
+  const cpuTemplate = resolveCpuTemplate(opts.cpuTemplate);
+  const kernelImage = bytesOf(opts.kernel);
+  const initrdImage = opts.initrd === undefined ? undefined : bytesOf(opts.initrd);
+
+  // 1. The VM.
+  const vm = new Vm({ memSize, vcpus, consoleOutput: opts.consoleOutput, log });
+  try {
+    // 2. The boot timer: the guest's init writes 123 to it when it is up.
+    const timer = new BootTimer(started, (info) => {
+      log(`boot complete: the guest wrote 123 to the boot timer ${info.wallMs.toFixed(1)} ms after VM creation started (CPU: ${((info.cpuUserUs + info.cpuSystemUs) / 1000).toFixed(1)} ms)`);
+      opts.onBootComplete?.(info);
+    });
+    vm.mmio.register(BOOT_TIMER_START, BOOT_TIMER_SIZE, timer);
+
+    // 3. The kernel.
+    const kernel = loadKernel(vm.memory, kernelImage);
+
+    // 4. The initrd, as high as the kernel allows.
+    const initrd = initrdImage ? loadInitrd(vm.memory, initrdImage, kernel.kernelEnd, kernel.setupHeader) : undefined;
+
+    // 8 (first half). CPUID per vCPU: the template may need kernel command-line additions (step 5).
+    const supported = vm.kvm.supportedCpuid();
+    const cpuids = vm.vcpus.map((_, i) => vcpuCpuid(supported, { cpuIndex: i, cpuCount: vcpus, template: cpuTemplate }));
+    const additions = cpuids[0]!.cmdline;
+
+    // 5. The command line.
+    const cmdline = buildCmdline({
+      base: opts.cmdline,
+      extra: additions.map((a) => a.arg),
+      hdrCmdlineSize: kernel.setupHeader?.cmdline_size,
+    });
+    const cmdlineAt = writeCmdline(vm.memory, cmdline, kernel.setupHeader?.cmdline_size);
+    for (const a of additions) log(`cpu template ${cpuTemplate}: added "${a.arg}" to the command line (${a.why})`);
+
+    // 6. The zero page, with the e820 map.
+    const e820 = e820Map(memSize);
+    const zeroPage = writeZeroPage(vm.memory, {
+      setupHeader: kernel.setupHeader?.raw,
+      kernelLoadAddr: kernel.loadAddr,
+      cmdline: cmdlineAt,
+      initrd,
+      e820,
+    });
+
+    // 7. The MP table.
+    writeMptable(vm.memory, vcpus);
+
+    // 8. The vCPUs.
+    vm.vcpus.forEach((v, i) => {
+      v.fd.setCpuid(cpuids[i]!.entries);
+      setupMsrs(v.fd);
+      setupLapic(v.fd);
+      setupFpu(v.fd);
+    });
+    // The boot vCPU enters 64-bit mode at the kernel's entry, RSI pointing at the zero page
+    // (Documentation/x86/boot.rst, "64-bit Boot Protocol").
+    setupLongMode(vm.vcpus[0]!.fd, vm.memory, { entry: kernel.entry, rsi: zeroPage });
+
+    // 9. Go.
+    await vm.start();
+    return {
+      vm,
+      plan: { kernel, initrd, cmdline, cmdlineAdditions: additions, e820, zeroPage, cpuTemplate, cpuidChanges: cpuids[0]!.changes },
+    };
+  } catch (e) {
+    await vm.stop(`boot setup failed: ${(e as Error).message}`);
+    throw e;
+  }
+}
