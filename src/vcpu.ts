@@ -7,7 +7,9 @@
 //   KVM_EXIT_SHUTDOWN, _SYSTEM_EVENT, _INTERNAL_ERROR, _FAIL_ENTRY -> the VM ends, reported with registers
 // and lets the worker enter the guest again (api.rst 5, "struct kvm_run").
 
-import { errnoName } from "./kvm/libc.ts";
+import { ERRNO, errnoName } from "./kvm/libc.ts";
+
+const EAGAIN = ERRNO.EAGAIN!;
 import { KVM_EXIT, KVM_EXIT_IO_OUT, KVM_EXIT_NAME, KVM_INTERNAL_ERROR, KVM_SYSTEM_EVENT, kvm_run } from "./kvm/uapi.ts";
 import { EINTR, VcpuThread } from "./kvm/vcpu-thread.ts";
 import type { VcpuFd } from "./kvm/vcpu-fd.ts";
@@ -89,8 +91,9 @@ export class Vcpu {
       for (;;) {
         const r = await this.thread.nextExit();
         if (this.host.stopping) break;
-        if (r === -EINTR) {
-          // A signal that was not ours to act on (nothing asked to stop): enter the guest again.
+        if (r === -EINTR || r === -EAGAIN) {
+          // EINTR: a signal that was not ours to act on (nothing asked to stop). EAGAIN: a secondary vCPU
+          // left its wait for INIT/SIPI (api.rst 4.10, KVM_RUN). Either way: enter the guest again.
           this.thread.clearKick();
           this.thread.resume();
           continue;
