@@ -17,6 +17,26 @@ import type { Bus } from "./bus.ts";
 import type { GuestMemory } from "./memory.ts";
 import { emulationAssist } from "./arch/x86_64/emulation-assist.ts";
 
+/** One exit, as the exit trace records it (see --trace). Only built when a tracer is set. */
+export interface ExitRecord {
+  /** Milliseconds since the tracer was attached (performance.now() based). */
+  t: number;
+  vcpu: number;
+  reason: string;
+  /** Port (PIO) or guest-physical address (MMIO). */
+  addr?: number;
+  size?: number;
+  dir?: "in" | "out" | "read" | "write";
+  /** The bytes read or written, little-endian, as a number (up to 8 bytes; `rep` string I/O: the first). */
+  data?: number | bigint;
+  device?: string;
+  register?: string;
+  /** Time spent handling the exit in the VMM, microseconds. */
+  handleUs: number;
+}
+
+export type ExitTracer = (record: ExitRecord) => void;
+
 /** How a VM ended. `reason` is stable, for code; `message` is for people. */
 export interface VmExit {
   reason: "halt" | "reset" | "poweroff" | "shutdown" | "crash" | "stopped" | "error";
@@ -31,6 +51,8 @@ export interface VcpuHost {
   readonly mmio: Bus;
   readonly memory: GuestMemory;
   readonly stopping: boolean;
+  /** Resolves when the VM may run; undefined while it is not paused. */
+  readonly paused: Promise<void> | undefined;
   end(exit: VmExit): void;
   log(line: string): void;
 }
@@ -52,6 +74,9 @@ export class Vcpu {
   readonly thread: VcpuThread;
   /** Exits handled, by KVM_EXIT_* number. */
   readonly exitCounts = new Map<number, number>();
+  /** Set to receive one record per exit (the exit trace). Unset, the exit path does no extra work. */
+  tracer?: ExitTracer;
+  tracerEpoch = 0;
   /** Instructions the emulation assist completed, by description kind (see emulation-assist.ts). */
   readonly assists = new Map<string, number>();
   private readonly bytes: Uint8Array;
@@ -92,9 +117,11 @@ export class Vcpu {
         const r = await this.thread.nextExit();
         if (this.host.stopping) break;
         if (r === -EINTR || r === -EAGAIN) {
-          // EINTR: a signal that was not ours to act on (nothing asked to stop). EAGAIN: a secondary vCPU
-          // left its wait for INIT/SIPI (api.rst 4.10, KVM_RUN). Either way: enter the guest again.
+          // EINTR: a kick (pause) or a signal that was not ours. EAGAIN: a secondary vCPU left its wait for
+          // INIT/SIPI (api.rst 4.10, KVM_RUN). Either way the guest goes on, once the VM is not paused.
           this.thread.clearKick();
+          if (this.host.paused) await this.host.paused;
+          if (this.host.stopping) break;
           this.thread.resume();
           continue;
         }
@@ -102,7 +129,7 @@ export class Vcpu {
           this.host.end({ reason: "error", vcpu: this.id, message: `KVM_RUN failed: ${errnoName(-r)}`, registers: this.dumpRegisters() });
           break;
         }
-        const ended = this.handleExit();
+        const ended = this.tracer ? this.handleTracedExit(this.tracer) : this.handleExit();
         if (ended) this.host.end(ended);
         if (this.host.stopping) break;
         this.thread.resume();
@@ -124,6 +151,9 @@ export class Vcpu {
         const count = this.dv.getUint32(OFF.io_count, true);
         const dataOffset = Number(this.dv.getBigUint64(OFF.io_data_offset, true));
         const out = this.bytes[OFF.io_direction] === KVM_EXIT_IO_OUT;
+        if (dataOffset + count * size > this.bytes.byteLength) {
+          return { reason: "error", vcpu: this.id, message: `KVM_EXIT_IO data (offset ${dataOffset}, ${count} x ${size} bytes) lies outside kvm_run` };
+        }
         // `rep outs`/`rep ins` report `count` accesses back to back in the data area.
         for (let i = 0; i < count; i++) {
           const data = this.bytes.subarray(dataOffset + i * size, dataOffset + (i + 1) * size);
@@ -169,6 +199,40 @@ export class Vcpu {
       default:
         return { reason: "error", vcpu: this.id, message: `unexpected exit ${KVM_EXIT_NAME[reason] ?? reason}`, registers: this.dumpRegisters() };
     }
+  }
+
+  /** handleExit, plus a trace record describing the exit and how long the VMM took with it. */
+  private handleTracedExit(tracer: ExitTracer): VmExit | undefined {
+    const t0 = performance.now();
+    const reason = this.dv.getUint32(OFF.exit_reason, true);
+    const rec: ExitRecord = { t: t0 - this.tracerEpoch, vcpu: this.id, reason: KVM_EXIT_NAME[reason] ?? String(reason), handleUs: 0 };
+    let bus: Bus | undefined;
+    if (reason === KVM_EXIT.IO) {
+      bus = this.host.pio;
+      rec.addr = this.dv.getUint16(OFF.io_port, true);
+      rec.size = this.bytes[OFF.io_size]!;
+      rec.dir = this.bytes[OFF.io_direction] === KVM_EXIT_IO_OUT ? "out" : "in";
+    } else if (reason === KVM_EXIT.MMIO) {
+      bus = this.host.mmio;
+      rec.addr = Number(this.dv.getBigUint64(OFF.mmio_phys_addr, true));
+      rec.size = Math.min(this.dv.getUint32(OFF.mmio_len, true), 8);
+      rec.dir = this.bytes[OFF.mmio_is_write] ? "write" : "read";
+    }
+    const ended = this.handleExit();
+    rec.handleUs = (performance.now() - t0) * 1000;
+    if (bus && rec.addr !== undefined && rec.size) {
+      const at = reason === KVM_EXIT.IO ? Number(this.dv.getBigUint64(OFF.io_data_offset, true)) : OFF.mmio_data;
+      let v = 0n;
+      for (let i = rec.size - 1; i >= 0; i--) v = (v << 8n) | BigInt(this.bytes[at + i] ?? 0);
+      rec.data = v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+      const hit = bus.find(rec.addr);
+      if (hit) {
+        rec.device = hit.device.name;
+        rec.register = hit.device.registerName?.(hit.offset, rec.dir === "out" || rec.dir === "write");
+      }
+    }
+    tracer(rec);
+    return ended;
   }
 
   /** KVM_EXIT_INTERNAL_ERROR's suberror, and for emulation failures the instruction bytes. */

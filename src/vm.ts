@@ -16,8 +16,15 @@ import type { VmFd } from "./kvm/vm-fd.ts";
 import { allocateGuestMemory, freeGuestMemory, type GuestMemory } from "./memory.ts";
 import { IrqFdLine } from "./irq.ts";
 import { Vcpu, type VmExit } from "./vcpu.ts";
-import { COM1_IRQ, COM1_PORT, KVM_TSS_ADDRESS, POST_CODE_PORT, ramRegions } from "./arch/x86_64/layout.ts";
+import {
+  COM1_IRQ, COM1_PORT, IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, POST_CODE_PORT, VIRTIO_MMIO_MAX_DEVICES, VIRTIO_MMIO_SIZE,
+  VIRTIO_MMIO_START, ramRegions,
+} from "./arch/x86_64/layout.ts";
 import { Serial } from "./devices/serial.ts";
+import { VirtioMmioDevice } from "./devices/virtio/mmio.ts";
+import { VIRTIO_MMIO_QUEUE_NOTIFY } from "./devices/virtio/uapi.ts";
+import type { VirtioDevice } from "./devices/virtio/device.ts";
+import { IoEventFd } from "./ioeventfd.ts";
 import { I8042 } from "./devices/i8042.ts";
 
 export interface VmOptions {
@@ -35,6 +42,14 @@ export interface VmOptions {
   log?: (line: string) => void;
 }
 
+/** A virtio device on the MMIO bus: where it is, its interrupt, and how the kernel learns of it. */
+export interface AttachedVirtio {
+  transport: VirtioMmioDevice;
+  addr: number;
+  size: number;
+  irq: number;
+}
+
 export class Vm {
   readonly kvm: Kvm;
   readonly fd: VmFd;
@@ -45,6 +60,9 @@ export class Vm {
   readonly serial: Serial;
   readonly irqchip: boolean;
   private readonly irqLines: IrqFdLine[] = [];
+  private readonly ioEventFds: IoEventFd[] = [];
+  /** virtio devices in the order they were added: device i has window i and IRQ IRQ_BASE + i. */
+  readonly virtio: AttachedVirtio[] = [];
   readonly log: (line: string) => void;
   private ending?: VmExit;
   private endedResolve!: (e: VmExit) => void;
@@ -91,6 +109,53 @@ export class Vm {
     return line;
   }
 
+  /**
+   * Put a virtio device on the MMIO bus, in the next free window and on the next free IRQ. Its queue
+   * notifications arrive through one ioeventfd per queue (off the vCPU's exit path), its interrupts leave
+   * through an irqfd. The kernel learns of it from a `virtio_mmio.device=` command-line argument.
+   */
+  addVirtioDevice(device: VirtioDevice): AttachedVirtio {
+    const index = this.virtio.length;
+    const irq = IRQ_BASE + index;
+    if (index >= VIRTIO_MMIO_MAX_DEVICES || irq > IRQ_MAX) throw new Error(`too many virtio devices: at most ${Math.min(VIRTIO_MMIO_MAX_DEVICES, IRQ_MAX - IRQ_BASE + 1)}`);
+    const addr = VIRTIO_MMIO_START + index * VIRTIO_MMIO_SIZE;
+    const transport = new VirtioMmioDevice(device, { mem: this.memory, irq: this.interruptLine(irq), log: (m) => this.log(`${device.name}: ${m}`) });
+    this.mmio.register(addr, VIRTIO_MMIO_SIZE, transport);
+    if (this.irqchip) {
+      device.queueMaxSizes.forEach((_, q) => {
+        this.ioEventFds.push(new IoEventFd(this.fd, addr + VIRTIO_MMIO_QUEUE_NOTIFY, q, () => transport.notify(q)));
+      });
+    }
+    const attached = { transport, addr, size: VIRTIO_MMIO_SIZE, irq };
+    this.virtio.push(attached);
+    return attached;
+  }
+
+  private pausedGate?: { promise: Promise<void>; open: () => void };
+
+  /** Resolves when the VM may run again; undefined while it is not paused. */
+  get paused(): Promise<void> | undefined {
+    return this.pausedGate?.promise;
+  }
+
+  /**
+   * Pause every vCPU: each is kicked out of KVM_RUN and waits, with its registers and the guest's memory
+   * as they were, until resume(). Devices stay live (a paused guest simply does not run).
+   */
+  pause(): void {
+    if (this.pausedGate || this.stopping) return;
+    let open!: () => void;
+    const promise = new Promise<void>((resolve) => (open = resolve));
+    this.pausedGate = { promise, open };
+    for (const v of this.vcpus) v.thread.kick();
+  }
+
+  resume(): void {
+    const gate = this.pausedGate;
+    this.pausedGate = undefined;
+    gate?.open();
+  }
+
   get stopping(): boolean {
     return this.ending !== undefined;
   }
@@ -104,6 +169,7 @@ export class Vm {
   end(exit: VmExit): void {
     if (this.ending) return;
     this.ending = exit;
+    this.resume(); // a paused vCPU must wake to see that it has to stop
     for (const v of this.vcpus) v.thread.kick();
     void Promise.all(this.vcpus.map((v) => v.done)).then(() => {
       this.serial.flush?.();
@@ -124,6 +190,7 @@ export class Vm {
     this.closed = true;
     for (const v of this.vcpus) v.fd.close();
     for (const l of this.irqLines) l.close();
+    for (const e of this.ioEventFds) e.close();
     this.fd.close();
     this.kvm.close();
     freeGuestMemory(this.memory);

@@ -4,6 +4,7 @@ import { describe, expect } from "bun:test";
 import { bootProbe } from "../src/boot/probe.ts";
 import { SCRATCH_MMIO_START, PAGE_SIZE } from "../src/arch/x86_64/layout.ts";
 import type { BusDevice } from "../src/bus.ts";
+import type { Vm } from "../src/vm.ts";
 import { kvmTest } from "./support/kvm.ts";
 
 /** Boot a probe, collecting what it prints on the serial console. */
@@ -85,6 +86,32 @@ describe("probe guests", () => {
     const exit = await vm.exited;
     clearTimeout(timer);
     expect(text).toBe("irq: waiting for an interrupt\nirq: handler ran at CPL0, received 'k'\n");
+    expect(exit.reason).toBe("reset");
+  });
+
+  kvmTest("pause stops the guest where it is; resume lets it go on", async () => {
+    let text = "";
+    const decoder = new TextDecoder();
+    let vmRef: Vm | undefined;
+    const waiting = Promise.withResolvers<void>();
+    const vm = await bootProbe("irq", {
+      beforeStart: (v) => (vmRef = v),
+      consoleOutput: (b) => {
+        text += decoder.decode(b);
+        if (text.includes("irq: waiting for an interrupt\n")) waiting.resolve();
+      },
+    });
+    const timer = setTimeout(() => void vm.stop("test timeout"), 10_000);
+    await waiting.promise;
+    vmRef!.pause();
+    // The key arrives while the vCPU is paused: the interrupt is pending, but no guest code runs.
+    vm.serial.queueInput(new TextEncoder().encode("p"));
+    await Bun.sleep(300);
+    expect(text).toBe("irq: waiting for an interrupt\n");
+    vm.resume();
+    const exit = await vm.exited;
+    clearTimeout(timer);
+    expect(text).toBe("irq: waiting for an interrupt\nirq: handler ran at CPL0, received 'p'\n");
     expect(exit.reason).toBe("reset");
   });
 });

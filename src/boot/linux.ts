@@ -4,7 +4,7 @@
 //   1. create the VM: KVM objects, RAM, irqchip, PIT, UART, i8042 (vm.ts)
 //   2. add the boot-timer device (Firecracker's "boot complete" signal)
 //   3. load the kernel image: ELF vmlinux or bzImage (src/loader/)
-//   4. load the initrd above the kernel (src/loader/initrd.ts)
+//   4. load the initrd above the kernel (src/loader/initrd.ts); add the virtio devices (vm.ts, devices/virtio/)
 //   5. write the command line (cmdline.ts), with what the CPU template must add
 //   6. write the zero page with the e820 map (zero-page.ts, e820.ts)
 //   7. write the MP table so the kernel finds every vCPU and the IOAPIC (mptable.ts)
@@ -20,12 +20,18 @@ import { e820Map, type E820Entry } from "../arch/x86_64/e820.ts";
 import { writeZeroPage } from "../arch/x86_64/zero-page.ts";
 import { writeMptable } from "../arch/x86_64/mptable.ts";
 import { vcpuCpuid, type CpuidChange, type CpuTemplate, type CmdlineAddition } from "../arch/x86_64/cpuid.ts";
-import { setupMsrs } from "../arch/x86_64/msrs.ts";
+import { bootMsrs, setupMsrs } from "../arch/x86_64/msrs.ts";
 import { setupLapic } from "../arch/x86_64/lapic.ts";
 import { setupFpu, setupLongMode } from "../arch/x86_64/regs.ts";
-import { BOOT_TIMER_SIZE, BOOT_TIMER_START, MiB } from "../arch/x86_64/layout.ts";
+import {
+  BOOT_GDT_MAX_ENTRIES, BOOT_GDT_START, BOOT_TIMER_SIZE, BOOT_TIMER_START, EBDA_START, LEGACY_HOLE_START, MiB, PDE_START,
+  PDPTE_START, PML4_START,
+} from "../arch/x86_64/layout.ts";
 import { BootTimer, bootTimerStart, type BootCompleteInfo } from "../devices/boot-timer.ts";
 import { detectHost } from "../host.ts";
+import { FileBlockBackend, VirtioBlock } from "../devices/virtio/block.ts";
+import { VirtioRng } from "../devices/virtio/rng.ts";
+import type { VirtioDevice } from "../devices/virtio/device.ts";
 
 export interface LinuxBootOptions {
   /** A path, or the image's bytes. */
@@ -41,6 +47,35 @@ export interface LinuxBootOptions {
   log?: (line: string) => void;
   /** Called when the guest writes 123 to the boot-timer device. */
   onBootComplete?: (info: BootCompleteInfo) => void;
+  /** virtio-blk disks, /dev/vda onwards in this order. A root drive adds `root=/dev/vdX` (and `ro` if read-only). */
+  drives?: DriveOptions[];
+  /** A virtio-rng device fed from the host's CSPRNG. */
+  entropy?: boolean;
+  /**
+   * More virtio devices, added after the drives and the entropy device (the net and vsock device models
+   * plug in here). Each gets an MMIO window, an IRQ and a `virtio_mmio.device=` argument.
+   */
+  extraDevices?: VirtioDevice[];
+  /**
+   * Called after each numbered step with what it wrote (for `kindling boot --explain`): the values, not
+   * prose. The receiver formats them (src/explain.ts).
+   */
+  explain?: (step: BootStep) => void;
+}
+
+/** One setup step and the values it wrote. `data` holds plain values and byte arrays copied from guest memory. */
+export interface BootStep {
+  n: number;
+  title: string;
+  data: Record<string, unknown>;
+}
+
+export interface DriveOptions {
+  path: string;
+  readOnly?: boolean;
+  root?: boolean;
+  /** What GET_ID answers (the guest's /sys/block/vdX/serial). */
+  id?: string;
 }
 
 /** What the boot wrote, step by step: for --explain, logs and tests. */
@@ -53,6 +88,8 @@ export interface BootPlan {
   zeroPage: number;
   cpuTemplate: CpuTemplate;
   cpuidChanges: CpuidChange[];
+  /** The virtio devices, in window order. */
+  devices: { name: string; addr: number; irq: number }[];
 }
 
 const bytesOf = (x: string | Uint8Array) => (typeof x === "string" ? new Uint8Array(readFileSync(x)) : x);
@@ -73,19 +110,42 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
 
   // 1. The VM.
   const vm = new Vm({ memSize, vcpus, consoleOutput: opts.consoleOutput, log });
+  const explain = opts.explain ?? (() => {});
   try {
+    explain({ n: 1, title: "create the VM", data: {
+      memSize, vcpus, cpuTemplate,
+      slots: vm.memory.regions.map((r, slot) => ({ slot, gpa: r.gpa, size: r.bytes.byteLength, hostAddr: r.hostAddr })),
+      pio: vm.pio.list(),
+    } });
     // 2. The boot timer: the guest's init writes 123 to it when it is up.
     const timer = new BootTimer(started, (info) => {
       log(`boot complete: the guest wrote 123 to the boot timer ${info.wallMs.toFixed(1)} ms after VM creation started (CPU: ${((info.cpuUserUs + info.cpuSystemUs) / 1000).toFixed(1)} ms)`);
       opts.onBootComplete?.(info);
     });
     vm.mmio.register(BOOT_TIMER_START, BOOT_TIMER_SIZE, timer);
+    explain({ n: 2, title: "add the boot-timer device", data: { addr: BOOT_TIMER_START, size: BOOT_TIMER_SIZE } });
 
     // 3. The kernel.
     const kernel = loadKernel(vm.memory, kernelImage);
+    explain({ n: 3, title: "load the kernel", data: { ...kernel, setupHeader: kernel.setupHeader && { ...kernel.setupHeader, raw: undefined }, imageSize: kernelImage.byteLength } });
 
     // 4. The initrd, as high as the kernel allows.
     const initrd = initrdImage ? loadInitrd(vm.memory, initrdImage, kernel.kernelEnd, kernel.setupHeader) : undefined;
+
+    // 4b. virtio devices: each in the next MMIO window on the next IRQ.
+    const devices: VirtioDevice[] = [];
+    const rootArgs: string[] = [];
+    (opts.drives ?? []).forEach((d, i) => {
+      devices.push(new VirtioBlock(new FileBlockBackend(d.path, d.readOnly ?? false), { id: d.id, log }));
+      // Drives appear as /dev/vda, /dev/vdb ... in the order the kernel probes them, which is window order.
+      if (d.root) rootArgs.push(`root=/dev/vd${String.fromCharCode(97 + i)}`, d.readOnly ? "ro" : "rw");
+    });
+    if (opts.entropy) devices.push(new VirtioRng());
+    devices.push(...(opts.extraDevices ?? []));
+    const attached = devices.map((d) => vm.addVirtioDevice(d));
+    explain({ n: 4, title: "load the initrd and add the virtio devices", data: {
+      initrd, devices: attached.map((a) => ({ name: a.transport.name, addr: a.addr, size: a.size, irq: a.irq })),
+    } });
 
     // 8 (first half). CPUID per vCPU: the template may need kernel command-line additions (step 5).
     const supported = vm.kvm.supportedCpuid();
@@ -95,11 +155,13 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     // 5. The command line.
     const cmdline = buildCmdline({
       base: opts.cmdline,
-      extra: additions.map((a) => a.arg),
+      extra: [...rootArgs, ...additions.map((a) => a.arg)],
+      devices: attached.map((a) => ({ addr: a.addr, size: a.size, irq: a.irq })),
       hdrCmdlineSize: kernel.setupHeader?.cmdline_size,
     });
     const cmdlineAt = writeCmdline(vm.memory, cmdline, kernel.setupHeader?.cmdline_size);
     for (const a of additions) log(`cpu template ${cpuTemplate}: added "${a.arg}" to the command line (${a.why})`);
+    explain({ n: 5, title: "write the command line", data: { ...cmdlineAt, cmdline, additions } });
 
     // 6. The zero page, with the e820 map.
     const e820 = e820Map(memSize);
@@ -110,9 +172,11 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
       initrd,
       e820,
     });
+    explain({ n: 6, title: "write the zero page", data: { addr: zeroPage, e820, bootParams: vm.memory.read(zeroPage, 4096) } });
 
     // 7. The MP table.
     writeMptable(vm.memory, vcpus);
+    explain({ n: 7, title: "write the MP table", data: { addr: EBDA_START, bytes: vm.memory.read(EBDA_START, LEGACY_HOLE_START - EBDA_START) } });
 
     // 8. The vCPUs.
     vm.vcpus.forEach((v, i) => {
@@ -124,12 +188,25 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     // The boot vCPU enters 64-bit mode at the kernel's entry, RSI pointing at the zero page
     // (Documentation/x86/boot.rst, "64-bit Boot Protocol").
     setupLongMode(vm.vcpus[0]!.fd, vm.memory, { entry: kernel.entry, rsi: zeroPage });
+    const boot = vm.vcpus[0]!.fd;
+    explain({ n: 8, title: "set up the vCPUs", data: {
+      cpuidChanges: cpuids.map((c) => c.changes),
+      msrs: bootMsrs(),
+      regs: boot.getRegs().bytes, sregs: boot.getSregs().bytes, fpu: boot.getFpu().bytes,
+      lapic: boot.getLapic().bytes,
+      gdt: vm.memory.read(BOOT_GDT_START, BOOT_GDT_MAX_ENTRIES * 8),
+      pml4: vm.memory.read(PML4_START, 4096), pdpt: vm.memory.read(PDPTE_START, 4096), pd0: vm.memory.read(PDE_START, 4096),
+    } });
 
     // 9. Go.
+    explain({ n: 9, title: "start the vCPUs", data: { vcpus } });
     await vm.start();
     return {
       vm,
-      plan: { kernel, initrd, cmdline, cmdlineAdditions: additions, e820, zeroPage, cpuTemplate, cpuidChanges: cpuids[0]!.changes },
+      plan: {
+        kernel, initrd, cmdline, cmdlineAdditions: additions, e820, zeroPage, cpuTemplate, cpuidChanges: cpuids[0]!.changes,
+        devices: attached.map((a) => ({ name: a.transport.name, addr: a.addr, irq: a.irq })),
+      },
     };
   } catch (e) {
     await vm.stop(`boot setup failed: ${(e as Error).message}`);
