@@ -32,25 +32,8 @@ irq_handler:					# CPL0, on the TSS's RSP0 stack
 	iretq
 
 user:
-	# 8259 initialisation (ICW1-ICW4): vectors PIC_VECTOR_BASE.. for the master, +8 for the slave.
-	mov	$0x11, %al
-	out	%al, $0x20
-	out	%al, $0xa0
-	mov	$PIC_VECTOR_BASE, %al
-	out	%al, $0x21
-	add	$8, %al
-	out	%al, $0xa1
-	mov	$0x04, %al			# master: slave on IRQ 2
-	out	%al, $0x21
-	mov	$0x02, %al			# slave: cascade identity 2
-	out	%al, $0xa1
-	mov	$0x01, %al			# 8086 mode
-	out	%al, $0x21
-	out	%al, $0xa1
-	mov	$~(1 << COM1_IRQ) & 0xff, %al	# OCW1: unmask only the UART's IRQ
-	out	%al, $0x21
-	mov	$0xff, %al
-	out	%al, $0xa1
+	mov	$COM1_IRQ, %edi			# the 8259s, with only the UART's IRQ unmasked
+	call	pic_init
 	mov	$(COM1_PORT + 1), %dx		# UART_IER: UART_IER_RDI, interrupt on received data
 	mov	$0x01, %al
 	out	%al, %dx

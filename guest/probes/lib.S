@@ -62,6 +62,33 @@ set_gate:
 	lidt	idtr(%rip)
 	ret
 
+# pic_init: program the 8259 pair (ICW1-ICW4) so IRQ n arrives as vector PIC_VECTOR_BASE + n, and unmask
+# only IRQ %edi (0-7, on the master). Port I/O from CPL3 is allowed by the TSS's I/O bitmap.
+# Clobbers rax, rcx.
+pic_init:
+	mov	$0x11, %al			# ICW1: edge triggered, cascade, ICW4 follows
+	out	%al, $0x20
+	out	%al, $0xa0
+	mov	$PIC_VECTOR_BASE, %al		# ICW2: vector base
+	out	%al, $0x21
+	add	$8, %al
+	out	%al, $0xa1
+	mov	$0x04, %al			# ICW3 master: a slave on IRQ 2
+	out	%al, $0x21
+	mov	$0x02, %al			# ICW3 slave: cascade identity 2
+	out	%al, $0xa1
+	mov	$0x01, %al			# ICW4: 8086 mode
+	out	%al, $0x21
+	out	%al, $0xa1
+	mov	%edi, %ecx			# OCW1: mask everything but IRQ %edi
+	mov	$1, %eax
+	shl	%cl, %eax
+	not	%eax
+	out	%al, $0x21
+	mov	$0xff, %al
+	out	%al, $0xa1
+	ret
+
 # reset: ask the i8042 to pulse the CPU reset line; the VMM ends the VM.
 reset:
 	mov	$0xfe, %al

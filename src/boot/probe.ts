@@ -10,6 +10,8 @@ import { MiB } from "../arch/x86_64/layout.ts";
 import { Vm, type VmOptions } from "../vm.ts";
 
 export interface ProbeBootOptions extends Partial<VmOptions> {
+  /** General-purpose registers to set after the standard entry state (probes read parameters from them). */
+  regs?: Record<string, number | bigint>;
   /** Called after the VM exists and before its vCPU starts: register test devices here. */
   beforeStart?: (vm: Vm) => void;
 }
@@ -31,6 +33,11 @@ export async function bootProbe(name: string, opts: ProbeBootOptions = {}): Prom
       setupMsrs(vcpu);
       setupLapic(vcpu);
       setupLongMode(vcpu, vm.memory, { entry: spec.load, user: true });
+    }
+    if (opts.regs) {
+      const regs = vcpu.getRegs();
+      regs.assign(opts.regs);
+      vcpu.setRegs(regs);
     }
     opts.beforeStart?.(vm);
     await vm.start();
