@@ -2,9 +2,14 @@
 // milliseconds. They do their work at CPL3 where they can, because some hosts emulate guest CPL0 code
 // one instruction at a time. docs/probes.md walks through them as a ladder.
 
-import { COM1_IRQ, COM1_PORT, HIMEM_START, I8042_COMMAND_PORT, REAL_MODE_PROBE_START, SCRATCH_MMIO_START, SCRATCH_PORT } from "../../src/arch/x86_64/layout.ts";
+import {
+  BOOT_TIMER_START, COM1_IRQ, COM1_PORT, HIMEM_START, I8042_COMMAND_PORT, IRQ_BASE, REAL_MODE_PROBE_START, SCRATCH_MMIO_START,
+  SCRATCH_PORT, VIRTIO_MMIO_START,
+} from "../../src/arch/x86_64/layout.ts";
 import { BOOT_CS, USER_CS, USER_DS } from "../../src/arch/x86_64/gdt.ts";
 import { BP_VECTOR } from "../../src/arch/x86_64/emulation-assist.ts";
+import * as VIRTIO from "../../src/devices/virtio/uapi.ts";
+import { BOOT_TIMER_MAGIC } from "../../src/devices/boot-timer.ts";
 
 export interface ProbeSpec {
   name: string;
@@ -22,7 +27,9 @@ export const PROBES: Record<string, ProbeSpec> = {
   mmio: { name: "mmio", mode: "long", load: HIMEM_START, about: "CPL3 loads and stores to an MMIO device" },
   irq: { name: "irq", mode: "long", load: HIMEM_START, about: "a UART interrupt through irqfd, handled at CPL0" },
   int3: { name: "int3", mode: "long", load: HIMEM_START, about: "int3 at CPL0: executed, or completed by the emulation assist" },
+  "virtio-blk": { name: "virtio-blk", mode: "long", load: HIMEM_START, about: "a CPL3 virtio-blk driver: ioeventfd notifies, irqfd interrupts" },
   exits: { name: "exits", mode: "long", load: HIMEM_START, about: "EXIT_LOOPS port writes, then EXIT_LOOPS MMIO writes (bench)" },
+  "first-write": { name: "first-write", mode: "long", load: HIMEM_START, about: "writes 123 to the boot timer first, then resets (bench)" },
 };
 
 /** How many port writes, then MMIO writes, the exits probe makes. */
@@ -35,8 +42,23 @@ export const PIC_VECTOR_BASE = 0x20;
 export const RFLAGS_USER = 0x2;
 export const RFLAGS_IF = 0x200;
 
+/** The virtio-blk probe's queue size and largest request (its data buffer). */
+export const VIRTIO_BLK_PROBE_QSIZE = 8;
+export const VIRTIO_BLK_PROBE_BUF_SIZE = 64 * 1024;
+
+/** The virtio spec's register offsets, status bits and request types, by their spec names. */
+const VIRTIO_SYMBOLS = Object.fromEntries(
+  Object.entries(VIRTIO).filter(
+    ([k, v]) => typeof v === "number" && /^(VIRTIO_MMIO_|VIRTIO_CONFIG_S_|VIRTIO_BLK_T_|VRING_DESC_F_)/.test(k),
+  ),
+) as Record<string, number>;
+
 /** Symbols the assembly sources use, passed to `as` with --defsym so each value is defined once, in TS. */
 export const PROBE_SYMBOLS: Record<string, number> = {
   COM1_PORT, COM1_IRQ, I8042_COMMAND_PORT, SCRATCH_MMIO_START, BOOT_CS, USER_CS, USER_DS, PIC_VECTOR_BASE,
   RFLAGS_USER, RFLAGS_IF, SCRATCH_PORT, EXIT_LOOPS, BP_VECTOR,
+  // The virtio-blk probe drives virtio-mmio device 0.
+  VIRTIO_BLK_BASE: VIRTIO_MMIO_START, VIRTIO_BLK_IRQ: IRQ_BASE,
+  QSIZE: VIRTIO_BLK_PROBE_QSIZE, BUF_SIZE: VIRTIO_BLK_PROBE_BUF_SIZE,
+  ...VIRTIO_SYMBOLS, BOOT_TIMER_START, BOOT_TIMER_MAGIC,
 };
