@@ -22,7 +22,7 @@ import {
 } from "./arch/x86_64/layout.ts";
 import { Serial } from "./devices/serial.ts";
 import { VirtioMmioDevice } from "./devices/virtio/mmio.ts";
-import { VIRTIO_MMIO_QUEUE_NOTIFY } from "./devices/virtio/uapi.ts";
+import { VIRTIO_MMIO_QUEUE_NOTIFY, VIRTIO_MMIO_STATUS } from "./devices/virtio/uapi.ts";
 import type { VirtioDevice } from "./devices/virtio/device.ts";
 import { IoEventFd } from "./ioeventfd.ts";
 import { I8042 } from "./devices/i8042.ts";
@@ -199,6 +199,10 @@ export class Vm {
     for (const v of this.vcpus) v.fd.close();
     for (const l of this.irqLines) l.close();
     for (const e of this.ioEventFds) e.close();
+    // Reset every virtio device (a 0 written to Status, as a driver would) so that no queue work still
+    // scheduled on the event loop touches guest memory after it is unmapped below.
+    const zero = new Uint8Array(4);
+    for (const a of this.virtio) a.transport.write(VIRTIO_MMIO_STATUS, zero);
     this.fd.close();
     this.kvm.close();
     freeGuestMemory(this.memory);
