@@ -202,7 +202,11 @@ export class Vm {
     // Reset every virtio device (a 0 written to Status, as a driver would) so that no queue work still
     // scheduled on the event loop touches guest memory after it is unmapped below.
     const zero = new Uint8Array(4);
-    for (const a of this.virtio) a.transport.write(VIRTIO_MMIO_STATUS, zero);
+    for (const a of this.virtio) {
+      a.transport.write(VIRTIO_MMIO_STATUS, zero);
+      // Then let the device release what it holds on the host (a file, a TAP and its reader, a socket).
+      void Promise.resolve(a.transport.device.close?.()).catch((e) => this.log(`${a.transport.name}: close failed: ${(e as Error).message}`));
+    }
     this.fd.close();
     this.kvm.close();
     freeGuestMemory(this.memory);

@@ -62,6 +62,10 @@ export class TestQueue {
   private free: number[];
   /** Descriptors (direct table) each in-flight head holds, to free them when it comes back. */
   private held = new Map<number, number[]>();
+  /** Buffers that postWritable/send allocated, by head, to recycle when the chain comes back. */
+  private owned = new Map<number, Buf[]>();
+  /** Recycled buffers by length. */
+  private pool = new Map<number, number[]>();
 
   /** Allocates and zeroes the three rings, unless `rings` gives where they already are. */
   constructor(
@@ -165,22 +169,92 @@ export class TestQueue {
     this.driver.write32(V.VIRTIO_MMIO_QUEUE_NOTIFY, this.index);
   }
 
+  /** A buffer of `len` bytes from the recycled ones, or newly allocated. */
+  private buffer(len: number): number {
+    return this.pool.get(len)?.pop() ?? this.driver.alloc.alloc(Math.max(len, 1));
+  }
+
+  /**
+   * Post `count` empty device-writable chains of one `size`-byte buffer each (a receive queue), zeroed.
+   * Does not notify. Returns their heads.
+   */
+  postWritable(count: number, size: number): number[] {
+    const heads: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const buf: Buf = { addr: this.buffer(size), len: size, write: true };
+      this.mem.fill(buf.addr, size);
+      const head = this.add([buf]);
+      this.owned.set(head, [buf]);
+      heads.push(head);
+    }
+    return heads;
+  }
+
+  /** Post one device-readable chain with each of `parts` in its own descriptor. Does not notify. */
+  send(parts: Uint8Array[], opts: { indirect?: boolean } = {}): number {
+    const bufs: Buf[] = parts.map((p) => {
+      const addr = this.buffer(p.byteLength);
+      this.mem.write(addr, p);
+      return { addr, len: p.byteLength };
+    });
+    const head = this.add(bufs, opts);
+    this.owned.set(head, bufs);
+    return head;
+  }
+
+  /**
+   * Like takeUsed, with the bytes the device wrote into each chain (`len` bytes across its writable
+   * buffers, in order). Buffers that postWritable/send allocated are recycled.
+   */
+  takeUsedData(): (UsedElem & { data: Uint8Array })[] {
+    return this.collect(true) as (UsedElem & { data: Uint8Array })[];
+  }
+
   /** Used elements the device returned since the last call; their descriptors go back on the free list. */
   takeUsed(): UsedElem[] {
-    const out: UsedElem[] = [];
+    return this.collect(false);
+  }
+
+  private collect(withData: boolean): (UsedElem & { data?: Uint8Array })[] {
+    const out: (UsedElem & { data?: Uint8Array })[] = [];
     const idx = this.usedIdx();
     while (this.lastUsed !== idx) {
       const at = this.used + USED_RING + V.vring_used_elem.size * (this.lastUsed % this.size);
-      const e = { id: this.mem.readU32(at + V.vring_used_elem.offsetOf("id")), len: this.mem.readU32(at + V.vring_used_elem.offsetOf("len")) };
+      const e: UsedElem & { data?: Uint8Array } = {
+        id: this.mem.readU32(at + V.vring_used_elem.offsetOf("id")),
+        len: this.mem.readU32(at + V.vring_used_elem.offsetOf("len")),
+      };
+      const owned = this.owned.get(e.id) ?? [];
+      if (withData) e.data = this.writtenBytes(owned, e.len);
       out.push(e);
       const ids = this.held.get(e.id);
       if (ids) {
         this.free.push(...ids);
         this.held.delete(e.id);
       }
+      for (const b of owned) {
+        const list = this.pool.get(b.len) ?? [];
+        list.push(b.addr);
+        this.pool.set(b.len, list);
+      }
+      this.owned.delete(e.id);
       this.lastUsed = (this.lastUsed + 1) & 0xffff;
     }
     return out;
+  }
+
+  /** The first `len` bytes across the writable buffers of a chain. */
+  private writtenBytes(bufs: Buf[], len: number): Uint8Array {
+    const writable = bufs.filter((b) => b.write);
+    const data = new Uint8Array(Math.min(len, writable.reduce((n, b) => n + b.len, 0)));
+    let at = 0;
+    for (const b of writable) {
+      if (at >= data.byteLength) break;
+      const n = Math.min(b.len, data.byteLength - at);
+      data.set(this.mem.read(b.addr, n), at);
+      at += n;
+    }
+    return data;
   }
 }
 
@@ -320,4 +394,16 @@ export function virtioSetup(device: VirtioDevice, mem = GuestMemory.plain([{ gpa
   const alloc = new GuestAllocator(first.gpa + PAGE_SIZE, first.gpa + first.bytes.byteLength);
   const driver = new TestDriver(dev, mem, alloc, irq);
   return { mem, irq, dev, driver, alloc, logs, errors };
+}
+
+/**
+ * Wait, letting the event loop run (host sockets, TAP reader threads), until `cond()` holds. Throws naming
+ * `what` after `timeoutMs`: a device that never answers fails the test instead of hanging it.
+ */
+export async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!cond()) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await Bun.sleep(1);
+  }
 }

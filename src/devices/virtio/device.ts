@@ -41,6 +41,8 @@ export interface VirtioDevice {
   process(queueIndex: number): boolean;
   /** Device reset (status 0 written): forget the queues and any request state. */
   reset(): void;
+  /** The VM is going away: release host resources (a TAP, sockets, reader threads). */
+  close?(): void | Promise<void>;
 }
 
 /** Given to a device at activation. */
@@ -55,6 +57,11 @@ export interface VirtioContext {
   configChanged(): void;
   /** An error the device cannot recover from: set DEVICE_NEEDS_RESET and stop processing. */
   fail(message: string): void;
+  /**
+   * True while the device may use its queues: DRIVER_OK is set and DEVICE_NEEDS_RESET is not. A device
+   * that does work on host events (a frame arrived, a socket has data) checks it first.
+   */
+  running(): boolean;
 }
 
 /** Copy configuration-space bytes at [offset, offset+data.length) into `data`, zero past the end. */

@@ -396,6 +396,7 @@ export class VirtioMmioDevice implements BusDevice {
       signalUsed: () => this.signalUsed(),
       configChanged: () => this.configChanged(),
       fail: (message) => this.fail(message),
+      running: () => this.activated && this.queues === queues && !(this.status & V.VIRTIO_CONFIG_S_NEEDS_RESET),
     };
     try {
       this.device.activate(ctx);

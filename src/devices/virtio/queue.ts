@@ -241,6 +241,20 @@ export class Virtqueue {
     }
   }
 
+  /**
+   * Put back the last `count` chains popped and not pushed, to be popped again later: for a device that
+   * took buffers and found it cannot use them yet (a received frame larger than the buffers available).
+   * The chains are walked and checked again when popped again.
+   */
+  undoPop(count = 1): void {
+    if (this.broken || count === 0) return;
+    if (!Number.isInteger(count) || count < 0 || count > this.inFlight) {
+      throw new Error(`queue ${this.index}: cannot undo ${count} pops with ${this.inFlight} chains in flight (device bug)`);
+    }
+    this.nextAvail = (this.nextAvail - count) & 0xffff;
+    this.inFlight -= count;
+  }
+
   /** Return a popped chain to the driver, saying how many bytes the device wrote into it (§2.7.8). */
   push(chain: DescriptorChain, written: number): void {
     if (this.broken) return;

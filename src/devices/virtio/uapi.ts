@@ -208,3 +208,113 @@ export const virtio_blk_config = struct("virtio_blk_config", [
   ["write_zeroes_may_unmap", "u8"],
   ["unused1", array("u8", 3)],
 ], { packed: true, size: 60 });
+
+// ---- Network device (§5.1; <linux/virtio_net.h>) ----
+
+/** The device finishes partial checksums the driver leaves (NEEDS_CSUM on transmit). */
+export const VIRTIO_NET_F_CSUM = 0;
+/** The driver accepts received frames with a partial checksum (NEEDS_CSUM) or DATA_VALID. */
+export const VIRTIO_NET_F_GUEST_CSUM = 1;
+export const VIRTIO_NET_F_CTRL_GUEST_OFFLOADS = 2;
+export const VIRTIO_NET_F_MTU = 3;
+/** `mac` in configuration space is valid. */
+export const VIRTIO_NET_F_MAC = 5;
+/** The driver accepts TCP/IPv4 GSO frames (up to 64 KiB) on receive. */
+export const VIRTIO_NET_F_GUEST_TSO4 = 7;
+export const VIRTIO_NET_F_GUEST_TSO6 = 8;
+export const VIRTIO_NET_F_GUEST_ECN = 9;
+export const VIRTIO_NET_F_GUEST_UFO = 10;
+/** The device accepts TCP/IPv4 GSO frames on transmit and segments them. */
+export const VIRTIO_NET_F_HOST_TSO4 = 11;
+export const VIRTIO_NET_F_HOST_TSO6 = 12;
+export const VIRTIO_NET_F_HOST_ECN = 13;
+export const VIRTIO_NET_F_HOST_UFO = 14;
+/** A received frame may span several receive chains; the header's num_buffers says how many. */
+export const VIRTIO_NET_F_MRG_RXBUF = 15;
+/** `status` in configuration space is valid. */
+export const VIRTIO_NET_F_STATUS = 16;
+export const VIRTIO_NET_F_CTRL_VQ = 17;
+
+/** `status` bits. */
+export const VIRTIO_NET_S_LINK_UP = 1;
+export const VIRTIO_NET_S_ANNOUNCE = 2;
+
+/** Network configuration space (§5.1.4), packed in Linux. kindling fills `mac` and `status`. */
+export const virtio_net_config = struct("virtio_net_config", [
+  ["mac", array("u8", 6)],
+  ["status", "u16"],
+  ["max_virtqueue_pairs", "u16"],
+  ["mtu", "u16"],
+  ["speed", "u32"],
+  ["duplex", "u8"],
+  ["rss_max_key_size", "u8"],
+  ["rss_max_indirection_table_length", "u16"],
+  ["supported_hash_types", "u32"],
+], { packed: true, size: 24 });
+
+/** `flags`: csum_start/csum_offset describe a checksum still to compute (§5.1.6.2). */
+export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
+/** `flags` (receive): the checksum was already checked. */
+export const VIRTIO_NET_HDR_F_DATA_VALID = 2;
+export const VIRTIO_NET_HDR_F_RSC_INFO = 4;
+
+export const VIRTIO_NET_HDR_GSO_NONE = 0;
+export const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
+export const VIRTIO_NET_HDR_GSO_UDP = 3;
+export const VIRTIO_NET_HDR_GSO_TCPV6 = 4;
+export const VIRTIO_NET_HDR_GSO_UDP_L4 = 5;
+/** Or'd into gso_type: the TCP segments carry ECN's CWR flag. */
+export const VIRTIO_NET_HDR_GSO_ECN = 0x80;
+
+/**
+ * The header before every frame on both queues (§5.1.6). With VIRTIO_F_VERSION_1 it is always these
+ * 12 bytes, num_buffers included, whether or not VIRTIO_NET_F_MRG_RXBUF was negotiated.
+ */
+export const virtio_net_hdr_v1 = struct("virtio_net_hdr_v1", [
+  ["flags", "u8"], ["gso_type", "u8"], ["hdr_len", "u16"], ["gso_size", "u16"],
+  ["csum_start", "u16"], ["csum_offset", "u16"], ["num_buffers", "u16"],
+], { size: 12 });
+
+// ---- Socket device, vsock (§5.10; <linux/virtio_vsock.h>) ----
+
+/** SOCK_SEQPACKET sockets as well as streams; kindling, like Firecracker, offers streams only. */
+export const VIRTIO_VSOCK_F_SEQPACKET = 1;
+
+/** The context ID of the host (<linux/vm_sockets.h> VMADDR_CID_HOST). Guests get 3 and up. */
+export const VMADDR_CID_HOST = 2;
+
+/** Socket configuration space (§5.10.4): the guest's context ID; only the low 32 bits are used. */
+export const virtio_vsock_config = struct("virtio_vsock_config", [["guest_cid", "u64"]], { packed: true, size: 8 });
+
+/** The header before every packet on the rx and tx queues (§5.10.6), packed in Linux. */
+export const virtio_vsock_hdr = struct("virtio_vsock_hdr", [
+  ["src_cid", "u64"], ["dst_cid", "u64"], ["src_port", "u32"], ["dst_port", "u32"],
+  ["len", "u32"], ["type", "u16"], ["op", "u16"], ["flags", "u32"], ["buf_alloc", "u32"], ["fwd_cnt", "u32"],
+], { packed: true, size: 44 });
+
+export const VIRTIO_VSOCK_TYPE_STREAM = 1;
+export const VIRTIO_VSOCK_TYPE_SEQPACKET = 2;
+
+export const VIRTIO_VSOCK_OP_INVALID = 0;
+/** Connect request. */
+export const VIRTIO_VSOCK_OP_REQUEST = 1;
+/** Connection accepted. */
+export const VIRTIO_VSOCK_OP_RESPONSE = 2;
+/** Connection refused or torn down. */
+export const VIRTIO_VSOCK_OP_RST = 3;
+/** The sender will receive and/or send no more (flags: VIRTIO_VSOCK_SHUTDOWN_RCV/SEND). */
+export const VIRTIO_VSOCK_OP_SHUTDOWN = 4;
+/** Data: `len` bytes follow the header. */
+export const VIRTIO_VSOCK_OP_RW = 5;
+/** The sender's buf_alloc/fwd_cnt changed: the receiver may have more credit. */
+export const VIRTIO_VSOCK_OP_CREDIT_UPDATE = 6;
+/** Please send a CREDIT_UPDATE. */
+export const VIRTIO_VSOCK_OP_CREDIT_REQUEST = 7;
+
+export const VIRTIO_VSOCK_SHUTDOWN_RCV = 1;
+export const VIRTIO_VSOCK_SHUTDOWN_SEND = 2;
+
+/** An event on the event queue (§5.10.6.7). */
+export const virtio_vsock_event = struct("virtio_vsock_event", [["id", "u32"]], { size: 4 });
+/** All connections were reset (after migration or a snapshot restore): the guest drops them. */
+export const VIRTIO_VSOCK_EVENT_TRANSPORT_RESET = 0;
