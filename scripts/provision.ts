@@ -25,11 +25,13 @@ interface DebianPackage {
 const BINUTILS: DebianPackage = { name: "binutils", command: "as", why: "`as` and `ld` assemble and link the probe guests" };
 const E2FSPROGS: DebianPackage = { name: "e2fsprogs", command: "mkfs.ext4", why: "`mkfs.ext4 -d` makes the ext4 disk images the block-device tests use" };
 const CPIO: DebianPackage = { name: "cpio", command: "cpio", why: "`cpio` packs the initramfs archives the Linux boot tests use" };
+const IPROUTE2: DebianPackage = { name: "iproute2", command: "ip", why: "`ip netns` makes the network namespaces the virtio-net tests use" };
+const DNSMASQ: DebianPackage = { name: "dnsmasq-base", command: "dnsmasq", why: "`dnsmasq` answers the guest kernel's DHCP request in the Linux boot test" };
 const QEMU: DebianPackage = { name: "qemu-system-x86", command: "qemu-system-x86_64", why: "the benchmarks compare kindling with QEMU's microvm machine" };
 
 const DEBIAN_PACKAGES: Record<Purpose, DebianPackage[]> = {
   boot: [BINUTILS], // `boot --probe NAME` boots a probe guest
-  test: [BINUTILS, E2FSPROGS, CPIO],
+  test: [BINUTILS, E2FSPROGS, CPIO, IPROUTE2, DNSMASQ],
   bench: [BINUTILS, QEMU],
 };
 

@@ -1,0 +1,67 @@
+#!/bin/sh
+# kindling's guest init: /init in the initramfs, /sbin/init on the ext4 root. Run by busybox's ash as PID 1.
+#
+# 1. mount /proc, /sys, /dev (devtmpfs) and a tmpfs on /tmp
+# 2. write 123 to the boot-timer device: "boot complete" for the VMM's boot-time measurement
+# 3. print the marker line "kindling: init ready" on the console
+# 4. with kindling.cmd=<base64 of a shell command> on the kernel command line: run it with sh -c,
+#    print "kindling: exit status <n>", end the VM. Without it: an interactive shell on the serial
+#    console; the VM ends when it exits, or on `reboot`/`poweroff`/`halt` typed in it.
+#
+# "End the VM" is `reboot -f`, not `poweroff -f`: with no ACPI there is no way to power off, and the
+# kernel turns a power-off into a halt that would leave the VM idling forever. A reboot with reboot=k on
+# the command line writes the reset command to the i8042 port 0x64, which kindling treats as the end.
+
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+export HOME=/root
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+# CONFIG_DEVTMPFS_MOUNT mounts /dev only for a disk root, so an initramfs root mounts it here.
+grep -q '^devtmpfs /dev ' /proc/mounts || mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+hostname kindling
+
+# The boot-timer device (Firecracker's boot-time measurement): an 8-bit write of 123 at BOOT_TIMER_START
+# from src/arch/x86_64/layout.ts. The guest build checks that this address matches that constant.
+devmem 0xc0000000 8 123
+
+echo "kindling: init ready" > /dev/console
+
+# Ends the VM (see the header). `reboot -f` syncs the disks, then calls reboot(2) directly.
+end_vm() {
+  reboot -f
+  sleep 5  # reboot(2) does not return; this only keeps PID 1 from exiting (a kernel panic) if it fails
+}
+
+# busybox `reboot`, `poweroff` and `halt` (without -f) ask PID 1 by signal: TERM, USR2 and USR1.
+trap end_vm TERM USR1 USR2
+
+# The kernel command line is space-separated `name=value` words; options with a dot in the name are
+# left for /proc/cmdline and not passed to init. base64 has no spaces, so any command survives intact.
+set -f  # no globbing while splitting the command line into words
+encoded=
+for word in $(cat /proc/cmdline); do
+  case "$word" in
+    kindling.cmd=*) encoded="${word#kindling.cmd=}" ;;
+  esac
+done
+set +f
+
+if [ -n "$encoded" ]; then
+  if cmd=$(printf '%s' "$encoded" | base64 -d) && [ -n "$cmd" ]; then
+    # cttyhack gives the command the serial port as its controlling tty, so ^C reaches it.
+    setsid cttyhack sh -c "$cmd" < /dev/console > /dev/console 2>&1
+    echo "kindling: exit status $?" > /dev/console
+  else
+    echo "kindling: kindling.cmd is not valid base64" > /dev/console
+    echo "kindling: exit status 127" > /dev/console
+  fi
+  end_vm
+fi
+
+# Interactive: the shell runs in the background so that this script, PID 1, stays in `wait`, where the
+# traps above can run as soon as a signal arrives.
+setsid cttyhack sh < /dev/console > /dev/console 2>&1 &
+wait $!
+end_vm
