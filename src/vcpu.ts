@@ -26,6 +26,8 @@ export interface ExitRecord {
   /** Port (PIO) or guest-physical address (MMIO). */
   addr?: number;
   size?: number;
+  /** `rep ins`/`rep outs`: how many accesses of `size` bytes this exit carried (absent when 1). */
+  count?: number;
   dir?: "in" | "out" | "read" | "write";
   /** The bytes read or written, little-endian, as a number (up to 8 bytes; `rep` string I/O: the first). */
   data?: number | bigint;
@@ -212,6 +214,8 @@ export class Vcpu {
       rec.addr = this.dv.getUint16(OFF.io_port, true);
       rec.size = this.bytes[OFF.io_size]!;
       rec.dir = this.bytes[OFF.io_direction] === KVM_EXIT_IO_OUT ? "out" : "in";
+      const count = this.dv.getUint32(OFF.io_count, true);
+      if (count > 1) rec.count = count;
     } else if (reason === KVM_EXIT.MMIO) {
       bus = this.host.mmio;
       rec.addr = Number(this.dv.getBigUint64(OFF.mmio_phys_addr, true));

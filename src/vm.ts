@@ -26,6 +26,7 @@ import { VIRTIO_MMIO_QUEUE_NOTIFY, VIRTIO_MMIO_STATUS } from "./devices/virtio/u
 import type { VirtioDevice } from "./devices/virtio/device.ts";
 import { IoEventFd } from "./ioeventfd.ts";
 import { I8042 } from "./devices/i8042.ts";
+import { CmosRtc } from "./devices/rtc.ts";
 
 export interface VmOptions {
   /** Guest RAM in bytes. */
@@ -103,6 +104,7 @@ export class Vm {
     this.pio.register(COM1_PORT, 8, this.serial);
     const i8042 = new I8042(() => this.end({ reason: "reset", message: "guest reset the machine through the i8042 (0xFE to port 0x64)" }));
     for (const { port, device } of i8042.ports()) this.pio.register(port, 1, device);
+    for (const { port, device } of new CmosRtc().ports()) this.pio.register(port, 1, device);
     // Port 0x80 is written for short delays (Linux's io_delay); it needs no device, only no log noise.
     this.pio.register(POST_CODE_PORT, 1, { name: "post-code", read: (_o, d) => d.fill(0xff), write: () => {} });
 

@@ -132,6 +132,9 @@ export const COM1_IRQ = 4;
 /** The i8042 keyboard controller: data at 0x60, status/command at 0x64 (0xFE there pulses CPU reset). */
 export const I8042_DATA_PORT = 0x60;
 export const I8042_COMMAND_PORT = 0x64;
+/** The CMOS/RTC (MC146818): write a register number to 0x70, then read or write it at 0x71. */
+export const CMOS_INDEX_PORT = 0x70;
+export const CMOS_DATA_PORT = 0x71;
 /** Port 0x80: POST code / "io_delay" writes; Linux writes here to wait a moment. */
 export const POST_CODE_PORT = 0x80;
 /** A port tests and benchmarks may claim for their own port-IO devices (unused by PC hardware). */

@@ -167,6 +167,11 @@ export class VirtioBlock implements VirtioDevice {
     this.writethrough = (ctx.features & bit(VIRTIO_BLK_F_FLUSH)) === 0n;
   }
 
+  /** The VM has ended: close the backing file. */
+  close(): void {
+    this.backend.close();
+  }
+
   reset(): void {
     this.queue = undefined;
   }
