@@ -107,12 +107,13 @@ describe("kindling command line", () => {
     expect(level.stderr).toContain("--level");
   });
 
-  test("commands not built yet say so and exit 2", () => {
-    for (const sub of ["run", "api"]) {
-      const r = kindling(sub);
-      expect(r.code).toBe(EXIT.USAGE);
-      expect(r.stderr).toContain(`kindling ${sub}: not implemented yet`);
-    }
+  test("run and api refuse incomplete input and exit 2", () => {
+    const run = kindling("run");
+    expect(run.code).toBe(EXIT.USAGE);
+    expect(run.stderr).toContain("give --config-file FILE, or --kernel PATH");
+    const api = kindling("api", "--no-api");
+    expect(api.code).toBe(EXIT.USAGE);
+    expect(api.stderr).toContain("--no-api needs --config-file");
   });
 
   test("KINDLING_LOG_LEVEL must name a level", () => {

@@ -35,11 +35,15 @@ export class CliError extends Error {
 
 const LOG_LEVELS = { silent: -Infinity, error: 0, warn: 1, info: 3, debug: 4, trace: 5 } as const;
 type LogLevelName = keyof typeof LOG_LEVELS;
+/** Firecracker's --level names (Off, Error, Warning, Info, Debug, Trace), accepted in any case like its own. */
+const FIRECRACKER_LEVELS: Record<string, LogLevelName> = { off: "silent", warning: "warn" };
 
 function applyLogLevel(flag: string | undefined): void {
-  const name = flag ?? (process.env.KINDLING_LOG_LEVEL || "info");
+  const given = flag ?? (process.env.KINDLING_LOG_LEVEL || "info");
+  const name = FIRECRACKER_LEVELS[given.toLowerCase()] ?? given.toLowerCase();
   if (!(name in LOG_LEVELS)) {
-    throw new CliError(`KINDLING_LOG_LEVEL=${name} is not a log level; use one of ${Object.keys(LOG_LEVELS).join(", ")}`, EXIT.USAGE);
+    const source = flag === undefined ? `KINDLING_LOG_LEVEL=${given}` : `--level ${given}`;
+    throw new CliError(`${source} is not a log level; use one of ${Object.keys(LOG_LEVELS).join(", ")} (or Firecracker's Off, Warning)`, EXIT.USAGE);
   }
   consola.level = LOG_LEVELS[name as LogLevelName];
 }
@@ -73,19 +77,6 @@ function lazyCommand(meta: CommandMeta, file: string): CommandDef {
   };
 }
 
-/** Issue numbers for the commands not built yet, so the message can point at the plan. */
-const NOT_BUILT_ISSUE: Record<string, number | undefined> = { run: undefined, api: undefined };
-
-function notBuilt(name: string, description: string): CommandDef {
-  return defineCommand({
-    meta: { name, description: `${description} (not implemented yet)` },
-    run() {
-      const issue = NOT_BUILT_ISSUE[name];
-      throw new CliError(`kindling ${name}: not implemented yet${issue === undefined ? "" : ` (issue ${issue})`}`, EXIT.USAGE);
-    },
-  });
-}
-
 type BuildGuest = (opts: { force?: boolean; log?: (line: string) => void }) => Promise<Record<string, string>>;
 
 const guestBuild = defineCommand({
@@ -109,9 +100,8 @@ export const kindling = defineCommand({
   },
   args: {
     level: {
-      type: "enum",
-      options: Object.keys(LOG_LEVELS),
-      description: "How much to log (default: $KINDLING_LOG_LEVEL, else info)",
+      type: "string",
+      description: `How much to log: ${Object.keys(LOG_LEVELS).join(", ")}, or Firecracker's names in any case (default: $KINDLING_LOG_LEVEL, else info)`,
       valueHint: "level",
     },
   },
@@ -121,8 +111,9 @@ export const kindling = defineCommand({
   subCommands: {
     doctor: lazyCommand({ name: "doctor", description: "Check that this host can run kindling's guests, and how fast" }, "doctor.ts"),
     boot: lazyCommand({ name: "boot", description: "Boot the default Linux guest (or a probe guest) on this terminal" }, "boot.ts"),
-    run: notBuilt("run", "Run a microVM described by a JSON config file"),
-    api: notBuilt("api", "Serve the Firecracker-style REST API on a Unix socket"),
+    trace: lazyCommand({ name: "trace", description: "View an exit trace in a browser, or replay it against the device models" }, "trace.ts"),
+    run: lazyCommand({ name: "run", description: "Boot a microVM from a JSON config file (Firecracker's shape) or from flags" }, "run.ts"),
+    api: lazyCommand({ name: "api", description: "Serve Firecracker's REST API on a Unix socket and run the microVM it configures" }, "api.ts"),
     guest: defineCommand({
       meta: { name: "guest", description: "Build the guest images the tests and `boot` use" },
       subCommands: { build: guestBuild },

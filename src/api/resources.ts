@@ -1,0 +1,141 @@
+// The pre-boot configuration of one microVM, as Firecracker's API builds it up: a boot source, a machine
+// configuration, drives and network interfaces by id, a vsock, an entropy device, a serial console.
+//
+// Each setter takes an untrusted value (a request body, a config-file entry, a library call), checks its
+// shape against the schemas (schemas.ts), then what kindling can do with it and what the host says (does the
+// kernel file exist), and only then replaces the stored value, so a refused update changes nothing. What
+// kindling does not implement of a valid body is refused by name, never silently ignored.
+
+import { accessSync, constants, statSync } from "node:fs";
+import * as S from "./schemas.ts";
+import { MicroVMError, parseWith } from "./schemas.ts";
+
+/** Firecracker's defaults: "vCPU count (=1), memory size (=128 MiB)", SMT off, no CPU template. */
+export const DEFAULT_MACHINE: S.MachineConfiguration = { vcpu_count: 1, mem_size_mib: 128, smt: false, track_dirty_pages: false, huge_pages: "None" };
+
+function unsupported(field: string, what: string): MicroVMError {
+  return new MicroVMError(`${field}: ${what} is not supported by kindling yet`);
+}
+
+/** `path` is a regular file this process can read (and write, unless `readOnly`). */
+export function checkFile(field: string, path: string, readOnly = true): void {
+  let st;
+  try {
+    st = statSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new MicroVMError(`${field}: ${path}: ${code === "ENOENT" ? "no such file" : (e as Error).message}`);
+  }
+  if (!st.isFile()) throw new MicroVMError(`${field}: ${path} is not a regular file`);
+  try {
+    accessSync(path, readOnly ? constants.R_OK : constants.R_OK | constants.W_OK);
+  } catch {
+    throw new MicroVMError(`${field}: ${path}: permission denied (${readOnly ? "needs read" : "needs read and write; or set is_read_only"})`);
+  }
+}
+
+function refuseRateLimiters(prefix: string, body: Record<string, unknown>): void {
+  for (const key of ["rate_limiter", "rx_rate_limiter", "tx_rate_limiter"]) {
+    if (body[key] !== undefined) throw unsupported(`${prefix}.${key}`, "rate limiting");
+  }
+}
+
+export class VmResources {
+  bootSource?: S.BootSource;
+  machine: S.MachineConfiguration = { ...DEFAULT_MACHINE };
+  readonly drives = new Map<string, S.Drive>();
+  readonly nets = new Map<string, S.NetworkInterface>();
+  vsock?: S.Vsock;
+  entropy?: S.EntropyDevice;
+  serial?: S.SerialDevice;
+
+  setBootSource(input: unknown, prefix = "boot-source"): void {
+    const b = parseWith(S.BootSource, input, prefix);
+    checkFile(`${prefix}.kernel_image_path`, b.kernel_image_path);
+    if (b.initrd_path !== undefined) checkFile(`${prefix}.initrd_path`, b.initrd_path);
+    this.bootSource = b;
+  }
+
+  setMachineConfig(input: unknown, prefix = "machine-config"): void {
+    const m = parseWith(S.MachineConfiguration, input, prefix);
+    // "All parameters that are optional and are not specified are set to their default values."
+    this.machine = this.checkMachine({ ...DEFAULT_MACHINE, ...m }, prefix);
+  }
+
+  patchMachineConfig(input: unknown, prefix = "machine-config"): void {
+    const m = parseWith(S.MachineConfigurationUpdate, input, prefix);
+    const merged = { ...this.machine, ...m };
+    // The merged whole must hold too (smt set by this patch, an odd vcpu_count set by an earlier one).
+    this.machine = this.checkMachine(parseWith(S.MachineConfiguration, merged, prefix), prefix);
+  }
+
+  private checkMachine(m: S.MachineConfiguration, prefix: string): S.MachineConfiguration {
+    if (m.smt) throw unsupported(`${prefix}.smt`, "SMT (two hardware threads per core)");
+    if (m.cpu_template !== undefined && m.cpu_template !== "None") {
+      throw new MicroVMError(`${prefix}.cpu_template: ${m.cpu_template} is not supported; kindling picks its own CPU template (use None)`);
+    }
+    if (m.huge_pages !== undefined && m.huge_pages !== "None") throw unsupported(`${prefix}.huge_pages`, `huge pages (${m.huge_pages})`);
+    return m;
+  }
+
+  putDrive(input: unknown, prefix = "drive"): S.Drive {
+    const d = parseWith(S.Drive, input, prefix);
+    if (d.socket !== undefined) throw unsupported(`${prefix}.socket`, "vhost-user-block");
+    refuseRateLimiters(prefix, d);
+    if (d.io_engine === "Async") throw unsupported(`${prefix}.io_engine`, "the Async (io_uring) engine");
+    if (d.path_on_host === undefined) throw new MicroVMError(`${prefix}.path_on_host: required (kindling's drives are virtio-block devices backed by a file)`);
+    checkFile(`${prefix}.path_on_host`, d.path_on_host, d.is_read_only ?? false);
+    const otherRoot = [...this.drives.values()].find((o) => o.is_root_device && o.drive_id !== d.drive_id);
+    if (d.is_root_device && otherRoot) throw new MicroVMError(`${prefix}.is_root_device: drive ${otherRoot.drive_id} is already the root device`);
+    this.drives.set(d.drive_id, d);
+    return d;
+  }
+
+  putNetworkInterface(input: unknown, prefix = "network-interface"): S.NetworkInterface {
+    const n = parseWith(S.NetworkInterface, input, prefix);
+    refuseRateLimiters(prefix, n);
+    for (const o of this.nets.values()) {
+      if (o.iface_id === n.iface_id) continue;
+      if (o.host_dev_name === n.host_dev_name) throw new MicroVMError(`${prefix}.host_dev_name: ${n.host_dev_name} is already used by ${o.iface_id}`);
+      if (n.guest_mac !== undefined && o.guest_mac?.toLowerCase() === n.guest_mac.toLowerCase()) {
+        throw new MicroVMError(`${prefix}.guest_mac: ${n.guest_mac} is already used by ${o.iface_id}`);
+      }
+    }
+    this.nets.set(n.iface_id, n);
+    return n;
+  }
+
+  setVsock(input: unknown, prefix = "vsock"): void {
+    this.vsock = parseWith(S.Vsock, input, prefix);
+  }
+
+  setEntropy(input: unknown, prefix = "entropy"): void {
+    const e = parseWith(S.EntropyDevice, input, prefix);
+    refuseRateLimiters(prefix, e);
+    this.entropy = e;
+  }
+
+  /** Checks a serial configuration; the caller opens serial_out_path and then stores it. */
+  checkSerial(input: unknown, prefix = "serial"): S.SerialDevice {
+    const s = parseWith(S.SerialDevice, input, prefix);
+    refuseRateLimiters(prefix, s);
+    return s;
+  }
+
+  /** Drives in the order the guest sees them: the root device first (/dev/vda), then the others as added. */
+  orderedDrives(): S.Drive[] {
+    const all = [...this.drives.values()];
+    return [...all.filter((d) => d.is_root_device), ...all.filter((d) => !d.is_root_device)];
+  }
+
+  /** The FullVmConfiguration keys this object holds (logger and metrics live elsewhere). */
+  toConfig(): S.FullVmConfiguration {
+    const c: S.FullVmConfiguration = { "machine-config": { ...this.machine } };
+    if (this.bootSource) c["boot-source"] = { ...this.bootSource };
+    if (this.drives.size) c.drives = this.orderedDrives().map((d) => ({ ...d }));
+    if (this.nets.size) c["network-interfaces"] = [...this.nets.values()].map((n) => ({ ...n }));
+    if (this.vsock) c.vsock = { ...this.vsock };
+    if (this.entropy) c.entropy = { ...this.entropy };
+    return c;
+  }
+}

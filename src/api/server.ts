@@ -1,0 +1,170 @@
+// The API's HTTP side: a Unix socket served by Bun.serve, one JSON request at a time.
+//
+//   - The socket file is created with mode 0600 (only its owner may drive the VM) and removed on close.
+//     A stale socket file (nobody accepts on it) is replaced; a live one is refused.
+//   - Bodies over 51200 bytes are refused (Firecracker's HTTP_MAX_PAYLOAD_SIZE), as are bodies that are
+//     not UTF-8 JSON. Every answer is JSON: 200 with a body, 204, or 4xx/5xx with {"fault_message"}.
+//   - Requests are handled one after another, as Firecracker's API thread hands them to the VMM one by one,
+//     so an InstanceStart in progress is never interleaved with a configuration change.
+
+import { chmodSync, lstatSync, unlinkSync } from "node:fs";
+import type { MicroVM } from "../microvm.ts";
+import { fault, findRoute, runRoute, type ApiResponse } from "./handlers.ts";
+
+/** Firecracker's limit on a request body, in bytes. */
+export const HTTP_MAX_PAYLOAD_SIZE = 51200;
+
+export interface ApiServerOptions {
+  /** Where to create the socket. */
+  socketPath: string;
+  microvm: MicroVM;
+}
+
+export interface ApiServer {
+  readonly socketPath: string;
+  /** Stop serving and remove the socket file. Safe to call twice. */
+  close(): void;
+}
+
+/**
+ * Firecracker's default is /run/firecracker.socket. kindling's is $XDG_RUNTIME_DIR/kindling.socket when
+ * that is set (a per-user directory that only its user can enter), else /run/kindling.socket (root's).
+ */
+export function defaultApiSocket(env: Record<string, string | undefined> = process.env): string {
+  return env.XDG_RUNTIME_DIR ? `${env.XDG_RUNTIME_DIR.replace(/\/$/, "")}/kindling.socket` : "/run/kindling.socket";
+}
+
+/** Whether something accepts connections on the Unix socket at `path`. */
+async function socketIsLive(path: string): Promise<boolean> {
+  try {
+    const s = await Bun.connect({ unix: path, socket: { data() {} } });
+    s.end();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Make room for the socket: nothing there, or a stale socket (removed). Anything else is refused. */
+async function claimSocketPath(path: string): Promise<void> {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return; // nothing there
+  }
+  if (!st.isSocket()) throw new Error(`--api-sock ${path}: the path exists and is not a socket; not replacing it`);
+  if (await socketIsLive(path)) throw new Error(`--api-sock ${path}: another process is serving on this socket (another kindling?); choose another path`);
+  unlinkSync(path);
+}
+
+/** The body, or undefined if there is none; "too big" past the limit (reading stops there). */
+async function readBody(req: Request): Promise<Uint8Array | "too big" | undefined> {
+  const declared = Number(req.headers.get("content-length") ?? 0);
+  if (declared > HTTP_MAX_PAYLOAD_SIZE) return "too big";
+  if (!req.body) return undefined;
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = req.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > HTTP_MAX_PAYLOAD_SIZE) {
+      await reader.cancel().catch(() => {});
+      return "too big";
+    }
+    chunks.push(value);
+  }
+  return total === 0 ? undefined : Buffer.concat(chunks);
+}
+
+/** The request body as JSON, or the 400 answer. Only PUT and PATCH read bodies. */
+function parseBody(method: string, path: string, raw: Uint8Array | undefined): { body: unknown } | ApiResponse {
+  if (method === "GET") return { body: undefined };
+  if (raw === undefined) return fault(`${method} ${path}: the request needs a JSON body`);
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(raw);
+  } catch {
+    return fault(`${method} ${path}: the body is not valid UTF-8`);
+  }
+  try {
+    return { body: JSON.parse(text) };
+  } catch (e) {
+    return fault(`${method} ${path}: the body is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+function respond(r: ApiResponse): Response {
+  return r.body === undefined ? new Response(null, { status: r.status }) : Response.json(r.body, { status: r.status });
+}
+
+async function handle(vm: MicroVM, req: Request, raw: Uint8Array | "too big" | undefined): Promise<ApiResponse> {
+  const url = new URL(req.url);
+  let path: string;
+  try {
+    path = decodeURIComponent(url.pathname);
+  } catch {
+    return fault(`${req.method} ${url.pathname}: the path is not valid percent-encoding`);
+  }
+  const matched = findRoute(req.method, path);
+  if (!("route" in matched)) return matched;
+  const { route } = matched;
+  let answer: ApiResponse;
+  if (raw === "too big") {
+    answer = fault(`${req.method} ${path}: the body is larger than the limit of ${HTTP_MAX_PAYLOAD_SIZE} bytes`);
+  } else {
+    const parsed = parseBody(req.method, path, raw);
+    answer = "status" in parsed ? parsed : await runRoute(vm, matched, parsed.body);
+  }
+  vm.metrics.countRequest(route.method, route.metric, answer.status >= 400);
+  return answer;
+}
+
+/** Serve the Firecracker API for `microvm` on a Unix socket. */
+export async function serveApi(opts: ApiServerOptions): Promise<ApiServer> {
+  const { socketPath, microvm: vm } = opts;
+  await claimSocketPath(socketPath);
+  let queue: Promise<unknown> = Promise.resolve();
+  const log = vm.logger;
+  // umask 0177 while the socket is bound: it is born 0600, with no moment of wider access.
+  const umask = process.umask(0o177);
+  let server: ReturnType<typeof Bun.serve>;
+  try {
+    server = Bun.serve({
+      unix: socketPath,
+      async fetch(req) {
+        const raw = await readBody(req);
+        const turn = queue.then(() => handle(vm, req, raw));
+        queue = turn.catch(() => {});
+        const answer = await turn;
+        const line = `${req.method} ${new URL(req.url).pathname} -> ${answer.status}`;
+        if (answer.status < 300 && req.method !== "GET") log.info(line, "api");
+        else log.debug(answer.status >= 400 ? `${line}: ${(answer.body as { fault_message: string }).fault_message}` : line, "api");
+        return respond(answer);
+      },
+      error(e) {
+        return respond(fault(`internal error: ${e.message}`, 500));
+      },
+    });
+  } finally {
+    process.umask(umask);
+  }
+  chmodSync(socketPath, 0o600);
+  log.info(`API server listening on ${socketPath}`, "api");
+  let closed = false;
+  return {
+    socketPath,
+    close() {
+      if (closed) return;
+      closed = true;
+      void server.stop(true);
+      try {
+        if (lstatSync(socketPath).isSocket()) unlinkSync(socketPath);
+      } catch {
+        // already gone
+      }
+    },
+  };
+}

@@ -1,0 +1,453 @@
+// The library: one microVM, configured the way Firecracker's API configures one, then started, paused,
+// resumed and stopped. The API server (src/api/) and the CLI (src/cli/run.ts, api.ts) are thin layers on it.
+//
+//   import { MicroVM } from "kindling";
+//   const vm = new MicroVM({ "boot-source": { kernel_image_path: "vmlinux" }, "machine-config": { vcpu_count: 1, mem_size_mib: 128 } });
+//   vm.on("serial", (bytes) => process.stdout.write(bytes));
+//   await vm.start();
+//   ...
+//   await vm.stop();
+//
+// Configuration is checked by the same zod schemas as the API's bodies (src/api/schemas.ts); anything
+// refused throws a MicroVMError whose message names the field and the rule.
+
+import { closeSync, existsSync } from "node:fs";
+import type { z } from "zod";
+import { VirtioNet } from "./devices/virtio/net.ts";
+import { VirtioVsock } from "./devices/virtio/vsock.ts";
+import { bootLinux, type DriveOptions, type LinuxBootOptions } from "./boot/linux.ts";
+import { DEFAULT_CMDLINE } from "./arch/x86_64/cmdline.ts";
+import { MiB } from "./arch/x86_64/layout.ts";
+import type { BootCompleteInfo } from "./devices/boot-timer.ts";
+import type { SerialCounters } from "./devices/serial.ts";
+import type { VirtioDevice } from "./devices/virtio/device.ts";
+import { VIRTIO_BLK_ID_BYTES } from "./devices/virtio/uapi.ts";
+import type { VmExit } from "./vcpu.ts";
+import * as S from "./api/schemas.ts";
+import { MicroVMError, parseWith } from "./api/schemas.ts";
+import { parseConfig } from "./config.ts";
+import { VmResources } from "./api/resources.ts";
+import { Logger, openAppend, writeQuietly } from "./api/logger.ts";
+import { Metrics } from "./api/metrics.ts";
+
+export { MicroVMError, ValidationError } from "./api/schemas.ts";
+export type { VmExit } from "./vcpu.ts";
+export type { BootCompleteInfo } from "./devices/boot-timer.ts";
+
+/** Firecracker's InstanceInfo.state, plus the two moments it has no word for. */
+export type MicroVMState = "Not started" | "Starting" | "Running" | "Paused" | "Stopped";
+
+/** What MicroVM needs of a booted VM (src/vm.ts's Vm has all of it; tests pass a stand-in). */
+export interface RunningVm {
+  pause(): void;
+  resume(): void;
+  stop(message?: string): Promise<VmExit>;
+  readonly exited: Promise<VmExit>;
+  readonly serial: { queueInput(bytes: Uint8Array): number; readonly counters: Readonly<SerialCounters> };
+  readonly vcpus: readonly { readonly exitCounts: ReadonlyMap<number, number> }[];
+  readonly virtio: readonly { readonly transport: { readonly device: unknown } }[];
+}
+
+export type BootFn = (opts: LinuxBootOptions) => Promise<{ vm: RunningVm }>;
+
+export interface MicroVMOptions {
+  /** The instance id (Firecracker's --id): in GET /, log lines and metrics. Default "anonymous-instance". */
+  id?: string;
+  /** How to boot; tests pass a stand-in that needs no KVM. Default: bootLinux (src/boot/linux.ts). */
+  boot?: BootFn;
+  /** Device models for network interfaces and the vsock (tests pass stand-ins). Default: VirtioNet and VirtioVsock. */
+  deviceModels?: { VirtioNet?: DeviceClass; VirtioVsock?: DeviceClass };
+}
+
+/**
+ * A net or vsock device model's constructor. kindling calls
+ *   new VirtioNet({ ifaceId, hostDevName, guestMac?, mtu?, log })
+ *   new VirtioVsock({ guestCid, udsPath, log })
+ * and, after the VM ends, the device's close() if it has one.
+ */
+export type DeviceClass = new (opts: Record<string, unknown>) => VirtioDevice;
+
+export interface MicroVMEvents {
+  /** Bytes the guest wrote to its serial console. */
+  serial: Uint8Array;
+  /** The guest's init wrote to the boot-timer device: it is up. */
+  "boot-complete": BootCompleteInfo;
+  /** The VM ended; the same value `exited` resolves with. */
+  exit: VmExit;
+}
+
+/** At most this much console output waits in the `serial` stream for a slow reader; more is dropped. */
+const SERIAL_STREAM_BUFFER = 1 * MiB;
+const DEFAULT_ID = "anonymous-instance";
+
+/** Firecracker's rule for --id: 1 to 64 letters, digits or hyphens. */
+export function checkInstanceId(id: string): string {
+  if (!/^[A-Za-z0-9-]{1,64}$/.test(id)) throw new MicroVMError(`id: ${JSON.stringify(id)} must be 1 to 64 letters, digits or -`);
+  return id;
+}
+
+export class MicroVM {
+  readonly id: string;
+  /** kindling's log for this VM (PUT /logger configures it). */
+  readonly logger: Logger;
+  /** Metrics for this VM (PUT /metrics configures them); the API server counts its requests here. */
+  readonly metrics: Metrics;
+  /** Resolves with how the VM ended. */
+  readonly exited: Promise<VmExit>;
+  private readonly resources = new VmResources();
+  private readonly bootFn: BootFn;
+  private readonly models: NonNullable<MicroVMOptions["deviceModels"]>;
+  private stateNow: MicroVMState = "Not started";
+  private starting?: Promise<void>;
+  private vm?: RunningVm;
+  private devices: { name: string; device: unknown }[] = [];
+  private serialFd?: number;
+  private serialStream?: { stream: ReadableStream<Uint8Array>; controller: ReadableStreamDefaultController<Uint8Array> };
+  /** Console bytes dropped because the `serial` stream's reader fell more than 1 MiB behind. */
+  serialDropped = 0;
+  private readonly listeners = new Map<keyof MicroVMEvents, Set<(arg: never) => void>>();
+  private resolveExited!: (exit: VmExit) => void;
+
+  constructor(config: S.MicroVMConfig = {}, opts: MicroVMOptions = {}) {
+    this.id = checkInstanceId(opts.id ?? DEFAULT_ID);
+    this.bootFn = opts.boot ?? (bootLinux as BootFn);
+    this.models = opts.deviceModels ?? {};
+    this.logger = new Logger(this.id);
+    this.metrics = new Metrics(this.id, {
+      exitCounts: () => this.vm?.vcpus.map((v) => v.exitCounts) ?? [],
+      uart: () => this.vm?.serial.counters,
+      devices: () => this.devices,
+    });
+    this.exited = new Promise((resolve) => (this.resolveExited = resolve));
+    this.applyConfig(config);
+  }
+
+  // ---- configuration (pre-boot) ----
+
+  /** Apply a whole FullVmConfiguration (the --config-file shape); errors name the field (`drives[0].path_on_host`). */
+  private applyConfig(input: unknown): void {
+    const c = parseConfig(input);
+    const r = this.resources;
+    if (c["machine-config"]) r.setMachineConfig(c["machine-config"]);
+    if (c["boot-source"]) r.setBootSource(c["boot-source"]);
+    const seen = new Set<string>();
+    c.drives?.forEach((d, i) => {
+      if (seen.has(d.drive_id)) throw new MicroVMError(`drives[${i}].drive_id: ${d.drive_id} is used twice`);
+      seen.add(d.drive_id);
+      r.putDrive(d, `drives[${i}]`);
+    });
+    c["network-interfaces"]?.forEach((n, i) => {
+      if (r.nets.has(n.iface_id)) throw new MicroVMError(`network-interfaces[${i}].iface_id: ${n.iface_id} is used twice`);
+      r.putNetworkInterface(n, `network-interfaces[${i}]`);
+    });
+    if (c.vsock) r.setVsock(c.vsock);
+    if (c.entropy) r.setEntropy(c.entropy);
+    // Last: these two open their files.
+    if (c.logger) this.logger.configure(c.logger);
+    if (c.metrics) this.metrics.configure(c.metrics);
+  }
+
+  private preBoot(what: string): void {
+    if (this.stateNow === "Not started") return;
+    const why = this.stateNow === "Starting" ? "the microVM is starting" : this.stateNow === "Stopped" ? "the microVM has stopped" : "the microVM is running";
+    throw new MicroVMError(`${what} can only be configured before the microVM starts, and ${why}`);
+  }
+
+  setBootSource(b: z.input<typeof S.BootSource>): void {
+    this.preBoot("boot-source");
+    this.resources.setBootSource(b);
+  }
+  setMachineConfig(m: z.input<typeof S.MachineConfiguration>): void {
+    this.preBoot("machine-config");
+    this.resources.setMachineConfig(m);
+  }
+  patchMachineConfig(m: z.input<typeof S.MachineConfigurationUpdate>): void {
+    this.preBoot("machine-config");
+    this.resources.patchMachineConfig(m);
+  }
+  putDrive(d: z.input<typeof S.Drive>): void {
+    this.preBoot("drives");
+    this.resources.putDrive(d);
+  }
+  putNetworkInterface(n: z.input<typeof S.NetworkInterface>): void {
+    this.preBoot("network-interfaces");
+    this.resources.putNetworkInterface(n);
+  }
+  setVsock(v: z.input<typeof S.Vsock>): void {
+    this.preBoot("vsock");
+    this.resources.setVsock(v);
+  }
+  setEntropy(e: z.input<typeof S.EntropyDevice>): void {
+    this.preBoot("entropy");
+    this.resources.setEntropy(e);
+  }
+  setLogger(l: z.input<typeof S.Logger>): void {
+    this.preBoot("logger");
+    this.logger.configure(parseWith(S.Logger, l, "logger"));
+  }
+  setMetrics(m: z.input<typeof S.Metrics>): void {
+    this.preBoot("metrics");
+    this.metrics.configure(parseWith(S.Metrics, m, "metrics"));
+  }
+  /** Where console output goes besides the `serial` event and stream: a file or named pipe. */
+  setSerial(s: z.input<typeof S.SerialDevice>): void {
+    this.preBoot("serial");
+    const checked = this.resources.checkSerial(s);
+    const fd = checked.serial_out_path === undefined ? undefined : openAppend("serial.serial_out_path", checked.serial_out_path);
+    if (this.serialFd !== undefined) closeSync(this.serialFd);
+    this.serialFd = fd;
+    this.resources.serial = checked;
+  }
+
+  // ---- runtime updates ----
+
+  /** PATCH /drives: after start, only a no-op is possible (kindling cannot swap a drive's file yet). */
+  patchDrive(d: z.input<typeof S.PartialDrive>): void {
+    const p = parseWith(S.PartialDrive, d, "drive");
+    this.requireStarted("drive updates");
+    const current = this.resources.drives.get(p.drive_id);
+    if (!current) throw new MicroVMError(`drive.drive_id: no drive ${p.drive_id}`);
+    if (p.rate_limiter !== undefined) throw new MicroVMError("drive.rate_limiter: rate limiting is not supported by kindling yet");
+    if (p.path_on_host !== undefined && p.path_on_host !== current.path_on_host) {
+      throw new MicroVMError("drive.path_on_host: changing a drive's backing file after start is not supported by kindling yet");
+    }
+  }
+
+  /** PATCH /network-interfaces: rate limiters only, which kindling does not implement. */
+  patchNetworkInterface(n: z.input<typeof S.PartialNetworkInterface>): void {
+    const p = parseWith(S.PartialNetworkInterface, n, "network-interface");
+    this.requireStarted("network interface updates");
+    if (!this.resources.nets.has(p.iface_id)) throw new MicroVMError(`network-interface.iface_id: no network interface ${p.iface_id}`);
+    for (const k of ["rx_rate_limiter", "tx_rate_limiter"] as const) {
+      if (p[k] !== undefined) throw new MicroVMError(`network-interface.${k}: rate limiting is not supported by kindling yet`);
+    }
+  }
+
+  private requireStarted(what: string): RunningVm {
+    if (this.vm && (this.stateNow === "Running" || this.stateNow === "Paused")) return this.vm;
+    const why = this.stateNow === "Stopped" ? "the microVM has stopped" : "the microVM has not started (InstanceStart first)";
+    throw new MicroVMError(`${what}: ${why}`);
+  }
+
+  // ---- what it is ----
+
+  get state(): MicroVMState {
+    return this.stateNow;
+  }
+
+  /** The whole configuration, in the FullVmConfiguration shape (GET /vm/config). */
+  get config(): S.FullVmConfiguration {
+    const c = this.resources.toConfig();
+    const logger = this.logger.current;
+    const metrics = this.metrics.current;
+    if (logger) c.logger = logger;
+    if (metrics) c.metrics = metrics;
+    return c;
+  }
+
+  /** The serial configuration (PUT /serial), if any. */
+  get serialConfig(): S.SerialDevice | undefined {
+    return this.resources.serial && { ...this.resources.serial };
+  }
+
+  get machineConfig(): S.MachineConfiguration {
+    return { ...this.resources.machine };
+  }
+
+  // ---- life cycle ----
+
+  /** Boot (InstanceStart). Resolves once the vCPUs run; the guest's boot goes on from there. */
+  start(): Promise<void> {
+    if (this.stateNow !== "Not started") {
+      return Promise.reject(new MicroVMError(this.stateNow === "Starting" ? "InstanceStart: the microVM is already starting" : "InstanceStart: the microVM has already been started"));
+    }
+    this.starting = this.boot();
+    return this.starting;
+  }
+
+  private async boot(): Promise<void> {
+    const r = this.resources;
+    if (!r.bootSource) throw new MicroVMError("InstanceStart: no boot source: configure boot-source (PUT /boot-source) first");
+    this.stateNow = "Starting";
+    let extra: { name: string; device: VirtioDevice }[] = [];
+    try {
+      extra = await this.createExtraDevices();
+      const { vm } = await this.bootFn(this.bootOptions(extra.map((e) => e.device)));
+      const names = [...r.orderedDrives().map((d) => `block_${d.drive_id}`), ...(r.entropy ? ["entropy"] : []), ...extra.map((e) => e.name)];
+      this.devices = vm.virtio.map((v, i) => ({ name: names[i] ?? `virtio_${i}`, device: v.transport.device }));
+      this.vm = vm;
+      this.stateNow = "Running";
+      this.logger.info(`microVM ${this.id} started`);
+      void vm.exited.then((exit) => this.ended(exit));
+    } catch (e) {
+      this.stateNow = "Not started";
+      for (const x of extra) closeDevice(x.device);
+      if (e instanceof MicroVMError) throw e;
+      throw new MicroVMError(`InstanceStart failed: ${(e as Error).message}`);
+    }
+  }
+
+  private bootOptions(extraDevices: VirtioDevice[]): LinuxBootOptions {
+    const r = this.resources;
+    const b = r.bootSource!;
+    const drives: DriveOptions[] = r.orderedDrives().map((d) => ({
+      path: d.path_on_host!,
+      readOnly: d.is_read_only ?? false,
+      root: d.is_root_device && d.partuuid === undefined,
+      id: d.drive_id.slice(0, VIRTIO_BLK_ID_BYTES), // the serial the guest reads with VIRTIO_BLK_T_GET_ID
+    }));
+    // A root drive with a partuuid is found by the kernel through its partition table, not as /dev/vda.
+    const byPartuuid = r.orderedDrives().find((d) => d.is_root_device && d.partuuid !== undefined);
+    const cmdline = byPartuuid
+      ? `${b.boot_args ?? DEFAULT_CMDLINE} root=PARTUUID=${byPartuuid.partuuid} ${byPartuuid.is_read_only ? "ro" : "rw"}`
+      : b.boot_args;
+    return {
+      kernel: b.kernel_image_path,
+      initrd: b.initrd_path,
+      cmdline,
+      memSize: r.machine.mem_size_mib * MiB,
+      vcpus: r.machine.vcpu_count,
+      cpuTemplate: "auto",
+      drives,
+      entropy: r.entropy !== undefined,
+      extraDevices,
+      consoleOutput: (bytes) => this.consoleOutput(bytes),
+      log: (line) => this.logger.info(line),
+      onBootComplete: (info) => this.emit("boot-complete", info),
+    };
+  }
+
+  /** The network interfaces and the vsock. */
+  private async createExtraDevices(): Promise<{ name: string; device: VirtioDevice }[]> {
+    const r = this.resources;
+    const out: { name: string; device: VirtioDevice }[] = [];
+    const log = (m: string) => this.logger.info(m, "devices");
+    try {
+      if (r.nets.size) {
+        const Net = this.models.VirtioNet ?? (VirtioNet as unknown as DeviceClass);
+        for (const n of r.nets.values()) {
+          out.push({ name: `net_${n.iface_id}`, device: new Net({ ifaceId: n.iface_id, hostDevName: n.host_dev_name, guestMac: n.guest_mac, mtu: n.mtu, log }) });
+        }
+      }
+      if (r.vsock) {
+        const Vsock = this.models.VirtioVsock ?? (VirtioVsock as unknown as DeviceClass);
+        out.push({ name: "vsock", device: new Vsock({ guestCid: r.vsock.guest_cid, udsPath: r.vsock.uds_path, log }) });
+      }
+    } catch (e) {
+      for (const x of out) closeDevice(x.device);
+      throw e;
+    }
+    return out;
+  }
+
+  pause(): void {
+    this.requireStarted("Paused").pause();
+    this.stateNow = "Paused";
+    this.logger.info(`microVM ${this.id} paused`);
+  }
+
+  resume(): void {
+    this.requireStarted("Resumed").resume();
+    this.stateNow = "Running";
+    this.logger.info(`microVM ${this.id} resumed`);
+  }
+
+  /** Stop the VM (or, before start, mark it stopped). Resolves with how it ended. */
+  async stop(message = "stopped by the VMM"): Promise<VmExit> {
+    if (this.stateNow === "Starting") await this.starting?.catch(() => {});
+    if (this.vm) return this.vm.stop(message).then(() => this.exited);
+    if (this.stateNow !== "Stopped") this.ended({ reason: "stopped", message: `${message} (before it started)` });
+    return this.exited;
+  }
+
+  /** Firecracker sends Ctrl+Alt+Del through an i8042 keyboard; kindling's i8042 has none. */
+  sendCtrlAltDel(): never {
+    throw new MicroVMError(
+      "SendCtrlAltDel is not supported: kindling's i8042 models only the reset line, with no keyboard to send Ctrl+Alt+Del through; stop the microVM, or shut the guest down from inside",
+    );
+  }
+
+  /** PUT /actions FlushMetrics. */
+  flushMetrics(): void {
+    this.metrics.flush();
+  }
+
+  /** Type into the guest's serial console. Returns how many bytes fit (0 when not running). */
+  writeSerial(bytes: Uint8Array): number {
+    return this.vm && this.stateNow !== "Stopped" ? this.vm.serial.queueInput(bytes) : 0;
+  }
+
+  // ---- output and events ----
+
+  /**
+   * The guest's console output as a stream, from the first time this is read. Read it steadily: more than
+   * 1 MiB unread is dropped (counted in serialDropped). The same stream is returned each time; tee() it for two readers.
+   */
+  get serial(): ReadableStream<Uint8Array> {
+    if (!this.serialStream) {
+      let controller!: ReadableStreamDefaultController<Uint8Array>;
+      const stream = new ReadableStream<Uint8Array>(
+        // A reader that cancels (a `for await` that breaks) ends this stream; reading `serial` again starts another.
+        { start: (c) => void (controller = c), cancel: () => void (this.serialStream = undefined) },
+        new ByteLengthQueuingStrategy({ highWaterMark: SERIAL_STREAM_BUFFER }) as QueuingStrategy<Uint8Array>,
+      );
+      if (this.stateNow === "Stopped") controller.close();
+      this.serialStream = { stream, controller };
+    }
+    return this.serialStream.stream;
+  }
+
+  on<K extends keyof MicroVMEvents>(event: K, listener: (arg: MicroVMEvents[K]) => void): this {
+    const set = this.listeners.get(event) ?? new Set();
+    set.add(listener as (arg: never) => void);
+    this.listeners.set(event, set);
+    return this;
+  }
+
+  off<K extends keyof MicroVMEvents>(event: K, listener: (arg: MicroVMEvents[K]) => void): this {
+    this.listeners.get(event)?.delete(listener as (arg: never) => void);
+    return this;
+  }
+
+  private emit<K extends keyof MicroVMEvents>(event: K, arg: MicroVMEvents[K]): void {
+    for (const l of this.listeners.get(event) ?? []) {
+      try {
+        (l as (a: MicroVMEvents[K]) => void)(arg);
+      } catch (e) {
+        this.logger.error(`a "${event}" listener threw: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  private consoleOutput(bytes: Uint8Array): void {
+    if (this.serialFd !== undefined) writeQuietly(this.serialFd, bytes);
+    const s = this.serialStream;
+    if (s) {
+      if ((s.controller.desiredSize ?? 0) >= bytes.byteLength) s.controller.enqueue(bytes);
+      else this.serialDropped += bytes.byteLength;
+    }
+    this.emit("serial", bytes);
+  }
+
+  private ended(exit: VmExit): void {
+    this.stateNow = "Stopped";
+    // The devices were closed with the VM (Vm.close); only devices never attached are closed here.
+    if (this.serialFd !== undefined) closeSync(this.serialFd);
+    this.serialFd = undefined;
+    try {
+      this.serialStream?.controller.close();
+    } catch {
+      // the reader cancelled the stream
+    }
+    this.metrics.close();
+    this.logger.info(`microVM ${this.id} ended: ${exit.reason}: ${exit.message}`);
+    this.logger.close();
+    this.emit("exit", exit);
+    this.resolveExited(exit);
+  }
+}
+
+/** Release what a device that never reached a VM holds (a TAP and its reader, a socket). */
+function closeDevice(device: VirtioDevice): void {
+  void Promise.resolve(device.close?.()).catch(() => {});
+}
