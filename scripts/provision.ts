@@ -27,11 +27,12 @@ const E2FSPROGS: DebianPackage = { name: "e2fsprogs", command: "mkfs.ext4", why:
 const CPIO: DebianPackage = { name: "cpio", command: "cpio", why: "`cpio` packs the initramfs archives the Linux boot tests use" };
 const IPROUTE2: DebianPackage = { name: "iproute2", command: "ip", why: "`ip netns` makes the network namespaces the virtio-net tests use" };
 const DNSMASQ: DebianPackage = { name: "dnsmasq-base", command: "dnsmasq", why: "`dnsmasq` answers the guest kernel's DHCP request in the Linux boot test" };
+const CHROMIUM: DebianPackage = { name: "chromium", command: "chromium", why: "the trace viewer test drives headless Chromium through playwright-core" };
 const QEMU: DebianPackage = { name: "qemu-system-x86", command: "qemu-system-x86_64", why: "the benchmarks compare kindling with QEMU's microvm machine" };
 
 const DEBIAN_PACKAGES: Record<Purpose, DebianPackage[]> = {
   boot: [BINUTILS], // `boot --probe NAME` boots a probe guest
-  test: [BINUTILS, E2FSPROGS, CPIO, IPROUTE2, DNSMASQ],
+  test: [BINUTILS, E2FSPROGS, CPIO, IPROUTE2, DNSMASQ, CHROMIUM],
   bench: [BINUTILS, QEMU],
 };
 

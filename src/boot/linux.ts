@@ -61,6 +61,10 @@ export interface LinuxBootOptions {
    * prose. The receiver formats them (src/explain.ts).
    */
   explain?: (step: BootStep) => void;
+  /** Called after setup, just before the vCPUs start: attach tracers or test devices here. */
+  beforeStart?: (vm: Vm) => void;
+  /** false: set everything up but do not start the vCPUs (`--explain-only`); the caller stops the VM. */
+  start?: boolean;
 }
 
 /** One setup step and the values it wrote. `data` holds plain values and byte arrays copied from guest memory. */
@@ -110,24 +114,25 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
 
   // 1. The VM.
   const vm = new Vm({ memSize, vcpus, consoleOutput: opts.consoleOutput, log });
-  const explain = opts.explain ?? (() => {});
+  // The values for --explain are gathered only when someone listens: some take ioctls and copies.
+  const explain = (n: number, title: string, data: () => Record<string, unknown>) => opts.explain?.({ n, title, data: data() });
   try {
-    explain({ n: 1, title: "create the VM", data: {
+    explain(1, "create the VM", () => ({
       memSize, vcpus, cpuTemplate,
       slots: vm.memory.regions.map((r, slot) => ({ slot, gpa: r.gpa, size: r.bytes.byteLength, hostAddr: r.hostAddr })),
       pio: vm.pio.list(),
-    } });
+    }));
     // 2. The boot timer: the guest's init writes 123 to it when it is up.
     const timer = new BootTimer(started, (info) => {
       log(`boot complete: the guest wrote 123 to the boot timer ${info.wallMs.toFixed(1)} ms after VM creation started (CPU: ${((info.cpuUserUs + info.cpuSystemUs) / 1000).toFixed(1)} ms)`);
       opts.onBootComplete?.(info);
     });
     vm.mmio.register(BOOT_TIMER_START, BOOT_TIMER_SIZE, timer);
-    explain({ n: 2, title: "add the boot-timer device", data: { addr: BOOT_TIMER_START, size: BOOT_TIMER_SIZE } });
+    explain(2, "add the boot-timer device", () => ({ addr: BOOT_TIMER_START, size: BOOT_TIMER_SIZE }));
 
     // 3. The kernel.
     const kernel = loadKernel(vm.memory, kernelImage);
-    explain({ n: 3, title: "load the kernel", data: { ...kernel, setupHeader: kernel.setupHeader && { ...kernel.setupHeader, raw: undefined }, imageSize: kernelImage.byteLength } });
+    explain(3, "load the kernel", () => ({ ...kernel, setupHeader: kernel.setupHeader && { ...kernel.setupHeader, raw: undefined }, imageSize: kernelImage.byteLength }));
 
     // 4. The initrd, as high as the kernel allows.
     const initrd = initrdImage ? loadInitrd(vm.memory, initrdImage, kernel.kernelEnd, kernel.setupHeader) : undefined;
@@ -143,9 +148,9 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     if (opts.entropy) devices.push(new VirtioRng());
     devices.push(...(opts.extraDevices ?? []));
     const attached = devices.map((d) => vm.addVirtioDevice(d));
-    explain({ n: 4, title: "load the initrd and add the virtio devices", data: {
+    explain(4, "load the initrd and add the virtio devices", () => ({
       initrd, devices: attached.map((a) => ({ name: a.transport.name, addr: a.addr, size: a.size, irq: a.irq })),
-    } });
+    }));
 
     // 8 (first half). CPUID per vCPU: the template may need kernel command-line additions (step 5).
     const supported = vm.kvm.supportedCpuid();
@@ -161,7 +166,7 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     });
     const cmdlineAt = writeCmdline(vm.memory, cmdline, kernel.setupHeader?.cmdline_size);
     for (const a of additions) log(`cpu template ${cpuTemplate}: added "${a.arg}" to the command line (${a.why})`);
-    explain({ n: 5, title: "write the command line", data: { ...cmdlineAt, cmdline, additions } });
+    explain(5, "write the command line", () => ({ ...cmdlineAt, cmdline, additions }));
 
     // 6. The zero page, with the e820 map.
     const e820 = e820Map(memSize);
@@ -172,11 +177,11 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
       initrd,
       e820,
     });
-    explain({ n: 6, title: "write the zero page", data: { addr: zeroPage, e820, bootParams: vm.memory.read(zeroPage, 4096) } });
+    explain(6, "write the zero page", () => ({ addr: zeroPage, e820, bootParams: vm.memory.read(zeroPage, 4096) }));
 
     // 7. The MP table.
     writeMptable(vm.memory, vcpus);
-    explain({ n: 7, title: "write the MP table", data: { addr: EBDA_START, bytes: vm.memory.read(EBDA_START, LEGACY_HOLE_START - EBDA_START) } });
+    explain(7, "write the MP table", () => ({ addr: EBDA_START, bytes: vm.memory.read(EBDA_START, LEGACY_HOLE_START - EBDA_START) }));
 
     // 8. The vCPUs.
     vm.vcpus.forEach((v, i) => {
@@ -189,18 +194,19 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     // (Documentation/x86/boot.rst, "64-bit Boot Protocol").
     setupLongMode(vm.vcpus[0]!.fd, vm.memory, { entry: kernel.entry, rsi: zeroPage });
     const boot = vm.vcpus[0]!.fd;
-    explain({ n: 8, title: "set up the vCPUs", data: {
+    explain(8, "set up the vCPUs", () => ({
       cpuidChanges: cpuids.map((c) => c.changes),
       msrs: bootMsrs(),
       regs: boot.getRegs().bytes, sregs: boot.getSregs().bytes, fpu: boot.getFpu().bytes,
       lapic: boot.getLapic().bytes,
       gdt: vm.memory.read(BOOT_GDT_START, BOOT_GDT_MAX_ENTRIES * 8),
       pml4: vm.memory.read(PML4_START, 4096), pdpt: vm.memory.read(PDPTE_START, 4096), pd0: vm.memory.read(PDE_START, 4096),
-    } });
+    }));
 
     // 9. Go.
-    explain({ n: 9, title: "start the vCPUs", data: { vcpus } });
-    await vm.start();
+    explain(9, "start the vCPUs", () => ({ vcpus }));
+    opts.beforeStart?.(vm);
+    if (opts.start !== false) await vm.start();
     return {
       vm,
       plan: {

@@ -1,11 +1,15 @@
 // `kindling boot`: build the default guest if needed and boot it with this terminal on its serial console.
 // `--probe NAME` boots one of the probe guests instead (guest/probes/).
+// `--explain` narrates each setup step with the values written (src/explain.ts); `--trace FILE` records
+// every VM exit (src/trace/writer.ts).
 
 import { defineCommand } from "citty";
 import { consola } from "consola";
 import { z } from "zod";
 import { bootProbe } from "../boot/probe.ts";
 import { bootLinux } from "../boot/linux.ts";
+import { explainTo } from "../explain.ts";
+import { TraceFileError, traceToFile, type TraceCloser } from "../trace/writer.ts";
 import { ConsoleWatcher, type Milestone } from "../boot/milestones.ts";
 import { attachConsole, ESCAPE_HELP } from "../console.ts";
 import { CPU_TEMPLATES } from "../arch/x86_64/cpuid.ts";
@@ -24,7 +28,18 @@ const BootArgs = z.object({
   memory: z.coerce.number({ error: () => "--memory: must be a number of MiB" }).int("--memory: must be a whole number of MiB").min(32, "--memory: at least 32 MiB").max(64 * 1024, "--memory: at most 65536 MiB"),
   vcpus: z.coerce.number({ error: () => "--vcpus: must be a number" }).int("--vcpus: must be a whole number").min(1, "--vcpus: must be 1..32").max(32, "--vcpus: must be 1..32"),
   "cpu-template": z.enum(["auto", ...CPU_TEMPLATES], { error: () => `--cpu-template: must be one of auto, ${CPU_TEMPLATES.join(", ")}` }),
+  explain: z.boolean().optional(),
+  "explain-only": z.boolean().optional(),
+  trace: z.string().min(1, "--trace: give a file path").optional(),
 });
+
+/** `--explain` is text, `--explain=json` JSON; `--explain-only` alone means text. */
+function explainFormat(rawArgs: string[], a: z.infer<typeof BootArgs>): "text" | "json" | undefined {
+  const given = rawArgs.filter((r) => r.startsWith("--explain=")).map((r) => r.slice("--explain=".length));
+  for (const g of given) if (g !== "json" && g !== "text") throw new CliError(`--explain=${g}: use --explain (text) or --explain=json`, EXIT.USAGE);
+  if (given.includes("json")) return "json";
+  return a.explain || a["explain-only"] ? "text" : undefined;
+}
 
 const MILESTONE_TEXT: Partial<Record<Milestone, string>> = {
   banner: "kernel banner",
@@ -46,12 +61,21 @@ export default defineCommand({
     vcpus: { type: "string", description: "Number of vCPUs", default: "1", valueHint: "n" },
     "cpu-template": { type: "string", description: `CPU template: auto, ${CPU_TEMPLATES.join(", ")}`, default: "auto", valueHint: "name" },
     probe: { type: "string", description: `Boot a probe guest instead (${Object.keys(PROBES).join(", ")})`, valueHint: "name" },
+    explain: { type: "boolean", description: "Narrate each setup step with the values written, then boot (--explain=json: one JSON object per step)" },
+    "explain-only": { type: "boolean", description: "Narrate the setup as --explain does, and stop before the guest runs" },
+    trace: { type: "string", description: "Write one JSON line per VM exit to FILE (see `kindling trace`)", valueHint: "file" },
   },
-  async run({ args }) {
+  async run({ args, rawArgs }) {
     const parsed = BootArgs.safeParse(args);
     if (!parsed.success) throw new CliError(parsed.error.issues.map((i) => i.message).join("; "), EXIT.USAGE);
     const a = parsed.data;
-    if (a.probe) return bootProbeOnTerminal(a.probe);
+    const explain = explainFormat(rawArgs, a);
+    if (a.probe) {
+      if (explain) throw new CliError("--explain narrates a Linux boot's setup steps; probe guests have none", EXIT.USAGE);
+      return bootProbeOnTerminal(a.probe, a.trace);
+    }
+    // While explaining, stdout carries the narration and the VMM's own log goes to stderr.
+    if (explain) consola.options.stdout = process.stderr;
 
     const host = detectHost();
     warnIfEmulatingHost(host);
@@ -64,7 +88,9 @@ export default defineCommand({
       initrd ??= guest.initramfs;
     }
     const watcher = new ConsoleWatcher();
+    const narrate = explain && explainTo(explain, (text) => process.stdout.write(text));
     let vm: Vm;
+    let closeTrace: TraceCloser | undefined;
     try {
       ({ vm } = await bootLinux({
         kernel, initrd, cmdline: a.cmdline, memSize: a.memory * MiB, vcpus: a.vcpus, cpuTemplate: a["cpu-template"],
@@ -73,12 +99,21 @@ export default defineCommand({
           watcher.push(b);
         },
         log: (line) => consola.info(line),
+        explain: narrate || undefined,
+        // The trace starts before the first instruction, so it holds every exit.
+        beforeStart: (v) => (closeTrace = a.trace ? traceToFile(v, a.trace) : undefined),
+        start: !a["explain-only"],
       }));
     } catch (e) {
-      throw new CliError((e as Error).message, EXIT.VM_ERROR);
+      throw new CliError((e as Error).message, e instanceof TraceFileError ? EXIT.USAGE : EXIT.VM_ERROR);
+    }
+    if (a["explain-only"]) {
+      await vm.stop("--explain-only: the guest was set up, not started");
+      return;
     }
     consola.info(`guest started (${ESCAPE_HELP})`);
     const exit = await runOnTerminal(vm);
+    if (closeTrace) consola.info(`exit trace: ${await closeTrace()} exits written to ${a.trace}`);
     const times = [...watcher.seen].map(([m, t]) => `${MILESTONE_TEXT[m] ?? m} ${(t / 1000).toFixed(2)} s`);
     if (times.length) consola.info(`milestones since VM creation: ${times.join(", ")}`);
     if (host.emulatesGuestKernel && watcher.seen.has("runInit") && !watcher.seen.has("initReady")) {
@@ -107,12 +142,22 @@ async function runOnTerminal(vm: Vm): Promise<VmExit> {
   }
 }
 
-async function bootProbeOnTerminal(name: string): Promise<void> {
+async function bootProbeOnTerminal(name: string, trace?: string): Promise<void> {
   consola.info(`booting the ${name} probe guest (${PROBES[name]!.about})`);
-  const vm = await bootProbe(name, { consoleOutput: (bytes) => process.stdout.write(bytes), log: (line) => consola.debug(line) });
-  finish(await runOnTerminal(vm));
+  let closeTrace: TraceCloser | undefined;
+  const vm = await bootProbe(name, {
+    consoleOutput: (bytes) => process.stdout.write(bytes),
+    log: (line) => consola.debug(line),
+    beforeStart: (v) => (closeTrace = trace ? traceToFile(v, trace) : undefined),
+  }).catch((e) => {
+    throw e instanceof TraceFileError ? new CliError(e.message, EXIT.USAGE) : e;
+  });
+  const exit = await runOnTerminal(vm);
+  if (closeTrace) consola.info(`exit trace: ${await closeTrace()} exits written to ${trace}`);
+  finish(exit);
 }
 
+/** Attach the exit trace to a running VM; a file that cannot be written stops it. */
 function finish(exit: VmExit): void {
   const clean = exit.reason === "halt" || exit.reason === "reset" || exit.reason === "poweroff" || exit.reason === "stopped";
   if (!clean) {
