@@ -39,7 +39,11 @@ export function fakeBoot(booted: FakeVm[] = []) {
         vm.end({ reason: "stopped", message });
         return exited;
       },
-      end: (exit) => resolve(exit),
+      // As Vm.close() does: the devices are closed when the VM ends.
+      end: (exit) => {
+        for (const d of devices as { close?: () => void }[]) d.close?.();
+        resolve(exit);
+      },
       exited,
       print: (text) => opts.consoleOutput?.(new TextEncoder().encode(text)),
       serial: {
