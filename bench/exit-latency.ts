@@ -10,7 +10,8 @@ import { PAGE_SIZE, SCRATCH_MMIO_START, SCRATCH_PORT } from "../src/arch/x86_64/
 import { EXIT_LOOPS } from "../guest/probes/probes.ts";
 import type { BusDevice } from "../src/bus.ts";
 
-class Stopwatch implements BusDevice {
+/** A do-nothing device that notes the time of its first and last write. */
+export class Stopwatch implements BusDevice {
   count = 0;
   first = 0;
   last = 0;
@@ -26,6 +27,9 @@ class Stopwatch implements BusDevice {
   /** Microseconds per exit, from the first access to the last. */
   get usPerExit(): number {
     return ((this.last - this.first) * 1000) / (this.count - 1);
+  }
+  get exitsPerSecond(): number {
+    return ((this.count - 1) * 1000) / (this.last - this.first);
   }
 }
 

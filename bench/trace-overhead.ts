@@ -17,30 +17,11 @@ import { bootProbe } from "../src/boot/probe.ts";
 import { PAGE_SIZE, SCRATCH_MMIO_START, SCRATCH_PORT } from "../src/arch/x86_64/layout.ts";
 import { EXIT_LOOPS } from "../guest/probes/probes.ts";
 import { traceToFile, type TraceCloser } from "../src/trace/writer.ts";
-import type { BusDevice } from "../src/bus.ts";
+import { Stopwatch } from "./exit-latency.ts";
 import type { Vm } from "../src/vm.ts";
 
 const MODES = ["off", "null tracer", "trace file"] as const;
 type Mode = (typeof MODES)[number];
-
-/** A device that notes the time of its first and last write. */
-class Stopwatch implements BusDevice {
-  count = 0;
-  first = 0;
-  last = 0;
-  constructor(readonly name: string) {}
-  read(_offset: number, data: Uint8Array): void {
-    data.fill(0);
-  }
-  write(): void {
-    const now = performance.now();
-    if (this.count++ === 0) this.first = now;
-    this.last = now;
-  }
-  get exitsPerSecond(): number {
-    return ((this.count - 1) * 1000) / (this.last - this.first);
-  }
-}
 
 async function run(mode: Mode): Promise<{ pio: number; mmio: number }> {
   const pio = new Stopwatch("bench-pio");

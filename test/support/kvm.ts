@@ -1,7 +1,6 @@
-// Tests that need /dev/kvm use `kvmTest` instead of `test`. Where KVM is missing they fail loudly under
-// CI=true (CI must run them) and are skipped with a printed reason elsewhere (a laptop without KVM).
+// Tests that need /dev/kvm use `kvmTest` instead of `test` (see gated.ts for what that means).
 
-import { test } from "bun:test";
+import { gatedTest, type GatedTest } from "./gated.ts";
 import { existsSync, accessSync, constants } from "node:fs";
 
 function kvmMissingReason(): string | undefined {
@@ -15,23 +14,5 @@ function kvmMissingReason(): string | undefined {
 }
 
 export const KVM_MISSING = kvmMissingReason();
-let told = false;
 
-export function kvmTest(name: string, fn: () => Promise<void> | void, timeout?: number): void {
-  if (KVM_MISSING && process.env.CI !== "true") {
-    if (!told) {
-      console.warn(`[kindling tests] skipping tests that need KVM: ${KVM_MISSING}`);
-      told = true;
-    }
-    test.skip(name, fn);
-    return;
-  }
-  test(
-    name,
-    async () => {
-      if (KVM_MISSING) throw new Error(`this test needs /dev/kvm and CI=true: ${KVM_MISSING}`);
-      await fn();
-    },
-    timeout,
-  );
-}
+export const kvmTest: GatedTest = gatedTest("KVM", KVM_MISSING);

@@ -5,7 +5,7 @@
 // A NetNs is a namespace of its own for one test file: its TAP interfaces and addresses cannot collide
 // with the host's or another test's, and deleting it deletes everything in it.
 
-import { test } from "bun:test";
+import { gatedTest, type GatedTest } from "./gated.ts";
 import { existsSync } from "node:fs";
 
 function sh(args: string[]): { ok: boolean; out: string } {
@@ -31,26 +31,8 @@ function netnsMissingReason(): string | undefined {
 }
 
 export const NETNS_MISSING = netnsMissingReason();
-let told = false;
 
-export function netnsTest(name: string, fn: () => Promise<void> | void, timeout?: number): void {
-  if (NETNS_MISSING && process.env.CI !== "true") {
-    if (!told) {
-      console.warn(`[kindling tests] skipping tests that need a network namespace: ${NETNS_MISSING}`);
-      told = true;
-    }
-    test.skip(name, fn);
-    return;
-  }
-  test(
-    name,
-    async () => {
-      if (NETNS_MISSING) throw new Error(`this test needs a network namespace and CI=true: ${NETNS_MISSING}`);
-      await fn();
-    },
-    timeout,
-  );
-}
+export const netnsTest: GatedTest = gatedTest("a network namespace", NETNS_MISSING);
 
 export class NetNs {
   private deleted = false;
