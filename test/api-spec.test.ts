@@ -33,6 +33,9 @@ interface Operation {
   parameters?: { in: string; name: string; schema?: Schema }[];
   responses: Record<string, { schema?: Schema }>;
 }
+if (!(await Bun.file(SPEC_PATH).exists())) {
+  throw new Error(`Firecracker's API spec is not at ${SPEC_PATH}: this test reads the shared/ folder that sits beside the repository`);
+}
 const spec = Bun.YAML.parse(await Bun.file(SPEC_PATH).text()) as { paths: Record<string, Record<string, Operation>>; definitions: Record<string, Schema> };
 
 const files = fixtureFiles();
