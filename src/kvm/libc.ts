@@ -227,18 +227,28 @@ export function isatty(fd: number): boolean {
   return libc.isatty(fd) === 1;
 }
 
-/** struct termios is 60 bytes on x86_64 glibc; we only copy it, so its fields stay opaque. */
-const TERMIOS_SIZE = 60;
+/** glibc's struct termios on x86_64 (<bits/termios-struct.h>). */
+const termios = struct("termios", [
+  ["c_iflag", "u32"], ["c_oflag", "u32"], ["c_cflag", "u32"], ["c_lflag", "u32"],
+  ["c_line", "u8"], ["c_cc", array("u8", 32)], ["c_ispeed", "u32"], ["c_ospeed", "u32"],
+]);
 const TCSANOW = 0;
+/** c_oflag: post-process output, and turn "\n" into "\r\n" (termios(3)). */
+const OPOST = 0o1;
+const ONLCR = 0o4;
 
-/** Put a terminal in raw mode; returns a function that restores it. */
+/**
+ * Put a terminal in raw mode for input (every key goes to the guest, Ctrl-C included), keeping output
+ * processing on so that the VMM's own log lines still start at the left margin. Returns a restore function.
+ */
 export function rawMode(fd: number): () => void {
-  const saved = new Uint8Array(TERMIOS_SIZE);
-  check("tcgetattr", libc.tcgetattr(fd, ptrOf(saved)));
-  const raw = saved.slice();
-  libc.cfmakeraw(ptrOf(raw));
-  check("tcsetattr", libc.tcsetattr(fd, TCSANOW, ptrOf(raw)));
-  return () => void libc.tcsetattr(fd, TCSANOW, ptrOf(saved));
+  const saved = new StructView(termios);
+  check("tcgetattr", libc.tcgetattr(fd, ptrOf(saved.bytes)));
+  const raw = new StructView(termios, saved.bytes.slice());
+  libc.cfmakeraw(ptrOf(raw.bytes));
+  raw.set("c_oflag", raw.get("c_oflag") | OPOST | ONLCR);
+  check("tcsetattr", libc.tcsetattr(fd, TCSANOW, ptrOf(raw.bytes)));
+  return () => void libc.tcsetattr(fd, TCSANOW, ptrOf(saved.bytes));
 }
 
 /** Read 8 bytes at a raw address (used by the vCPU worker to reach kvm_run without copying). */
