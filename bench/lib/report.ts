@@ -1,0 +1,140 @@
+// The headline figures of a run, as rows: what the table prints and the chart draws. Each row is one
+// number per VMM (medians unless it says otherwise), which way is better, and the target it is held to.
+
+import type { StartToFirstResult } from "../metrics/start-to-first.ts";
+import type { LinuxBootResult } from "../metrics/linux-boot.ts";
+import type { MemoryResult } from "../metrics/memory.ts";
+import type { ExitRttResult } from "../metrics/exit-rtt.ts";
+import type { CreationResult } from "../metrics/creation.ts";
+import { round } from "./stats.ts";
+import { MILESTONES } from "../../src/boot/milestones.ts";
+
+export interface Results {
+  startToFirst?: StartToFirstResult;
+  linuxBoot?: LinuxBootResult;
+  memory?: MemoryResult;
+  exitRtt?: ExitRttResult;
+  creation?: CreationResult;
+}
+
+export interface Row {
+  metric: string;
+  unit: string;
+  kindling?: number;
+  qemu?: number;
+  better: "lower" | "higher";
+  /** The target in words, and whether kindling's figure meets it. */
+  target?: { text: string; met: boolean };
+  /** Draw it in the chart (rows that repeat another in a different unit are left out). */
+  chart: boolean;
+  /** The chart panel's title, when the row's own name is too long or needs the row above it for context. */
+  title?: string;
+  /** A short note under the chart panel's bars. */
+  note?: string;
+}
+
+/** The kernel's own words for a milestone (the first alternative of its pattern in milestones.ts). */
+export function milestoneText(m: keyof typeof MILESTONES): string {
+  return MILESTONES[m].source.split("|")[0]!.replace(/ \\d$/, "").replace(/\\/g, "");
+}
+
+const MiB = (kib: number) => round(kib / 1024);
+
+export function headlineRows(r: Results): Row[] {
+  const rows: Row[] = [];
+  const s = r.startToFirst;
+  if (s) {
+    const k = s.kindling.wallMs.median;
+    const q = s.qemu?.wallMs.median;
+    rows.push({
+      metric: "start to first guest instruction (wall)", unit: "ms", kindling: k, qemu: q, better: "lower", chart: true,
+      target: { text: "<= 20 ms and <= 1/3 of QEMU", met: k <= 20 && (q === undefined || k <= q / 3) },
+    });
+    rows.push({ metric: "  p90", unit: "ms", kindling: s.kindling.wallMs.p90, qemu: s.qemu?.wallMs.p90, better: "lower", chart: false });
+    rows.push({
+      metric: "  CPU until the process exited", title: "start to first instruction: CPU, until exit", unit: "ms",
+      kindling: s.kindling.cpuMs.median, qemu: s.qemu?.cpuMs.median, better: "lower", chart: true,
+    });
+  }
+  const l = r.linuxBoot;
+  if (l) {
+    const label = l.emulatingHost ? " (emulated guest kernel)" : "";
+    const note = l.emulatingHost ? "emulated guest kernel: seconds, where hardware KVM takes ms" : undefined;
+    if (l.common) {
+      const line = milestoneText(l.common.milestone);
+      rows.push({
+        metric: `Linux: spawn to "${line}"${label}`, title: `Linux boot: spawn to "${line}"`, note, unit: "s",
+        kindling: round(l.common.kindlingMs.median / 1000), qemu: round(l.common.qemuMs.median / 1000), better: "lower", chart: true,
+      });
+    }
+    if (l.kindlingEnd.ms) rows.push({ metric: `Linux: spawn to ${l.kindlingEnd.what}${label}`, unit: "s", kindling: round(l.kindlingEnd.ms.median / 1000), better: "lower", chart: false });
+  }
+  const m = r.memory;
+  if (m) {
+    const one = m.kindling.points.find((p) => p.n === 1);
+    const q = m.qemu?.points.find((p) => p.n === 1);
+    if (one) {
+      rows.push({ metric: `memory overhead, one ${m.guestMemMiB} MiB VM alone: RSS`, unit: "MiB", kindling: MiB(one.rssKiB), qemu: q && MiB(q.rssKiB), better: "lower", chart: true });
+      rows.push({ metric: "  PSS", unit: "MiB", kindling: MiB(one.pssKiB), qemu: q && MiB(q.pssKiB), better: "lower", chart: false });
+      rows.push({ metric: "  private dirty", unit: "MiB", kindling: MiB(one.privateDirtyKiB), qemu: q && MiB(q.privateDirtyKiB), better: "lower", chart: false });
+    }
+    const k = m.kindling.marginalMiB;
+    const qm = m.qemu?.marginalMiB;
+    if (k) {
+      rows.push({
+        metric: `memory per extra VM, N=1 to ${k.to}: RSS (QEMU: a process each, summed)`, title: `memory per extra VM, N=1 to ${k.to}: RSS`,
+        note: "QEMU: one process per VM, Rss summed", unit: "MiB", kindling: k.rss, qemu: qm?.rss, better: "lower", chart: true,
+        target: { text: "<= 3 MiB", met: k.rss <= 3 },
+      });
+      rows.push({
+        metric: "  PSS (shared pages counted once)", title: `memory per extra VM, N=1 to ${k.to}: PSS`, unit: "MiB",
+        note: "shared pages counted once across processes",
+        kindling: k.pss, qemu: qm?.pss, better: "lower", chart: true,
+      });
+    }
+    rows.push({ metric: "  slope over all N (RSS)", unit: "MiB", kindling: m.kindling.slopeMiB.rss, qemu: m.qemu?.slopeMiB.rss, better: "lower", chart: false });
+    const biggest = Math.max(...m.kindling.points.map((p) => p.n));
+    rows.push({ metric: `  average per VM at N=${biggest} (RSS)`, unit: "MiB", kindling: m.kindling.averageMiB[biggest], qemu: m.qemu?.averageMiB[biggest], better: "lower", chart: false });
+  }
+  const e = r.exitRtt;
+  if (e) {
+    rows.push({ metric: "exit round trip, port I/O", unit: "µs", kindling: e.kindling.pioUs.median, qemu: e.qemu?.pioUs.median, better: "lower", chart: true });
+    rows.push({ metric: "exit round trip, MMIO", unit: "µs", kindling: e.kindling.mmioUs.median, qemu: e.qemu?.mmioUs.median, better: "lower", chart: true });
+  }
+  const c = r.creation;
+  if (c) {
+    rows.push({
+      metric: `creation rate, one process (${c.concurrency} at a time)`, unit: "VMs/s", kindling: c.kindlingInProcess.perSecond, better: "higher", chart: true,
+      target: { text: ">= 25 VMs/s", met: c.kindlingInProcess.perSecond >= 25 },
+    });
+    rows.push({ metric: `creation rate, a process per VM (${c.concurrency} at a time)`, unit: "VMs/s", kindling: c.kindlingProcesses.perSecond, qemu: c.qemuProcesses?.perSecond, better: "higher", chart: true });
+  }
+  return rows;
+}
+
+const fmt = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? "-" : String(round(x)));
+
+/** A plain-text table: metric, unit, kindling, QEMU, kindling / QEMU, target. */
+export function formatTable(rows: Row[]): string {
+  const cells = rows.map((r) => [
+    r.metric, r.unit, fmt(r.kindling), fmt(r.qemu),
+    r.kindling !== undefined && r.qemu ? `${round(r.kindling / r.qemu)}x` : "",
+    r.target ? `${r.target.met ? "met" : "MISSED"}: ${r.target.text}` : "",
+  ]);
+  const head = ["metric", "unit", "kindling", "QEMU", "k/QEMU", "target"];
+  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  const line = (c: string[]) => c.map((x, i) => (i >= 2 && i <= 4 ? x.padStart(widths[i]!) : x.padEnd(widths[i]!))).join("  ").trimEnd();
+  return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...cells.map(line)].join("\n");
+}
+
+/** The same table as Markdown, for bench/README.md. */
+export function formatMarkdown(rows: Row[]): string {
+  const out = ["| metric | unit | kindling | QEMU | kindling / QEMU | target |", "|---|---|--:|--:|--:|---|"];
+  for (const r of rows) {
+    const ratio = r.kindling !== undefined && r.qemu ? `${round(r.kindling / r.qemu)}x` : "";
+    const target = r.target ? `${r.target.met ? "met" : "**missed**"}: ${r.target.text}` : "";
+    const metric = r.metric.startsWith("  ") ? `↳ ${r.metric.trim()}` : r.metric;
+    out.push(`| ${metric} | ${r.unit} | ${fmt(r.kindling)} | ${fmt(r.qemu)} | ${ratio} | ${target} |`);
+  }
+  return out.join("\n");
+}

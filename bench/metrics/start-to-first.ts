@@ -1,0 +1,78 @@
+// Metric 1: start to first guest instruction. From just before the parent spawns a process to the moment
+// the guest's first write is known outside it:
+//   kindling: `bun bench/children/first-write.ts` boots the first-write probe through bootProbe() and
+//             prints a line when the boot-timer device sees the guest's write of 123;
+//   QEMU:     `qemu-system-x86_64 -M microvm -kernel first-write.elf` (the same probe as a PVH ELF) boots
+//             through its qboot firmware; the probe's fifth instruction prints '!' on the serial port,
+//             which is QEMU's stdout. QEMU has no boot-timer device: its write of 123 to BOOT_TIMER_START
+//             is an unassigned-MMIO exit QEMU ignores.
+// Runs alternate between the two so that load from elsewhere on the machine falls on both alike. CPU time
+// is the child's user + system time until it exited (getrusage), so it includes tearing the VM down.
+// A breakdown child (bench/children/breakdown.ts) times kindling's steps one by one.
+
+import { join } from "node:path";
+import { timedSpawn, type TimedRun } from "../lib/timed-spawn.ts";
+import { summarize, type Summary } from "../lib/stats.ts";
+import { qemuCommand } from "../qemu/command.ts";
+import { MiB } from "../../src/arch/x86_64/layout.ts";
+
+const CHILD = join(import.meta.dir, "../children/first-write.ts");
+const BREAKDOWN = join(import.meta.dir, "../children/breakdown.ts");
+/** bootProbe()'s default guest RAM; QEMU gets the same. */
+const PROBE_MEM = 16 * MiB;
+
+export interface StartToFirstResult {
+  runs: number;
+  kindling: { wallMs: Summary; cpuMs: Summary; exitMs: Summary; inChildMs: Summary; inChildCpuMs: Summary };
+  qemu?: { wallMs: Summary; cpuMs: Summary; exitMs: Summary; command: string[] };
+  /** Median milliseconds of each step of kindling's start, from `breakdown` runs. */
+  breakdown: { runs: number; phases: { phase: string; medianMs: number }[] };
+}
+
+function check(r: TimedRun, what: string): number {
+  if (r.signalMs === undefined || r.exitCode !== 0) {
+    throw new Error(`${what}: no signal (exit ${r.exitCode}${r.timedOut ? ", timed out" : ""})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  }
+  return r.signalMs;
+}
+
+export async function startToFirst(opts: { runs: number; breakdownRuns: number; qemuElf?: string; log: (s: string) => void }): Promise<StartToFirstResult> {
+  const k = { wall: [] as number[], cpu: [] as number[], exit: [] as number[], inChild: [] as number[], inChildCpu: [] as number[] };
+  const q = { wall: [] as number[], cpu: [] as number[], exit: [] as number[] };
+  const qcmd = opts.qemuElf ? qemuCommand({ kernel: opts.qemuElf, memSize: PROBE_MEM }) : undefined;
+  for (let i = 0; i < opts.runs; i++) {
+    const r = await timedSpawn([process.execPath, CHILD], { signal: /^first-write .*\n/m, timeoutMs: 20_000 });
+    k.wall.push(check(r, "kindling first-write"));
+    k.cpu.push(r.cpuMs);
+    k.exit.push(r.exitMs);
+    const [, sinceStart, cpu] = r.stdout.split("\n")[0]!.split(" ");
+    k.inChild.push(Number(sinceStart));
+    k.inChildCpu.push(Number(cpu));
+    if (qcmd) {
+      const s = await timedSpawn(qcmd, { signal: /!/, timeoutMs: 20_000 });
+      q.wall.push(check(s, "QEMU first-write"));
+      q.cpu.push(s.cpuMs);
+      q.exit.push(s.exitMs);
+    }
+  }
+  opts.log(`start to first instruction: kindling ${summarize(k.wall, "ms").median} ms, QEMU ${qcmd ? summarize(q.wall, "ms").median : "-"} ms`);
+
+  const phaseSamples = new Map<string, number[]>();
+  for (let i = 0; i < opts.breakdownRuns; i++) {
+    const r = await timedSpawn([process.execPath, BREAKDOWN], { signal: /^\{.*\}\n/m, timeoutMs: 20_000 });
+    check(r, "breakdown");
+    const { phases } = JSON.parse(r.stdout.split("\n")[0]!) as { phases: [string, number][] };
+    for (const [name, ms] of phases) phaseSamples.set(name, [...(phaseSamples.get(name) ?? []), ms]);
+  }
+  const breakdown = [...phaseSamples].map(([phase, xs]) => ({ phase, medianMs: summarize(xs, "ms").median }));
+
+  return {
+    runs: opts.runs,
+    kindling: {
+      wallMs: summarize(k.wall, "ms"), cpuMs: summarize(k.cpu, "ms"), exitMs: summarize(k.exit, "ms"),
+      inChildMs: summarize(k.inChild, "ms"), inChildCpuMs: summarize(k.inChildCpu, "ms"),
+    },
+    qemu: qcmd ? { wallMs: summarize(q.wall, "ms"), cpuMs: summarize(q.cpu, "ms"), exitMs: summarize(q.exit, "ms"), command: qcmd } : undefined,
+    breakdown: { runs: opts.breakdownRuns, phases: breakdown },
+  };
+}

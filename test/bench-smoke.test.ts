@@ -1,0 +1,75 @@
+// The benchmark harness, end to end: `bun bench/run.ts --quick` must produce a number for every metric it
+// runs, for kindling and (where QEMU runs here) for QEMU, and write its JSON and its chart. No thresholds:
+// the figures depend on the machine; this only proves that every measurement still works.
+
+import { expect } from "bun:test";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { kvmTest } from "./support/kvm.ts";
+
+const ROOT = join(import.meta.dir, "..");
+
+/** A positive, finite number: a measurement that happened. */
+function measured(x: unknown, what: string): void {
+  if (typeof x !== "number" || !Number.isFinite(x) || x <= 0) throw new Error(`${what}: expected a measurement, got ${JSON.stringify(x)}`);
+}
+
+kvmTest(
+  "bench/run.ts --quick measures every metric and writes its JSON and chart",
+  async () => {
+    const out = mkdtempSync(join(tmpdir(), "kindling-bench-smoke-"));
+    try {
+      const p = Bun.spawn([process.execPath, "bench/run.ts", "--quick", "--out", out], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+      const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+      if (code !== 0) throw new Error(`bench/run.ts --quick exited with ${code}\n${stderr}\n${stdout}`);
+      expect(stdout).toContain("start to first guest instruction");
+
+      const files = readdirSync(out);
+      const jsonName = files.find((f) => f.endsWith("-quick.json"));
+      expect(jsonName).toBeDefined();
+      const report = JSON.parse(readFileSync(join(out, jsonName!), "utf8"));
+      const r = report.results;
+      const qemu: boolean = report.qemu.used;
+
+      expect(report.environment.kindlingRevision).toMatch(/^[0-9a-f]{12}(-dirty)?$/);
+      expect(typeof report.environment.kvm.emulatesGuestKernel).toBe("boolean");
+
+      // 1. start to first instruction, with raw samples and the breakdown of kindling's start.
+      measured(r.startToFirst.kindling.wallMs.median, "kindling start to first instruction");
+      measured(r.startToFirst.kindling.cpuMs.median, "kindling CPU");
+      expect(r.startToFirst.kindling.wallMs.samples.length).toBe(report.config.startRuns);
+      expect(r.startToFirst.breakdown.phases.length).toBeGreaterThan(5);
+      for (const p of r.startToFirst.breakdown.phases) expect(Number.isFinite(p.medianMs)).toBe(true);
+      // 3. memory: every N, with guest RAM left out.
+      for (const p of r.memory.kindling.points) measured(p.rssKiB, `kindling memory at N=${p.n}`);
+      measured(r.memory.kindling.slopeMiB.rss, "kindling memory slope");
+      measured(r.memory.kindling.marginalMiB.rss, "kindling memory per extra VM");
+      // 4. exit round trip.
+      measured(r.exitRtt.kindling.pioUs.median, "kindling PIO exit");
+      measured(r.exitRtt.kindling.mmioUs.median, "kindling MMIO exit");
+      // 5. creation rate, and what one VM's creation costs by part.
+      measured(r.creation.kindlingInProcess.perSecond, "kindling creation rate in one process");
+      measured(r.creation.breakdown.medianMs["total per VM, one at a time"], "creation breakdown");
+      measured(r.creation.kindlingProcesses.perSecond, "kindling creation rate as processes");
+
+      if (qemu) {
+        measured(r.startToFirst.qemu.wallMs.median, "QEMU start to first instruction");
+        for (const p of r.memory.qemu.points) measured(p.rssKiB, `QEMU memory at N=${p.n}`);
+        measured(r.exitRtt.qemu.loopMs.both.median, "QEMU exits loop");
+        expect(Number.isFinite(r.exitRtt.qemu.pioUs.median)).toBe(true);
+        expect(Number.isFinite(r.exitRtt.qemu.mmioUs.median)).toBe(true);
+        measured(r.creation.qemuProcesses.perSecond, "QEMU creation rate");
+      } else {
+        console.warn(`[bench smoke] QEMU comparisons not run: ${report.qemu.reason}`);
+      }
+
+      const svg = readFileSync(join(out, "latest.svg"), "utf8");
+      expect(svg).toStartWith("<svg");
+      expect(svg).toContain("start to first guest instruction");
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  },
+  240_000,
+);
