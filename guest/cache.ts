@@ -12,7 +12,6 @@
 // which the next build deletes once its process is gone. The lock makes a second process wait for the
 // first instead of compiling the same kernel alongside it.
 
-import { createHash } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
@@ -31,14 +30,14 @@ export function guestCacheDir(): string {
 
 /** A short, stable hash of named inputs (the names are hashed too, so moving a value changes the key). */
 export function hashInputs(inputs: Record<string, string>): string {
-  const h = createHash("sha256");
+  const h = new Bun.CryptoHasher("sha256");
   for (const name of Object.keys(inputs).sort()) h.update(`${name}\0${inputs[name]}\0`);
   return h.digest("hex").slice(0, 16);
 }
 
 /** sha256 of a file's bytes, for hashing scripts and sources. */
 export function hashFile(path: string): string {
-  return createHash("sha256").update(readFileSync(path)).digest("hex");
+  return new Bun.CryptoHasher("sha256").update(readFileSync(path)).digest("hex");
 }
 
 /** True if `dir` exists and holds every one of `files`. */

@@ -32,13 +32,13 @@ const QEMU: DebianPackage = { name: "qemu-system-x86", command: "qemu-system-x86
 
 const DEBIAN_PACKAGES: Record<Purpose, DebianPackage[]> = {
   boot: [BINUTILS], // `boot --probe NAME` boots a probe guest
-  test: [BINUTILS, E2FSPROGS, CPIO, IPROUTE2, DNSMASQ, CHROMIUM],
+  test: [BINUTILS, E2FSPROGS, CPIO, IPROUTE2, DNSMASQ, CHROMIUM, QEMU], // QEMU: the bench smoke test's side-by-side run
   bench: [BINUTILS, QEMU],
 };
 
 /** Scripts run after the packages are in place, when their file exists. Each must skip work already done. */
 const HOOKS: { file: string; purposes: Purpose[]; what: string }[] = [
-  { file: "guest/build.ts", purposes: ["boot", "test"], what: "guest kernel build" },
+  { file: "guest/build.ts", purposes: ["boot", "test", "bench"], what: "guest kernel build" },
 ];
 
 class ProvisionError extends Error {}

@@ -2,7 +2,6 @@
 // `objcopy -O binary` strips the ELF wrapper so the VMM can copy the bytes straight into guest RAM.
 // Results are cached under ~/.cache/kindling/probes/<hash of sources and symbols>/.
 
-import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
@@ -24,7 +23,7 @@ function run(cmd: string[], cwd: string): void {
 }
 
 function sourceHash(): string {
-  const h = createHash("sha256");
+  const h = new Bun.CryptoHasher("sha256");
   for (const f of readdirSync(SRC_DIR).sort()) if (f.endsWith(".S") || f.endsWith(".ts")) h.update(f).update(readFileSync(join(SRC_DIR, f)));
   h.update(JSON.stringify(PROBE_SYMBOLS)).update(JSON.stringify(PROBES));
   return h.digest("hex").slice(0, 16);
