@@ -21,7 +21,7 @@ async function artifacts(): Promise<GuestArtifacts> {
   return guest;
 }
 
-async function boot(opts: { vcpus?: number; memSize?: number; cmdline?: string }) {
+async function boot(opts: { vcpus?: number; memSize?: number; cmdline?: string; protocol?: "linux64" | "pvh" }) {
   const g = await artifacts();
   const watcher = new ConsoleWatcher();
   const logs: string[] = [];
@@ -31,6 +31,7 @@ async function boot(opts: { vcpus?: number; memSize?: number; cmdline?: string }
     memSize: opts.memSize ?? 128 * MiB,
     vcpus: opts.vcpus ?? 1,
     cmdline: opts.cmdline,
+    protocol: opts.protocol,
     consoleOutput: (b) => watcher.push(b),
     log: (l) => logs.push(l),
   });
@@ -65,6 +66,28 @@ describe("Linux boot", () => {
         expect(plan.cpuTemplate).toBe("emulated-host");
         expect(plan.cmdline).toContain("noxsave");
       }
+    },
+    180_000,
+  );
+
+  kvmTest(
+    "the PVH entry: 32-bit protected mode, hvm_start_info with the command line, memory map and initrd",
+    async () => {
+      const { vm, plan, watcher } = await boot({ protocol: "pvh" });
+      const timer = deadline(vm, 120_000);
+      await Promise.race([watcher.until((w) => /RAMDISK: \[mem [^\]]+\]\r?\n/.test(w.text)), vm.exited]);
+      clearTimeout(timer);
+      await vm.stop("the test has what it needs");
+      const lines = watcher.lines().map((l) => l.replace(/^\[\s*\d+\.\d+\] /, ""));
+      expect(plan.kernel.pvhEntry).toBeDefined();
+      expect(lines.find((l) => /^Linux version 6\.1\.\d+/.test(l))).toBeDefined();
+      // The command line and the memory map came through hvm_start_info, not a zero page.
+      expect(lines).toContain(`Command line: ${plan.cmdline}`);
+      expect(lines).toContain("BIOS-e820: [mem 0x0000000000100000-0x0000000007ffffff] usable");
+      // The initrd was found through hvm_start_info's module list, where kindling put it.
+      const initrd = plan.initrd!;
+      const hex = (n: number) => `0x${n.toString(16).padStart(8, "0")}`;
+      expect(lines).toContain(`RAMDISK: [mem ${hex(initrd.addr)}-${hex(initrd.addr + Math.ceil(initrd.size / 4096) * 4096 - 1)}]`);
     },
     180_000,
   );

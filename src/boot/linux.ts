@@ -22,7 +22,8 @@ import { writeMptable } from "../arch/x86_64/mptable.ts";
 import { vcpuCpuid, type CpuidChange, type CpuTemplate, type CmdlineAddition } from "../arch/x86_64/cpuid.ts";
 import { bootMsrs, setupMsrs } from "../arch/x86_64/msrs.ts";
 import { setupLapic } from "../arch/x86_64/lapic.ts";
-import { setupFpu, setupLongMode } from "../arch/x86_64/regs.ts";
+import { setupFpu, setupLongMode, setupPvhEntry } from "../arch/x86_64/regs.ts";
+import { writePvhStartInfo } from "../arch/x86_64/pvh.ts";
 import {
   BOOT_GDT_MAX_ENTRIES, BOOT_GDT_START, BOOT_TIMER_SIZE, BOOT_TIMER_START, EBDA_START, LEGACY_HOLE_START, MiB, PDE_START,
   PDPTE_START, PML4_START,
@@ -65,6 +66,11 @@ export interface LinuxBootOptions {
   beforeStart?: (vm: Vm) => void;
   /** false: set everything up but do not start the vCPUs (`--explain-only`); the caller stops the VM. */
   start?: boolean;
+  /**
+   * How to enter the kernel: "linux64" (default), the 64-bit Linux boot protocol with a zero page; or
+   * "pvh", the PVH direct boot ABI with hvm_start_info (an ELF vmlinux with a XEN_ELFNOTE_PHYS32_ENTRY note).
+   */
+  protocol?: "linux64" | "pvh";
 }
 
 /** One setup step and the values it wrote. `data` holds plain values and byte arrays copied from guest memory. */
@@ -168,8 +174,12 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     for (const a of additions) log(`cpu template ${cpuTemplate}: added "${a.arg}" to the command line (${a.why})`);
     explain(5, "write the command line", () => ({ ...cmdlineAt, cmdline, additions }));
 
-    // 6. The zero page, with the e820 map.
+    // 6. The zero page, with the e820 map (for PVH: hvm_start_info, with the same map).
     const e820 = e820Map(memSize);
+    const protocol = opts.protocol ?? "linux64";
+    if (protocol === "pvh" && kernel.pvhEntry === undefined) {
+      throw new Error(`the kernel has no PVH entry (no XEN_ELFNOTE_PHYS32_ENTRY note${kernel.kind === "bzimage" ? "; a bzImage never has one, use the ELF vmlinux" : ""})`);
+    }
     const zeroPage = writeZeroPage(vm.memory, {
       setupHeader: kernel.setupHeader?.raw,
       kernelLoadAddr: kernel.loadAddr,
@@ -177,7 +187,8 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
       initrd,
       e820,
     });
-    explain(6, "write the zero page", () => ({ addr: zeroPage, e820, bootParams: vm.memory.read(zeroPage, 4096) }));
+    const startInfo = protocol === "pvh" ? writePvhStartInfo(vm.memory, { cmdline: cmdlineAt, e820, initrd }) : undefined;
+    explain(6, "write the zero page", () => ({ addr: zeroPage, e820, bootParams: vm.memory.read(zeroPage, 4096), protocol, startInfo }));
 
     // 7. The MP table.
     writeMptable(vm.memory, vcpus);
@@ -191,8 +202,10 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
       setupFpu(v.fd);
     });
     // The boot vCPU enters 64-bit mode at the kernel's entry, RSI pointing at the zero page
-    // (Documentation/x86/boot.rst, "64-bit Boot Protocol").
-    setupLongMode(vm.vcpus[0]!.fd, vm.memory, { entry: kernel.entry, rsi: zeroPage });
+    // (Documentation/x86/boot.rst, "64-bit Boot Protocol"); or, for PVH, 32-bit protected mode at the
+    // note's entry with EBX pointing at hvm_start_info.
+    if (startInfo !== undefined) setupPvhEntry(vm.vcpus[0]!.fd, vm.memory, { entry: kernel.pvhEntry!, startInfo });
+    else setupLongMode(vm.vcpus[0]!.fd, vm.memory, { entry: kernel.entry, rsi: zeroPage });
     const boot = vm.vcpus[0]!.fd;
     explain(8, "set up the vCPUs", () => ({
       cpuidChanges: cpuids.map((c) => c.changes),

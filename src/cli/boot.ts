@@ -27,6 +27,7 @@ const BootArgs = z.object({
   cmdline: z.string().optional(),
   memory: z.coerce.number({ error: () => "--memory: must be a number of MiB" }).int("--memory: must be a whole number of MiB").min(32, "--memory: at least 32 MiB").max(64 * 1024, "--memory: at most 65536 MiB"),
   vcpus: z.coerce.number({ error: () => "--vcpus: must be a number" }).int("--vcpus: must be a whole number").min(1, "--vcpus: must be 1..32").max(32, "--vcpus: must be 1..32"),
+  "boot-protocol": z.enum(["linux64", "pvh"], { error: () => "--boot-protocol: must be linux64 or pvh" }),
   "cpu-template": z.enum(["auto", ...CPU_TEMPLATES], { error: () => `--cpu-template: must be one of auto, ${CPU_TEMPLATES.join(", ")}` }),
   explain: z.boolean().optional(),
   "explain-only": z.boolean().optional(),
@@ -59,6 +60,7 @@ export default defineCommand({
     cmdline: { type: "string", description: 'Kernel command line (default: "console=ttyS0 reboot=k panic=1 pci=off")', valueHint: "text" },
     memory: { type: "string", description: "Guest RAM in MiB", default: "128", valueHint: "MiB" },
     vcpus: { type: "string", description: "Number of vCPUs", default: "1", valueHint: "n" },
+    "boot-protocol": { type: "string", description: "How to enter the kernel: linux64 (64-bit boot protocol, zero page) or pvh (PVH entry, hvm_start_info)", default: "linux64", valueHint: "name" },
     "cpu-template": { type: "string", description: `CPU template: auto, ${CPU_TEMPLATES.join(", ")}`, default: "auto", valueHint: "name" },
     probe: { type: "string", description: `Boot a probe guest instead (${Object.keys(PROBES).join(", ")})`, valueHint: "name" },
     explain: { type: "boolean", description: "Narrate each setup step with the values written, then boot (--explain=json: one JSON object per step)" },
@@ -94,6 +96,7 @@ export default defineCommand({
     try {
       ({ vm } = await bootLinux({
         kernel, initrd, cmdline: a.cmdline, memSize: a.memory * MiB, vcpus: a.vcpus, cpuTemplate: a["cpu-template"],
+        protocol: a["boot-protocol"],
         consoleOutput: (b) => {
           process.stdout.write(b);
           watcher.push(b);

@@ -6,8 +6,8 @@
 // be 4G flat segment; __BOOT_CS must have execute/read permission, and __BOOT_DS must have read/write
 // permission" (Documentation/x86/boot.rst, "64-bit Boot Protocol").
 //
-// kindling's GDT adds user (DPL 3) segments and a TSS so that probe guests can drop to CPL3 and take
-// interrupts there. Linux ignores them and loads its own GDT early.
+// kindling's GDT adds a 32-bit code segment for the PVH entry, and user (DPL 3) segments and a TSS so that
+// probe guests can drop to CPL3 and take interrupts there. Linux ignores them and loads its own GDT early.
 //
 // Each descriptor is built once here, and the kvm_segment loaded into each segment register is decoded from
 // the very same descriptor, so the two cannot disagree (Intel SDM vol. 3A 3.4.5 "Segment Descriptors").
@@ -18,6 +18,8 @@ import { BOOT_GDT_MAX_ENTRIES, BOOT_TSS_END, BOOT_TSS_START } from "./layout.ts"
 
 /** Selectors: index * 8, plus the RPL in the low two bits for DPL 3 segments. */
 export const GDT_NULL = 0x00;
+/** A flat 32-bit code segment, for the PVH entry (xen's docs/misc/pvh.pandoc: CS 32-bit, base 0, 4 GiB). */
+export const BOOT_CS32 = 0x08;
 export const BOOT_CS = 0x10; // __BOOT_CS
 export const BOOT_DS = 0x18; // __BOOT_DS
 export const USER_DS = 0x20 | 3;
@@ -39,6 +41,7 @@ const TYPE_DATA_RW_ACCESSED = 0x3;
 const TYPE_TSS64_BUSY = 0xb; // SDM Table 3-2: 64-bit TSS (busy), as TR holds it after LTR
 
 export const KERNEL_CODE64 = G | L | P | S | TYPE_CODE_XR_ACCESSED; // 0xa09b
+export const KERNEL_CODE32 = G | DB | P | S | TYPE_CODE_XR_ACCESSED; // 0xc09b
 export const KERNEL_DATA = G | DB | P | S | TYPE_DATA_RW_ACCESSED; // 0xc093
 export const USER_CODE64 = G | L | P | DPL3 | S | TYPE_CODE_XR_ACCESSED; // 0xa0fb
 export const USER_DATA = G | DB | P | DPL3 | S | TYPE_DATA_RW_ACCESSED; // 0xc0f3
@@ -61,6 +64,7 @@ export function gdtEntry(flags: number, base: number, limit: number): bigint {
 /** The boot GDT as 64-bit words, indexed by selector / 8. The 64-bit TSS descriptor takes two slots. */
 export function bootGdt(): bigint[] {
   const gdt = new Array<bigint>(BOOT_GDT_MAX_ENTRIES).fill(0n);
+  gdt[BOOT_CS32 >> 3] = gdtEntry(KERNEL_CODE32, 0, 0xfffff);
   gdt[BOOT_CS >> 3] = gdtEntry(KERNEL_CODE64, 0, 0xfffff);
   gdt[BOOT_DS >> 3] = gdtEntry(KERNEL_DATA, 0, 0xfffff);
   gdt[USER_DS >> 3] = gdtEntry(USER_DATA, 0, 0xfffff);

@@ -5,7 +5,7 @@
 
 import type { VcpuFd } from "../../kvm/vcpu-fd.ts";
 import type { GuestMemory } from "../../memory.ts";
-import { BOOT_CS, BOOT_DS, BOOT_TSS, bootGdt, segmentFromGdt } from "./gdt.ts";
+import { BOOT_CS, BOOT_CS32, BOOT_DS, BOOT_TSS, bootGdt, segmentFromGdt } from "./gdt.ts";
 import {
   BOOT_GDT_MAX_ENTRIES, BOOT_GDT_START, BOOT_IDT_SIZE, BOOT_IDT_START, BOOT_STACK_POINTER, BOOT_TSS_END, BOOT_TSS_IO_BITMAP_START, BOOT_TSS_START,
 } from "./layout.ts";
@@ -84,6 +84,32 @@ export function setupLongMode(vcpu: VcpuFd, mem: GuestMemory, e: LongModeEntry):
   const regs = vcpu.getRegs();
   regs.bytes.fill(0);
   regs.assign({ rip: e.entry, rsp: BOOT_STACK_POINTER, rbp: BOOT_STACK_POINTER, rsi: e.rsi ?? 0, rflags: X86_EFLAGS_FIXED });
+  vcpu.setRegs(regs);
+  setupFpu(vcpu);
+}
+
+/**
+ * The PVH entry (xen's docs/misc/pvh.pandoc, "x86/HVM direct boot ABI"), which Linux implements as
+ * pvh_start_xen: 32-bit protected mode with paging off, CR0.PE set and every other writable CR0/CR4 bit
+ * clear; CS a flat 32-bit code segment; DS, ES, SS flat 32-bit data segments; TR a 32-bit TSS; EFLAGS with
+ * IF, TF and VM clear; EBX the guest-physical address of struct hvm_start_info.
+ */
+export function setupPvhEntry(vcpu: VcpuFd, mem: GuestMemory, e: { entry: number; startInfo: number }): void {
+  const gdt = writeBootTables(mem);
+  const sregs = vcpu.getSregs();
+  sregs.slice("cs").set(segmentFromGdt(gdt[BOOT_CS32 >> 3]!, BOOT_CS32).bytes);
+  const data = segmentFromGdt(gdt[BOOT_DS >> 3]!, BOOT_DS);
+  for (const s of ["ds", "es", "fs", "gs", "ss"]) sregs.slice(s).set(data.bytes);
+  sregs.slice("tr").set(segmentFromGdt(gdt[BOOT_TSS >> 3]!, BOOT_TSS).bytes);
+  sregs.assign({
+    "gdt.base": BOOT_GDT_START, "gdt.limit": BOOT_GDT_MAX_ENTRIES * 8 - 1,
+    "idt.base": BOOT_IDT_START, "idt.limit": BOOT_IDT_SIZE - 1,
+    cr0: X86_CR0_PE | X86_CR0_ET, cr3: 0, cr4: 0, efer: 0,
+  });
+  vcpu.setSregs(sregs);
+  const regs = vcpu.getRegs();
+  regs.bytes.fill(0);
+  regs.assign({ rip: e.entry, rbx: e.startInfo, rflags: X86_EFLAGS_FIXED });
   vcpu.setRegs(regs);
   setupFpu(vcpu);
 }
