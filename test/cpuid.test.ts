@@ -126,7 +126,7 @@ describe("CPU templates", () => {
     expect(find(entries, 0x80000008).ebx).toBe(1 << 2);
     // Leaves 1, 7 and 0xD are left to the command line on this host.
     expect(find(entries, 7).ebx).toBe(0x029c6fbf);
-    expect(cmdline.map((c) => c.arg)).toEqual(["noxsave", "clearcpuid=smap,smep,popcnt,pku,umip"]);
+    expect(cmdline.map((c) => c.arg)).toEqual(["noxsave", "clearcpuid=smap,smep,popcnt,pku,umip,cx16"]);
 
     const pv = changed(changes, KVM_CPUID_FEATURES, "eax");
     expect(pv.length).toBe(1);

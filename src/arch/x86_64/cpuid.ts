@@ -160,7 +160,10 @@ function emulatedHost(ed: Editor, cmdline: CmdlineAddition[]): void {
   }
   cmdline.push(
     { arg: "noxsave", why: "emulated-host: leaf 1 ECX.XSAVE and leaf 0xD cannot be changed through CPUID on this host; Linux uses FXSAVE instead" },
-    { arg: "clearcpuid=smap,smep,popcnt,pku,umip", why: "emulated-host: leaves 1 and 7 cannot be changed through CPUID on this host; Linux treats these features as absent" },
+    {
+      arg: "clearcpuid=smap,smep,popcnt,pku,umip,cx16",
+      why: "emulated-host: leaves 1 and 7 cannot be changed through CPUID on this host, and its emulator cannot run popcnt, clac/stac (SMAP) or lock cmpxchg16b (CX16, which SLUB's fast path uses); Linux treats these features as absent",
+    },
   );
 }
 
