@@ -177,14 +177,7 @@ export class VirtioBlock implements VirtioDevice {
   }
 
   process(_queueIndex: number): boolean {
-    const q = this.queue;
-    if (!q) return false;
-    for (let n = 0; n < q.size; n++) {
-      const chain = q.pop();
-      if (!chain) return false;
-      q.push(chain, this.handle(chain));
-    }
-    return q.hasAvailable();
+    return this.queue?.serve((chain) => this.handle(chain)) ?? false;
   }
 
   /** Carry out one request; returns the used length. */

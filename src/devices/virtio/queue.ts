@@ -255,6 +255,20 @@ export class Virtqueue {
     this.inFlight -= count;
   }
 
+  /**
+   * One round of request-response service, the shape of most devices' `process`: pop up to `size` chains,
+   * hand each to `handle`, push it back with the byte count `handle` returns. True if more are waiting
+   * (the transport then schedules another round, so one busy queue cannot hold the main thread).
+   */
+  serve(handle: (chain: DescriptorChain) => number): boolean {
+    for (let n = 0; n < this.size; n++) {
+      const chain = this.pop();
+      if (!chain) return false;
+      this.push(chain, handle(chain));
+    }
+    return this.hasAvailable();
+  }
+
   /** Return a popped chain to the driver, saying how many bytes the device wrote into it (§2.7.8). */
   push(chain: DescriptorChain, written: number): void {
     if (this.broken) return;

@@ -44,11 +44,7 @@ export class VirtioRng implements VirtioDevice {
   }
 
   process(_queueIndex: number): boolean {
-    const q = this.queue;
-    if (!q) return false;
-    for (let n = 0; n < q.size; n++) {
-      const chain = q.pop();
-      if (!chain) return false;
+    return this.queue?.serve((chain) => {
       // Device-readable buffers carry nothing for this device and are ignored.
       const len = Math.min(chain.writableLength, VIRTIO_RNG_MAX_BYTES_PER_REQUEST);
       for (const s of chain.writableSlices(0, len)) {
@@ -57,8 +53,7 @@ export class VirtioRng implements VirtioDevice {
         }
       }
       this.bytesServed += len;
-      q.push(chain, len);
-    }
-    return q.hasAvailable();
+      return len;
+    }) ?? false;
   }
 }
