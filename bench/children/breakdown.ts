@@ -18,8 +18,6 @@ const lap = (name: string) => {
 };
 
 // Module loading, in dependency order, so that each lap is one module and what it alone pulls in.
-await import("node:crypto");
-lap("load modules: node:crypto (guest/probes/build.ts hashes the probe sources with it)");
 await import("../../src/kvm/struct.ts");
 await import("../../src/kvm/uapi.ts");
 lap("load modules: src/kvm/struct.ts + uapi.ts (every KVM struct's layout computed at load)");
