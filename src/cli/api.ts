@@ -6,13 +6,12 @@
 // The VM's serial console is this terminal (or PUT /serial's serial_out_path); kindling exits when the VM ends.
 
 import { defineCommand } from "citty";
-import { MicroVMError } from "../microvm.ts";
 import { defaultApiSocket } from "../api/server.ts";
 import { loadConfigFile } from "../config.ts";
 import type { MicroVMConfig } from "../api/schemas.ts";
 import { ESCAPE_HELP } from "../console.ts";
 import { CliError, EXIT } from "./main.ts";
-import { runVmm, VMM_ARGS } from "./run.ts";
+import { runVmm, usageErrors, VMM_ARGS } from "./run.ts";
 
 export default defineCommand({
   meta: { name: "api", description: `Serve Firecracker's REST API on a Unix socket and run the microVM it configures. ${ESCAPE_HELP}.` },
@@ -25,15 +24,7 @@ export default defineCommand({
     const file = args["config-file"];
     if (!args.api && !file) throw new CliError("--no-api needs --config-file (with no API, the config file is the only way to describe the VM)", EXIT.USAGE);
     if (!args.api && args["api-sock"]) throw new CliError("--api-sock and --no-api contradict each other", EXIT.USAGE);
-    let config: MicroVMConfig = {};
-    if (file) {
-      try {
-        config = loadConfigFile(file);
-      } catch (e) {
-        if (e instanceof MicroVMError) throw new CliError(e.message, EXIT.USAGE);
-        throw e;
-      }
-    }
+    const config: MicroVMConfig = file ? usageErrors(() => loadConfigFile(file)) : {};
     await runVmm({
       config,
       source: file ?? "api",

@@ -158,13 +158,7 @@ export default defineCommand({
     const given = vmFlags.filter((f) => rawArgs.some((r) => r === f || r.startsWith(`${f}=`)));
     if (file && given.length) throw new CliError(`give --config-file or the VM flags (${given.join(", ")}), not both`, EXIT.USAGE);
     if (!file && !args.kernel) throw new CliError("kindling run: give --config-file FILE, or --kernel PATH (see --help)", EXIT.USAGE);
-    let config: MicroVMConfig;
-    try {
-      config = file ? loadConfigFile(file) : configFromFlags(args);
-    } catch (e) {
-      if (e instanceof MicroVMError) throw new CliError(e.message, EXIT.USAGE);
-      throw e;
-    }
+    const config = usageErrors(() => (file ? loadConfigFile(file) : configFromFlags(args)));
     await runVmm({
       config,
       source: file ?? "flags",
@@ -177,3 +171,13 @@ export default defineCommand({
     });
   },
 });
+
+/** Run `f`; a MicroVMError it throws (a bad config file or flag) becomes a usage error, exit 2. */
+export function usageErrors<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof MicroVMError) throw new CliError(e.message, EXIT.USAGE);
+    throw e;
+  }
+}
