@@ -73,7 +73,7 @@ type Decoder = (d: Record<string, unknown>) => Section[];
 const DECODERS: Record<number, Decoder> = {
   1: (d) => [
     {
-      heading: `${d.vcpus} vCPU(s), ${size(d.memSize as number)} of RAM, CPU template ${d.cpuTemplate}`,
+      heading: `${d.vcpus} vCPU(s), ${size(d.memSize as number)} of RAM, cpuid profile ${d.cpuidProfile}`,
       table: {
         columns: ["slot", "guest_phys_addr", "memory_size", "userspace_addr"],
         rows: (d.slots as { slot: number; gpa: number; size: number; hostAddr?: number }[]).map((s) => [

@@ -1,7 +1,7 @@
 // kindling as a library: `import { MicroVM } from "kindling"`. See docs/api.md.
 
 export { MicroVM, MicroVMError, ValidationError, checkInstanceId } from "./microvm.ts";
-export type { MicroVMOptions, MicroVMEvents, MicroVMState, RunningVm, BootFn, DeviceClass, VmExit, BootCompleteInfo } from "./microvm.ts";
+export type { MicroVMOptions, MicroVMEvents, MicroVMState, RunningVm, BootFn, DeviceClass, VmEnd, BootCompleteInfo } from "./microvm.ts";
 export { serveApi, defaultApiSocket, type ApiServer, type ApiServerOptions } from "./api/server.ts";
 export { loadConfigFile } from "./config.ts";
 export * as schemas from "./api/schemas.ts";

@@ -22,7 +22,8 @@ import type { BootCompleteInfo } from "./devices/boot-timer.ts";
 import type { SerialCounters } from "./devices/serial.ts";
 import type { VirtioDevice } from "./devices/virtio/device.ts";
 import { VIRTIO_BLK_ID_BYTES } from "./devices/virtio/uapi.ts";
-import type { VmExit } from "./vcpu.ts";
+import type { VmEnd } from "./vcpu.ts";
+import { Lifecycle, type VmState } from "./lifecycle.ts";
 import * as S from "./api/schemas.ts";
 import { MicroVMError, parseWith } from "./api/schemas.ts";
 import { parseConfig } from "./config.ts";
@@ -31,18 +32,18 @@ import { Logger, openAppend, writeQuietly } from "./api/logger.ts";
 import { Metrics } from "./api/metrics.ts";
 
 export { MicroVMError, ValidationError } from "./api/schemas.ts";
-export type { VmExit } from "./vcpu.ts";
+export type { VmEnd } from "./vcpu.ts";
 export type { BootCompleteInfo } from "./devices/boot-timer.ts";
 
-/** Firecracker's InstanceInfo.state, plus the two moments it has no word for. */
-export type MicroVMState = "Not started" | "Starting" | "Running" | "Paused" | "Stopped";
+/** Firecracker's InstanceInfo.state, plus the two moments it has no word for (src/lifecycle.ts). */
+export type MicroVMState = VmState;
 
 /** What MicroVM needs of a booted VM (src/vm.ts's Vm has all of it; tests pass a stand-in). */
 export interface RunningVm {
   pause(): void;
   resume(): void;
-  stop(message?: string): Promise<VmExit>;
-  readonly exited: Promise<VmExit>;
+  stop(message?: string): Promise<VmEnd>;
+  readonly exited: Promise<VmEnd>;
   readonly serial: { queueInput(bytes: Uint8Array): number; readonly counters: Readonly<SerialCounters> };
   readonly vcpus: readonly { readonly exitCounts: ReadonlyMap<number, number> }[];
   readonly virtio: readonly { readonly transport: { readonly device: unknown } }[];
@@ -73,7 +74,7 @@ export interface MicroVMEvents {
   /** The guest's init wrote to the boot-timer device: it is up. */
   "boot-complete": BootCompleteInfo;
   /** The VM ended; the same value `exited` resolves with. */
-  exit: VmExit;
+  exit: VmEnd;
 }
 
 /** At most this much console output waits in the `serial` stream for a slow reader; more is dropped. */
@@ -93,11 +94,12 @@ export class MicroVM {
   /** Metrics for this VM (PUT /metrics configures them); the API server counts its requests here. */
   readonly metrics: Metrics;
   /** Resolves with how the VM ended. */
-  readonly exited: Promise<VmExit>;
+  readonly exited: Promise<VmEnd>;
   private readonly resources = new VmResources();
   private readonly bootFn: BootFn;
   private readonly models: NonNullable<MicroVMOptions["deviceModels"]>;
-  private stateNow: MicroVMState = "Not started";
+  /** Not started -> Starting -> Running <-> Paused -> Stopped (src/lifecycle.ts), the same table as Vm's. */
+  private readonly lifecycle = new Lifecycle();
   private starting?: Promise<void>;
   private vm?: RunningVm;
   private devices: { name: string; device: unknown }[] = [];
@@ -106,7 +108,7 @@ export class MicroVM {
   /** Console bytes dropped because the `serial` stream's reader fell more than 1 MiB behind. */
   serialDropped = 0;
   private readonly listeners = new Map<keyof MicroVMEvents, Set<(arg: never) => void>>();
-  private resolveExited!: (exit: VmExit) => void;
+  private resolveExited!: (exit: VmEnd) => void;
 
   constructor(config: S.MicroVMConfig = {}, opts: MicroVMOptions = {}) {
     this.id = checkInstanceId(opts.id ?? DEFAULT_ID);
@@ -148,8 +150,8 @@ export class MicroVM {
   }
 
   private preBoot(what: string): void {
-    if (this.stateNow === "Not started") return;
-    const why = this.stateNow === "Starting" ? "the microVM is starting" : this.stateNow === "Stopped" ? "the microVM has stopped" : "the microVM is running";
+    if (this.lifecycle.state === "Not started") return;
+    const why = this.lifecycle.state === "Starting" ? "the microVM is starting" : this.lifecycle.state === "Stopped" ? "the microVM has stopped" : "the microVM is running";
     throw new MicroVMError(`${what} can only be configured before the microVM starts, and ${why}`);
   }
 
@@ -224,15 +226,15 @@ export class MicroVM {
   }
 
   private requireStarted(what: string): RunningVm {
-    if (this.vm && (this.stateNow === "Running" || this.stateNow === "Paused")) return this.vm;
-    const why = this.stateNow === "Stopped" ? "the microVM has stopped" : "the microVM has not started (InstanceStart first)";
+    if (this.vm && (this.lifecycle.state === "Running" || this.lifecycle.state === "Paused")) return this.vm;
+    const why = this.lifecycle.state === "Stopped" ? "the microVM has stopped" : "the microVM has not started (InstanceStart first)";
     throw new MicroVMError(`${what}: ${why}`);
   }
 
   // ---- what it is ----
 
   get state(): MicroVMState {
-    return this.stateNow;
+    return this.lifecycle.state;
   }
 
   /** The whole configuration, in the FullVmConfiguration shape (GET /vm/config). */
@@ -258,8 +260,8 @@ export class MicroVM {
 
   /** Boot (InstanceStart). Resolves once the vCPUs run; the guest's boot goes on from there. */
   start(): Promise<void> {
-    if (this.stateNow !== "Not started") {
-      return Promise.reject(new MicroVMError(this.stateNow === "Starting" ? "InstanceStart: the microVM is already starting" : "InstanceStart: the microVM has already been started"));
+    if (this.lifecycle.state !== "Not started") {
+      return Promise.reject(new MicroVMError(this.lifecycle.state === "Starting" ? "InstanceStart: the microVM is already starting" : "InstanceStart: the microVM has already been started"));
     }
     this.starting = this.boot();
     return this.starting;
@@ -268,7 +270,7 @@ export class MicroVM {
   private async boot(): Promise<void> {
     const r = this.resources;
     if (!r.bootSource) throw new MicroVMError("InstanceStart: no boot source: configure boot-source (PUT /boot-source) first");
-    this.stateNow = "Starting";
+    this.lifecycle.to("Starting");
     let extra: { name: string; device: VirtioDevice }[] = [];
     try {
       extra = await this.createExtraDevices();
@@ -276,11 +278,11 @@ export class MicroVM {
       const names = [...r.orderedDrives().map((d) => `block_${d.drive_id}`), ...(r.entropy ? ["entropy"] : []), ...extra.map((e) => e.name)];
       this.devices = vm.virtio.map((v, i) => ({ name: names[i] ?? `virtio_${i}`, device: v.transport.device }));
       this.vm = vm;
-      this.stateNow = "Running";
+      this.lifecycle.to("Running");
       this.logger.info(`microVM ${this.id} started`);
       void vm.exited.then((exit) => this.ended(exit));
     } catch (e) {
-      this.stateNow = "Not started";
+      this.lifecycle.to("Not started");
       for (const x of extra) closeDevice(x.device);
       if (e instanceof MicroVMError) throw e;
       throw new MicroVMError(`InstanceStart failed: ${(e as Error).message}`);
@@ -307,7 +309,7 @@ export class MicroVM {
       cmdline,
       memSize: r.machine.mem_size_mib * MiB,
       vcpus: r.machine.vcpu_count,
-      cpuTemplate: "auto",
+      cpuidProfile: "auto",
       drives,
       entropy: r.entropy !== undefined,
       extraDevices,
@@ -342,21 +344,21 @@ export class MicroVM {
 
   pause(): void {
     this.requireStarted("Paused").pause();
-    this.stateNow = "Paused";
+    this.lifecycle.to("Paused");
     this.logger.info(`microVM ${this.id} paused`);
   }
 
   resume(): void {
     this.requireStarted("Resumed").resume();
-    this.stateNow = "Running";
+    this.lifecycle.to("Running");
     this.logger.info(`microVM ${this.id} resumed`);
   }
 
   /** Stop the VM (or, before start, mark it stopped). Resolves with how it ended. */
-  async stop(message = "stopped by the VMM"): Promise<VmExit> {
-    if (this.stateNow === "Starting") await this.starting?.catch(() => {});
+  async stop(message = "stopped by the VMM"): Promise<VmEnd> {
+    if (this.lifecycle.state === "Starting") await this.starting?.catch(() => {});
     if (this.vm) return this.vm.stop(message).then(() => this.exited);
-    if (this.stateNow !== "Stopped") this.ended({ reason: "stopped", message: `${message} (before it started)` });
+    if (this.lifecycle.state !== "Stopped") this.ended({ reason: "stopped", message: `${message} (before it started)` });
     return this.exited;
   }
 
@@ -374,7 +376,7 @@ export class MicroVM {
 
   /** Type into the guest's serial console. Returns how many bytes fit (0 when not running). */
   writeSerial(bytes: Uint8Array): number {
-    return this.vm && this.stateNow !== "Stopped" ? this.vm.serial.queueInput(bytes) : 0;
+    return this.vm && this.lifecycle.state !== "Stopped" ? this.vm.serial.queueInput(bytes) : 0;
   }
 
   // ---- output and events ----
@@ -391,7 +393,7 @@ export class MicroVM {
         { start: (c) => void (controller = c), cancel: () => void (this.serialStream = undefined) },
         new ByteLengthQueuingStrategy({ highWaterMark: SERIAL_STREAM_BUFFER }) as QueuingStrategy<Uint8Array>,
       );
-      if (this.stateNow === "Stopped") controller.close();
+      if (this.lifecycle.state === "Stopped") controller.close();
       this.serialStream = { stream, controller };
     }
     return this.serialStream.stream;
@@ -429,8 +431,8 @@ export class MicroVM {
     this.emit("serial", bytes);
   }
 
-  private ended(exit: VmExit): void {
-    this.stateNow = "Stopped";
+  private ended(exit: VmEnd): void {
+    this.lifecycle.to("Stopped");
     // The devices were closed with the VM (Vm.close); only devices never attached are closed here.
     if (this.serialFd !== undefined) closeSync(this.serialFd);
     this.serialFd = undefined;

@@ -40,7 +40,7 @@ export interface ExitRecord {
 export type ExitTracer = (record: ExitRecord) => void;
 
 /** How a VM ended. `reason` is stable, for code; `message` is for people. */
-export interface VmExit {
+export interface VmEnd {
   reason: "halt" | "reset" | "poweroff" | "shutdown" | "crash" | "stopped" | "error";
   message: string;
   vcpu?: number;
@@ -55,7 +55,7 @@ export interface VcpuHost {
   readonly stopping: boolean;
   /** Resolves when the VM may run; undefined while it is not paused. */
   readonly paused: Promise<void> | undefined;
-  end(exit: VmExit): void;
+  end(exit: VmEnd): void;
   log(line: string): void;
 }
 
@@ -143,7 +143,7 @@ export class Vcpu {
   }
 
   /** Handle the exit described in kvm_run; returns how the VM ended if this exit ends it. */
-  handleExit(): VmExit | undefined {
+  handleExit(): VmEnd | undefined {
     const reason = this.dv.getUint32(OFF.exit_reason, true);
     this.exitCounts.set(reason, (this.exitCounts.get(reason) ?? 0) + 1);
     switch (reason) {
@@ -204,7 +204,7 @@ export class Vcpu {
   }
 
   /** handleExit, plus a trace record describing the exit and how long the VMM took with it. */
-  private handleTracedExit(tracer: ExitTracer): VmExit | undefined {
+  private handleTracedExit(tracer: ExitTracer): VmEnd | undefined {
     const t0 = performance.now();
     const reason = this.dv.getUint32(OFF.exit_reason, true);
     const rec: ExitRecord = { t: t0 - this.tracerEpoch, vcpu: this.id, reason: KVM_EXIT_NAME[reason] ?? String(reason), handleUs: 0 };

@@ -46,10 +46,10 @@ function bootSteps(): BootStep[] {
   const initrd = { addr: 0x7e00000, size: 0x200000 };
   const cmdline = "console=ttyS0 reboot=k panic=1 pci=off noxsave";
   const bootParams = buildBootParams({ cmdline: { addr: CMDLINE_START, size: cmdline.length + 1 }, initrd, e820: e820Map(memSize) });
-  const cpuids = [0, 1].map((i) => vcpuCpuid(SUPPORTED, { cpuIndex: i, cpuCount: 2, template: "emulated-host" }));
+  const cpuids = [0, 1].map((i) => vcpuCpuid(SUPPORTED, { cpuIndex: i, cpuCount: 2, profile: "emulated-host" }));
   const d = (n: number, title: string, data: Record<string, unknown>): BootStep => ({ n, title, data });
   return [
-    d(1, "create the VM", { memSize, vcpus: 2, cpuTemplate: "emulated-host", slots: [{ slot: 0, gpa: 0, size: memSize, hostAddr: 0x7f0000000000 }], pio: [{ base: 0x3f8, size: 8, name: "8250" }] }),
+    d(1, "create the VM", { memSize, vcpus: 2, cpuidProfile: "emulated-host", slots: [{ slot: 0, gpa: 0, size: memSize, hostAddr: 0x7f0000000000 }], pio: [{ base: 0x3f8, size: 8, name: "8250" }] }),
     d(2, "add the boot-timer device", { addr: 0xc0000000, size: 4096 }),
     d(3, "load the kernel", { entry: 0x1000000, kind: "elf", kernelEnd: 0x1c18000, imageSize: 17 * MiB }),
     d(4, "load the initrd and add the virtio devices", { initrd, devices: [{ name: "virtio-rng", addr: 0xc0001000, size: 4096, irq: 5 }] }),

@@ -72,7 +72,7 @@ export class VmResources {
   private checkMachine(m: S.MachineConfiguration, prefix: string): S.MachineConfiguration {
     if (m.smt) throw unsupported(`${prefix}.smt`, "SMT (two hardware threads per core)");
     if (m.cpu_template !== undefined && m.cpu_template !== "None") {
-      throw new MicroVMError(`${prefix}.cpu_template: ${m.cpu_template} is not supported; kindling picks its own CPU template (use None)`);
+      throw new MicroVMError(`${prefix}.cpu_template: ${m.cpu_template} is not supported; kindling picks its own cpuid profile for the host (use None)`);
     }
     if (m.huge_pages !== undefined && m.huge_pages !== "None") throw unsupported(`${prefix}.huge_pages`, `huge pages (${m.huge_pages})`);
     return m;

@@ -5,7 +5,7 @@
 //   2. add the boot-timer device (Firecracker's "boot complete" signal)
 //   3. load the kernel image: ELF vmlinux or bzImage (src/loader/)
 //   4. load the initrd above the kernel (src/loader/initrd.ts); add the virtio devices (vm.ts, devices/virtio/)
-//   5. write the command line (cmdline.ts), with what the CPU template must add
+//   5. write the command line (cmdline.ts), with what the cpuid profile must add
 //   6. write the zero page with the e820 map (zero-page.ts, e820.ts)
 //   7. write the MP table so the kernel finds every vCPU and the IOAPIC (mptable.ts)
 //   8. set up each vCPU: CPUID, MSRs, LAPIC LINT0/LINT1; the boot vCPU also gets 64-bit mode (regs.ts)
@@ -19,7 +19,7 @@ import { buildCmdline, writeCmdline } from "../arch/x86_64/cmdline.ts";
 import { e820Map, type E820Entry } from "../arch/x86_64/e820.ts";
 import { writeZeroPage } from "../arch/x86_64/zero-page.ts";
 import { writeMptable } from "../arch/x86_64/mptable.ts";
-import { vcpuCpuid, type CpuidChange, type CpuTemplate, type CmdlineAddition } from "../arch/x86_64/cpuid.ts";
+import { vcpuCpuid, type CpuidChange, type CpuidProfile, type CmdlineAddition } from "../arch/x86_64/cpuid.ts";
 import { bootMsrs, setupMsrs } from "../arch/x86_64/msrs.ts";
 import { setupLapic } from "../arch/x86_64/lapic.ts";
 import { setupFpu, setupLongMode, setupPvhEntry } from "../arch/x86_64/regs.ts";
@@ -38,12 +38,12 @@ export interface LinuxBootOptions {
   /** A path, or the image's bytes. */
   kernel: string | Uint8Array;
   initrd?: string | Uint8Array;
-  /** The kernel command line; DEFAULT_CMDLINE when absent. kindling appends the CPU template's additions. */
+  /** The kernel command line; DEFAULT_CMDLINE when absent. kindling appends the cpuid profile's additions. */
   cmdline?: string;
   memSize?: number;
   vcpus?: number;
   /** "auto" picks emulated-host where the host emulates guest kernel code, default elsewhere. */
-  cpuTemplate?: CpuTemplate | "auto";
+  cpuidProfile?: CpuidProfile | "auto";
   consoleOutput?: VmOptions["consoleOutput"];
   log?: (line: string) => void;
   /** Called when the guest writes 123 to the boot-timer device. */
@@ -96,7 +96,7 @@ export interface BootPlan {
   cmdlineAdditions: CmdlineAddition[];
   e820: E820Entry[];
   zeroPage: number;
-  cpuTemplate: CpuTemplate;
+  cpuidProfile: CpuidProfile;
   cpuidChanges: CpuidChange[];
   /** The virtio devices, in window order. */
   devices: { name: string; addr: number; irq: number }[];
@@ -104,7 +104,7 @@ export interface BootPlan {
 
 const bytesOf = (x: string | Uint8Array) => (typeof x === "string" ? new Uint8Array(readFileSync(x)) : x);
 
-export function resolveCpuTemplate(t: CpuTemplate | "auto" | undefined): CpuTemplate {
+export function resolveCpuidProfile(t: CpuidProfile | "auto" | undefined): CpuidProfile {
   if (t && t !== "auto") return t;
   return detectHost().emulatesGuestKernel ? "emulated-host" : "default";
 }
@@ -114,7 +114,7 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
   const started = bootTimerStart();
   const memSize = opts.memSize ?? 128 * MiB;
   const vcpus = opts.vcpus ?? 1;
-  const cpuTemplate = resolveCpuTemplate(opts.cpuTemplate);
+  const cpuidProfile = resolveCpuidProfile(opts.cpuidProfile);
   const kernelImage = bytesOf(opts.kernel);
   const initrdImage = opts.initrd === undefined ? undefined : bytesOf(opts.initrd);
 
@@ -124,7 +124,7 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
   const explain = (n: number, title: string, data: () => Record<string, unknown>) => opts.explain?.({ n, title, data: data() });
   try {
     explain(1, "create the VM", () => ({
-      memSize, vcpus, cpuTemplate,
+      memSize, vcpus, cpuidProfile,
       slots: vm.memory.regions.map((r, slot) => ({ slot, gpa: r.gpa, size: r.bytes.byteLength, hostAddr: r.hostAddr })),
       pio: vm.pio.list(),
     }));
@@ -158,9 +158,9 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
       initrd, devices: attached.map((a) => ({ name: a.transport.name, addr: a.addr, size: a.size, irq: a.irq })),
     }));
 
-    // 8 (first half). CPUID per vCPU: the template may need kernel command-line additions (step 5).
+    // 8 (first half). CPUID per vCPU: the profile may need kernel command-line additions (step 5).
     const supported = vm.kvm.supportedCpuid();
-    const cpuids = vm.vcpus.map((_, i) => vcpuCpuid(supported, { cpuIndex: i, cpuCount: vcpus, template: cpuTemplate }));
+    const cpuids = vm.vcpus.map((_, i) => vcpuCpuid(supported, { cpuIndex: i, cpuCount: vcpus, profile: cpuidProfile }));
     const additions = cpuids[0]!.cmdline;
 
     // 5. The command line.
@@ -171,7 +171,7 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
       hdrCmdlineSize: kernel.setupHeader?.cmdline_size,
     });
     const cmdlineAt = writeCmdline(vm.memory, cmdline, kernel.setupHeader?.cmdline_size);
-    for (const a of additions) log(`cpu template ${cpuTemplate}: added "${a.arg}" to the command line (${a.why})`);
+    for (const a of additions) log(`cpuid profile ${cpuidProfile}: added "${a.arg}" to the command line (${a.why})`);
     explain(5, "write the command line", () => ({ ...cmdlineAt, cmdline, additions }));
 
     // 6. The zero page, with the e820 map (for PVH: hvm_start_info, with the same map).
@@ -223,7 +223,7 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     return {
       vm,
       plan: {
-        kernel, initrd, cmdline, cmdlineAdditions: additions, e820, zeroPage, cpuTemplate, cpuidChanges: cpuids[0]!.changes,
+        kernel, initrd, cmdline, cmdlineAdditions: additions, e820, zeroPage, cpuidProfile, cpuidChanges: cpuids[0]!.changes,
         devices: attached.map((a) => ({ name: a.transport.name, addr: a.addr, irq: a.irq })),
       },
     };

@@ -12,7 +12,7 @@
 //   - 8250, i8042, boot timer, unclaimed addresses: every read. Their state depends only on the guest's
 //     accesses and the recorded host input.
 //   - virtio-mmio: the transport registers (MagicValue ... Status, QueueNumMax, QueueReady, feature pages,
-//     ConfigGeneration) against a fresh VirtioMmioDevice. The device behind it is a stand-in built from the
+//     ConfigGeneration) against a fresh VirtioMmioTransport. The device behind it is a stand-in built from the
 //     identity the header recorded (device ID, features, queue sizes, configuration bytes): its backing (a
 //     disk image, the host's entropy) is not in the trace. The rings live in guest memory, which the trace
 //     does not hold either, so queues are never processed, and reads of InterruptStatus (set when the device
@@ -25,7 +25,7 @@ import { GuestMemory } from "../memory.ts";
 import { Serial } from "../devices/serial.ts";
 import { I8042 } from "../devices/i8042.ts";
 import { BootTimer, bootTimerStart } from "../devices/boot-timer.ts";
-import { VirtioMmioDevice } from "../devices/virtio/mmio.ts";
+import { VirtioMmioTransport } from "../devices/virtio/mmio.ts";
 import { readConfigBytes, type VirtioDevice } from "../devices/virtio/device.ts";
 import { VIRTIO_MMIO_INTERRUPT_STATUS } from "../devices/virtio/uapi.ts";
 import { BOOT_TIMER_SIZE, BOOT_TIMER_START, COM1_IRQ, COM1_PORT, POST_CODE_PORT, VIRTIO_MMIO_SIZE } from "../arch/x86_64/layout.ts";
@@ -70,7 +70,7 @@ export function replayDevices(trace: Trace, opts: ReplayOptions = {}): ReplayDev
   const virtio = trace.header.virtio;
   const mem = GuestMemory.plain(virtio.length ? trace.header.ram : []);
   for (const id of virtio) {
-    const t = new VirtioMmioDevice(standIn(id), { mem, irq: line(id.irq) });
+    const t = new VirtioMmioTransport(standIn(id), { mem, irq: line(id.irq) });
     t.onQueueNotify = () => {}; // the rings are not in the trace
     mmio.register(id.addr, VIRTIO_MMIO_SIZE, t);
   }
@@ -110,7 +110,7 @@ function fromBytes(b: Uint8Array): bigint {
 
 /** Why a read's value cannot be checked without the recorded run's guest memory, if it cannot. */
 function ringDependent(device: BusDevice | undefined, offset: number): string | undefined {
-  if (device instanceof VirtioMmioDevice && offset === VIRTIO_MMIO_INTERRUPT_STATUS) return "virtio InterruptStatus reads (depend on ring processing)";
+  if (device instanceof VirtioMmioTransport && offset === VIRTIO_MMIO_INTERRUPT_STATUS) return "virtio InterruptStatus reads (depend on ring processing)";
   return undefined;
 }
 

@@ -9,7 +9,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { LinuxBootOptions } from "../../src/boot/linux.ts";
-import { MicroVM, type MicroVMOptions, type RunningVm, type VmExit } from "../../src/microvm.ts";
+import { MicroVM, type MicroVMOptions, type RunningVm, type VmEnd } from "../../src/microvm.ts";
 import type { MicroVMConfig } from "../../src/api/schemas.ts";
 import type { VirtioDevice } from "../../src/devices/virtio/device.ts";
 import { serveApi, type ApiServer } from "../../src/api/server.ts";
@@ -21,13 +21,13 @@ export interface FakeVm extends RunningVm {
   /** The guest "prints" to its console. */
   print(text: string): void;
   /** The guest ends on its own. */
-  end(exit: VmExit): void;
+  end(exit: VmEnd): void;
 }
 
 export function fakeBoot(booted: FakeVm[] = []) {
   return async (opts: LinuxBootOptions): Promise<{ vm: FakeVm }> => {
-    let resolve!: (e: VmExit) => void;
-    const exited = new Promise<VmExit>((r) => (resolve = r));
+    let resolve!: (e: VmEnd) => void;
+    const exited = new Promise<VmEnd>((r) => (resolve = r));
     const devices = [...(opts.drives ?? []).map(() => ({ counters: { reads: 1 } })), ...(opts.entropy ? [{}] : []), ...(opts.extraDevices ?? [])];
     const vm: FakeVm = {
       opts,

@@ -15,7 +15,7 @@ import { CMDLINE_MAX_SIZE, CMDLINE_START, VIRTIO_MMIO_SIZE } from "./layout.ts";
  */
 export const DEFAULT_CMDLINE = "console=ttyS0 reboot=k panic=1 pci=off";
 
-export interface VirtioMmioDevice {
+export interface VirtioMmioWindow {
   /** Guest-physical address of the device's register window. */
   addr: number;
   /** The window's size in bytes (VIRTIO_MMIO_SIZE unless given); the kernel accepts K/M suffixes. */
@@ -25,7 +25,7 @@ export interface VirtioMmioDevice {
 }
 
 /** `virtio_mmio.device=4K@0xc0001000:5`. */
-export function virtioMmioDeviceArg(dev: VirtioMmioDevice): string {
+export function virtioMmioDeviceArg(dev: VirtioMmioWindow): string {
   const size = dev.size ?? VIRTIO_MMIO_SIZE;
   if (!Number.isSafeInteger(dev.addr) || dev.addr < 0) throw new Error(`virtio-mmio device address ${dev.addr} is not valid`);
   if (!Number.isInteger(dev.irq) || dev.irq < 0) throw new Error(`virtio-mmio device IRQ ${dev.irq} is not valid`);
@@ -49,10 +49,10 @@ export function cmdlineLimit(hdrCmdlineSize?: number): number {
 export interface CmdlineOptions {
   /** Replaces DEFAULT_CMDLINE (the user's `boot_args`). */
   base?: string;
-  /** Appended after the base, in order (for example a CPU template's `noxsave`). */
+  /** Appended after the base, in order (for example a cpuid profile's `noxsave`). */
   extra?: readonly string[];
   /** One `virtio_mmio.device=` argument each. */
-  devices?: readonly VirtioMmioDevice[];
+  devices?: readonly VirtioMmioWindow[];
   /** boot_params.hdr.cmdline_size from the kernel's setup header, when the kernel has one. */
   hdrCmdlineSize?: number;
 }

@@ -112,7 +112,7 @@ export interface VirtioMmioOptions {
   onError?: (message: string) => void;
 }
 
-export class VirtioMmioDevice implements BusDevice {
+export class VirtioMmioTransport implements BusDevice {
   readonly name: string;
   status = 0;
   interruptStatus = 0;
