@@ -55,6 +55,8 @@ function standIn(id: VirtioIdentity): VirtioDevice {
     activate: () => {},
     process: () => false,
     reset: () => {},
+    describe: () => ({ kind: "stand-in" }),
+    restore: () => {},
   };
 }
 

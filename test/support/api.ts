@@ -76,6 +76,10 @@ export class FakeDeviceModel implements VirtioDevice {
     return false;
   }
   reset(): void {}
+  describe() {
+    return { kind: "fake" };
+  }
+  restore(): void {}
   close(): void {
     this.closed = true;
   }
