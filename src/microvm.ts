@@ -8,7 +8,7 @@
 //   ...
 //   await vm.stop();
 //
-// Configuration is checked by the same zod schemas as the API's bodies (src/api/schemas.ts); anything
+// Configuration is checked by the same zod schemas as the API's bodies (src/config/schemas.ts); anything
 // refused throws a MicroVMError whose message names the field and the rule.
 
 import { closeSync, existsSync } from "node:fs";
@@ -24,14 +24,15 @@ import type { VirtioDevice } from "./devices/virtio/device.ts";
 import { VIRTIO_BLK_ID_BYTES } from "./devices/virtio/uapi.ts";
 import type { VmEnd } from "./vcpu.ts";
 import { Lifecycle, type VmState } from "./lifecycle.ts";
-import * as S from "./api/schemas.ts";
-import { MicroVMError, parseWith } from "./api/schemas.ts";
-import { parseConfig } from "./config.ts";
-import { VmResources } from "./api/resources.ts";
-import { Logger, openAppend, writeQuietly } from "./api/logger.ts";
-import { Metrics } from "./api/metrics.ts";
+import * as S from "./config/schemas.ts";
+import { parseWith } from "./config/schemas.ts";
+import { MicroVMError } from "./config/errors.ts";
+import { parseConfig } from "./config/file.ts";
+import { VmResources } from "./config/resources.ts";
+import { Logger, openAppend, writeQuietly } from "./config/logger.ts";
+import { Metrics } from "./config/metrics.ts";
 
-export { MicroVMError, ValidationError } from "./api/schemas.ts";
+export { MicroVMError, ValidationError } from "./config/errors.ts";
 export type { VmEnd } from "./vcpu.ts";
 export type { BootCompleteInfo } from "./devices/boot-timer.ts";
 

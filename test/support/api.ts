@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { LinuxBootOptions } from "../../src/boot/linux.ts";
 import { MicroVM, type MicroVMOptions, type RunningVm, type VmEnd } from "../../src/microvm.ts";
-import type { MicroVMConfig } from "../../src/api/schemas.ts";
+import type { MicroVMConfig } from "../../src/config/schemas.ts";
 import type { VirtioDevice } from "../../src/devices/virtio/device.ts";
 import { serveApi, type ApiServer } from "../../src/api/server.ts";
 

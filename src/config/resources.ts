@@ -8,7 +8,8 @@
 
 import { accessSync, constants, statSync } from "node:fs";
 import * as S from "./schemas.ts";
-import { MicroVMError, parseWith } from "./schemas.ts";
+import { MicroVMError } from "./errors.ts";
+import { parseWith } from "./schemas.ts";
 
 /** Firecracker's defaults: "vCPU count (=1), memory size (=128 MiB)", SMT off, no CPU template. */
 export const DEFAULT_MACHINE: S.MachineConfiguration = { vcpu_count: 1, mem_size_mib: 128, smt: false, track_dirty_pages: false, huge_pages: "None" };
