@@ -1,14 +1,16 @@
 // Boot a Linux kernel: the steps from an empty VM to the kernel's first instruction, in order.
+// src/boot/steps.ts declares them (title, --explain intro, the values each hands to `explain`);
 // docs/boot-sequence.md walks through the same numbered steps and what each writes where.
 //
-//   1. create the VM: KVM objects, RAM, irqchip, PIT, UART, i8042 (vm.ts)
+//   1. create the VM: KVM objects, RAM, irqchip, PIT, UART, i8042, CMOS RTC (vm.ts)
 //   2. add the boot-timer device (Firecracker's "boot complete" signal)
-//   3. load the kernel image: ELF vmlinux or bzImage (src/loader/)
-//   4. load the initrd above the kernel (src/loader/initrd.ts); add the virtio devices (vm.ts, devices/virtio/)
+//   3. load the kernel: ELF vmlinux or bzImage (src/loader/)
+//   4. load the initrd and add the virtio devices: the initrd above the kernel (src/loader/initrd.ts), each
+//      device in an MMIO window on an IRQ (vm.ts, devices/virtio/)
 //   5. write the command line (cmdline.ts), with what the cpuid profile must add
 //   6. write the zero page with the e820 map (zero-page.ts, e820.ts)
 //   7. write the MP table so the kernel finds every vCPU and the IOAPIC (mptable.ts)
-//   8. set up each vCPU: CPUID, MSRs, LAPIC LINT0/LINT1; the boot vCPU also gets 64-bit mode (regs.ts)
+//   8. set up the vCPUs: CPUID, MSRs, LAPIC LINT0/LINT1; the boot vCPU also gets 64-bit mode (regs.ts)
 //   9. start the vCPUs; the other vCPUs wait in the kernel for the boot vCPU's INIT/SIPI
 
 import { readFileSync } from "node:fs";
@@ -33,6 +35,7 @@ import { detectHost } from "../host.ts";
 import { FileBlockBackend, VirtioBlock } from "../devices/virtio/block.ts";
 import { VirtioRng } from "../devices/virtio/rng.ts";
 import type { VirtioDevice } from "../devices/virtio/device.ts";
+import { bootStep, type BootStep, type BootStepData, type BootStepNumber } from "./steps.ts";
 
 export interface LinuxBootOptions {
   /** A path, or the image's bytes. */
@@ -73,12 +76,7 @@ export interface LinuxBootOptions {
   protocol?: "linux64" | "pvh";
 }
 
-/** One setup step and the values it wrote. `data` holds plain values and byte arrays copied from guest memory. */
-export interface BootStep {
-  n: number;
-  title: string;
-  data: Record<string, unknown>;
-}
+export type { BootStep } from "./steps.ts";
 
 export interface DriveOptions {
   path: string;
@@ -121,9 +119,9 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
   // 1. The VM.
   const vm = new Vm({ memSize, vcpus, consoleOutput: opts.consoleOutput, log });
   // The values for --explain are gathered only when someone listens: some take ioctls and copies.
-  const explain = (n: number, title: string, data: () => Record<string, unknown>) => opts.explain?.({ n, title, data: data() });
+  const explain = <N extends BootStepNumber>(n: N, data: () => BootStepData[N]) => opts.explain?.(bootStep(n, data()));
   try {
-    explain(1, "create the VM", () => ({
+    explain(1, () => ({
       memSize, vcpus, cpuidProfile,
       slots: vm.memory.regions.map((r, slot) => ({ slot, gpa: r.gpa, size: r.bytes.byteLength, hostAddr: r.hostAddr })),
       pio: vm.pio.list(),
@@ -134,11 +132,11 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
       opts.onBootComplete?.(info);
     });
     vm.mmio.register(BOOT_TIMER_START, BOOT_TIMER_SIZE, timer);
-    explain(2, "add the boot-timer device", () => ({ addr: BOOT_TIMER_START, size: BOOT_TIMER_SIZE }));
+    explain(2, () => ({ addr: BOOT_TIMER_START, size: BOOT_TIMER_SIZE }));
 
     // 3. The kernel.
     const kernel = loadKernel(vm.memory, kernelImage);
-    explain(3, "load the kernel", () => ({ ...kernel, setupHeader: kernel.setupHeader && { ...kernel.setupHeader, raw: undefined }, imageSize: kernelImage.byteLength }));
+    explain(3, () => ({ ...kernel, setupHeader: kernel.setupHeader && { ...kernel.setupHeader, raw: undefined }, imageSize: kernelImage.byteLength }));
 
     // 4. The initrd, as high as the kernel allows.
     const initrd = initrdImage ? loadInitrd(vm.memory, initrdImage, kernel.kernelEnd, kernel.setupHeader) : undefined;
@@ -154,7 +152,7 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     if (opts.entropy) devices.push(new VirtioRng());
     devices.push(...(opts.extraDevices ?? []));
     const attached = devices.map((d) => vm.addVirtioDevice(d));
-    explain(4, "load the initrd and add the virtio devices", () => ({
+    explain(4, () => ({
       initrd, devices: attached.map((a) => ({ name: a.transport.name, addr: a.addr, size: a.size, irq: a.irq })),
     }));
 
@@ -172,7 +170,7 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     });
     const cmdlineAt = writeCmdline(vm.memory, cmdline, kernel.setupHeader?.cmdline_size);
     for (const a of additions) log(`cpuid profile ${cpuidProfile}: added "${a.arg}" to the command line (${a.why})`);
-    explain(5, "write the command line", () => ({ ...cmdlineAt, cmdline, additions }));
+    explain(5, () => ({ ...cmdlineAt, cmdline, additions }));
 
     // 6. The zero page, with the e820 map (for PVH: hvm_start_info, with the same map).
     const e820 = e820Map(memSize);
@@ -188,11 +186,11 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
       e820,
     });
     const startInfo = protocol === "pvh" ? writePvhStartInfo(vm.memory, { cmdline: cmdlineAt, e820, initrd }) : undefined;
-    explain(6, "write the zero page", () => ({ addr: zeroPage, e820, bootParams: vm.memory.read(zeroPage, 4096), protocol, startInfo }));
+    explain(6, () => ({ addr: zeroPage, e820, bootParams: vm.memory.read(zeroPage, 4096), protocol, startInfo }));
 
     // 7. The MP table.
     writeMptable(vm.memory, vcpus);
-    explain(7, "write the MP table", () => ({ addr: EBDA_START, bytes: vm.memory.read(EBDA_START, LEGACY_HOLE_START - EBDA_START) }));
+    explain(7, () => ({ addr: EBDA_START, bytes: vm.memory.read(EBDA_START, LEGACY_HOLE_START - EBDA_START) }));
 
     // 8. The vCPUs.
     vm.vcpus.forEach((v, i) => {
@@ -207,7 +205,7 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     if (startInfo !== undefined) setupPvhEntry(vm.vcpus[0]!.fd, vm.memory, { entry: kernel.pvhEntry!, startInfo });
     else setupLongMode(vm.vcpus[0]!.fd, vm.memory, { entry: kernel.entry, rsi: zeroPage });
     const boot = vm.vcpus[0]!.fd;
-    explain(8, "set up the vCPUs", () => ({
+    explain(8, () => ({
       cpuidChanges: cpuids.map((c) => c.changes),
       msrs: bootMsrs(),
       regs: boot.getRegs().bytes, sregs: boot.getSregs().bytes, fpu: boot.getFpu().bytes,
@@ -217,7 +215,7 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     }));
 
     // 9. Go.
-    explain(9, "start the vCPUs", () => ({ vcpus }));
+    explain(9, () => ({ vcpus }));
     opts.beforeStart?.(vm);
     if (opts.start !== false) await vm.start();
     return {
