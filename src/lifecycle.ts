@@ -10,7 +10,17 @@
 // (the VM ended, from inside or from outside; no way back, as in Firecracker, whose process exits).
 // The transitions are those Firecracker's API allows: InstanceStart once, from "Not started"; PATCH /vm
 // Paused or Resumed only once started (both idempotent: pausing a paused VM succeeds and changes nothing);
-// any state may end in "Stopped". cloud-hypervisor keeps the same kind of table (VmState::valid_transition).
+// any state may end in "Stopped", and a VmEnd says how. cloud-hypervisor keeps the same kind of table
+// (VmState::valid_transition).
+
+/** How a VM ended. `reason` is stable, for code; `message` is for people. */
+export interface VmEnd {
+  reason: "halt" | "reset" | "poweroff" | "shutdown" | "crash" | "stopped" | "error";
+  message: string;
+  vcpu?: number;
+  /** Register dump at the exit, for the reasons that are failures. */
+  registers?: string;
+}
 
 export type VmState = "Not started" | "Starting" | "Running" | "Paused" | "Stopped";
 

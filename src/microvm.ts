@@ -22,7 +22,7 @@ import type { BootCompleteInfo } from "./devices/boot-timer.ts";
 import type { SerialCounters } from "./devices/serial.ts";
 import type { VirtioDevice } from "./devices/virtio/device.ts";
 import { VIRTIO_BLK_ID_BYTES } from "./devices/virtio/uapi.ts";
-import type { VmEnd } from "./vcpu.ts";
+import type { VmEnd } from "./lifecycle.ts";
 import { Lifecycle, type VmState } from "./lifecycle.ts";
 import * as S from "./config/schemas.ts";
 import { parseWith } from "./config/schemas.ts";
@@ -33,7 +33,7 @@ import { Logger, openAppend, writeQuietly } from "./config/logger.ts";
 import { Metrics } from "./config/metrics.ts";
 
 export { MicroVMError, ValidationError } from "./config/errors.ts";
-export type { VmEnd } from "./vcpu.ts";
+export type { VmEnd } from "./lifecycle.ts";
 export type { BootCompleteInfo } from "./devices/boot-timer.ts";
 
 /** Firecracker's InstanceInfo.state, plus the two moments it has no word for (src/lifecycle.ts). */

@@ -14,8 +14,8 @@ import { Bus } from "./bus.ts";
 import { Kvm } from "./kvm/system.ts";
 import type { VmFd } from "./kvm/vm-fd.ts";
 import { allocateGuestMemory, freeGuestMemory, type GuestMemory } from "./memory.ts";
-import { IrqFdLine } from "./irq.ts";
-import { Vcpu, type VmEnd } from "./vcpu.ts";
+import { IrqFdLine } from "./kvm/irqfd.ts";
+import { Vcpu } from "./vcpu/vcpu.ts";
 import {
   COM1_IRQ, COM1_PORT, IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, POST_CODE_PORT, VIRTIO_MMIO_MAX_DEVICES, VIRTIO_MMIO_SIZE,
   VIRTIO_MMIO_START, ramRegions,
@@ -24,10 +24,10 @@ import { Serial } from "./devices/serial.ts";
 import { VirtioMmioTransport } from "./devices/virtio/mmio.ts";
 import { VIRTIO_MMIO_QUEUE_NOTIFY, VIRTIO_MMIO_STATUS } from "./devices/virtio/uapi.ts";
 import type { VirtioDevice } from "./devices/virtio/device.ts";
-import { IoEventFd } from "./ioeventfd.ts";
+import { IoEventFd } from "./kvm/ioeventfd.ts";
 import { I8042 } from "./devices/i8042.ts";
 import { CmosRtc } from "./devices/rtc.ts";
-import { Lifecycle, type VmState } from "./lifecycle.ts";
+import { Lifecycle, type VmEnd, type VmState } from "./lifecycle.ts";
 
 export interface VmOptions {
   /** Guest RAM in bytes. */

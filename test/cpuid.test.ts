@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import {
   KVM_CPUID_FEATURES, KVM_CPUID_SIGNATURE, formatCpuidChange, parseCpuidProfile, vcpuCpuid, type CpuidChange,
 } from "../src/arch/x86_64/cpuid.ts";
-import type { CpuidEntry } from "../src/kvm/system.ts";
+import type { CpuidEntry } from "../src/kvm/cpuid.ts";
 import { KVM_CPUID_FLAG_SIGNIFCANT_INDEX } from "../src/kvm/uapi.ts";
 
 const e = (fn: number, index: number, eax: number, ebx: number, ecx: number, edx: number, flags = 0): CpuidEntry => ({

@@ -5,7 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { StructView } from "../src/kvm/struct.ts";
 import { kvm_fpu, kvm_lapic_state, kvm_regs, kvm_sregs } from "../src/kvm/uapi.ts";
 import type { VcpuFd } from "../src/kvm/vcpu-fd.ts";
-import type { CpuidEntry } from "../src/kvm/system.ts";
+import type { CpuidEntry } from "../src/kvm/cpuid.ts";
 import { GuestMemory } from "../src/memory.ts";
 import { BOOT_STEPS, bootStep, type BootStep, type BootStepData, type BootStepNumber } from "../src/boot/steps.ts";
 import { buildBootParams } from "../src/arch/x86_64/zero-page.ts";

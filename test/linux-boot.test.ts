@@ -11,7 +11,7 @@ import { DEFAULT_CMDLINE } from "../src/arch/x86_64/cmdline.ts";
 import { detectHost } from "../src/host.ts";
 import { buildGuest, type GuestArtifacts } from "../guest/build.ts";
 import type { Vm } from "../src/vm.ts";
-import type { VmEnd } from "../src/vcpu.ts";
+import type { VmEnd } from "../src/lifecycle.ts";
 import { kvmTest } from "./support/kvm.ts";
 
 const host = detectHost();

@@ -125,7 +125,7 @@ export const BOOT_STEPS: Readonly<Record<BootStepNumber, BootStepInfo>> = {
     title: "start the vCPUs",
     heading: "Run",
     intro:
-      "Each vCPU gets a worker thread that loops on KVM_RUN. The guest runs until it touches a port or an MMIO address kindling emulates; KVM_RUN then returns, the exit is described in the vCPU's shared kvm_run page, kindling handles it and enters again. Code: src/vcpu.ts, src/kvm/vcpu-worker.ts. `kindling boot --trace FILE` records every exit.",
+      "Each vCPU gets a worker thread that loops on KVM_RUN. The guest runs until it touches a port or an MMIO address kindling emulates; KVM_RUN then returns, the exit is described in the vCPU's shared kvm_run page, kindling handles it and enters again. Code: src/vcpu/vcpu.ts, src/vcpu/worker.ts. `kindling boot --trace FILE` records every exit.",
   },
 };
 

@@ -18,7 +18,7 @@ import { detectHost, warnIfEmulatingHost } from "../host.ts";
 import { PROBES } from "../../guest/probes/probes.ts";
 import { CliError, EXIT } from "./main.ts";
 import type { Vm } from "../vm.ts";
-import type { VmEnd } from "../vcpu.ts";
+import type { VmEnd } from "../lifecycle.ts";
 
 const BootArgs = z.object({
   probe: z.enum(Object.keys(PROBES) as [string, ...string[]], { error: () => `--probe: must be one of ${Object.keys(PROBES).join(", ")}` }).optional(),

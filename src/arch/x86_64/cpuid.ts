@@ -9,7 +9,7 @@
 // Every edit is recorded as a CpuidChange (leaf, subleaf, register, before, after, why), so
 // `kindling --explain` can show exactly what kindling changed and the reason.
 
-import type { CpuidEntry } from "../../kvm/system.ts";
+import type { CpuidEntry } from "../../kvm/cpuid.ts";
 import { KVM_CPUID_FLAG_SIGNIFCANT_INDEX } from "../../kvm/uapi.ts";
 
 export type Register = "eax" | "ebx" | "ecx" | "edx";
