@@ -17,7 +17,7 @@ import { allocateGuestMemory, freeGuestMemory, type GuestMemory } from "./memory
 import { IrqFdLine } from "./kvm/irqfd.ts";
 import { Vcpu } from "./vcpu/vcpu.ts";
 import {
-  COM1_IRQ, COM1_PORT, IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, POST_CODE_PORT, VIRTIO_MMIO_MAX_DEVICES, VIRTIO_MMIO_SIZE,
+  COM1_IRQ, IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, VIRTIO_MMIO_MAX_DEVICES, VIRTIO_MMIO_SIZE,
   VIRTIO_MMIO_START, ramRegions,
 } from "./arch/x86_64/layout.ts";
 import { Serial } from "./devices/serial.ts";
@@ -25,8 +25,7 @@ import { VirtioMmioTransport } from "./devices/virtio/mmio.ts";
 import { VIRTIO_MMIO_QUEUE_NOTIFY, VIRTIO_MMIO_STATUS } from "./devices/virtio/uapi.ts";
 import type { VirtioDevice } from "./devices/virtio/device.ts";
 import { IoEventFd } from "./kvm/ioeventfd.ts";
-import { I8042 } from "./devices/i8042.ts";
-import { CmosRtc } from "./devices/rtc.ts";
+import { attachLegacyDevices, type LegacyDevices } from "./devices/legacy.ts";
 import { Lifecycle, type VmEnd, type VmState } from "./lifecycle.ts";
 
 export interface VmOptions {
@@ -71,6 +70,8 @@ export class Vm {
   readonly mmio: Bus;
   readonly vcpus: Vcpu[] = [];
   readonly serial: Serial;
+  /** The UART, i8042 and CMOS RTC on the port-IO bus (src/devices/legacy.ts). */
+  readonly legacy: LegacyDevices;
   readonly irqchip: boolean;
   private readonly queueNotify: "ioeventfd" | "exit";
   private readonly irqLines: IrqFdLine[] = [];
@@ -107,13 +108,12 @@ export class Vm {
 
     this.pio = new Bus("pio", this.log);
     this.mmio = new Bus("mmio", this.log);
-    this.serial = new Serial(opts.consoleOutput ?? (() => {}), this.interruptLine(COM1_IRQ));
-    this.pio.register(COM1_PORT, 8, this.serial);
-    const i8042 = new I8042(() => this.end({ reason: "reset", message: "guest reset the machine through the i8042 (0xFE to port 0x64)" }));
-    for (const { port, device } of i8042.ports()) this.pio.register(port, 1, device);
-    for (const { port, device } of new CmosRtc().ports()) this.pio.register(port, 1, device);
-    // Port 0x80 is written for short delays (Linux's io_delay); it needs no device, only no log noise.
-    this.pio.register(POST_CODE_PORT, 1, { name: "post-code", read: (_o, d) => d.fill(0xff), write: () => {} });
+    this.legacy = attachLegacyDevices(this.pio, {
+      serialIrq: this.interruptLine(COM1_IRQ),
+      consoleOutput: opts.consoleOutput,
+      onReset: () => this.end({ reason: "reset", message: "guest reset the machine through the i8042 (0xFE to port 0x64)" }),
+    });
+    this.serial = this.legacy.serial;
 
     for (let i = 0; i < (opts.vcpus ?? 1); i++) this.vcpus.push(new Vcpu(this.fd.createVcpu(i), this));
     if (opts.syscallAssist) for (const v of this.vcpus) v.enableSyscallAssist();

@@ -118,7 +118,7 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
 
   // 1. The VM.
   // The syscall assist goes with the emulated-host template: only hosts that need it pay for its exits.
-  const vm = new Vm({ memSize, vcpus, consoleOutput: opts.consoleOutput, log, syscallAssist: cpuTemplate === "emulated-host" });
+  const vm = new Vm({ memSize, vcpus, consoleOutput: opts.consoleOutput, log, syscallAssist: cpuidProfile === "emulated-host" });
   // The values for --explain are gathered only when someone listens: some take ioctls and copies.
   const explain = <N extends BootStepNumber>(n: N, data: () => BootStepData[N]) => opts.explain?.(bootStep(n, data()));
   try {

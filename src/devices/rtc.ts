@@ -87,6 +87,11 @@ export class CmosRtc implements Stateful<CmosRtcState> {
     this.ram.set(ram);
   }
 
+  /** The selected register reads the host's clock (its value is the time, not state). */
+  get selectsClock(): boolean {
+    return this.index <= RTC_YEAR || this.index === RTC_CENTURY;
+  }
+
   read(reg: number): number {
     const t = this.now();
     switch (reg) {
