@@ -13,17 +13,12 @@
 
 import { closeSync, existsSync } from "node:fs";
 import type { z } from "zod";
-import { VirtioNet } from "./devices/virtio/net.ts";
-import { VirtioVsock } from "./devices/virtio/vsock.ts";
-import { bootLinux, type DriveOptions, type LinuxBootOptions } from "./boot/linux.ts";
-import { DEFAULT_CMDLINE } from "./arch/x86_64/cmdline.ts";
+import { bootLinux, type LinuxBootOptions } from "./boot/linux.ts";
+import type { DeviceModels, MachineDevices } from "./boot/machine.ts";
 import { MiB } from "./arch/x86_64/layout.ts";
 import type { BootCompleteInfo } from "./devices/boot-timer.ts";
 import type { SerialCounters } from "./devices/serial.ts";
-import type { VirtioDevice } from "./devices/virtio/device.ts";
-import { VIRTIO_BLK_ID_BYTES } from "./devices/virtio/uapi.ts";
-import type { VmEnd } from "./lifecycle.ts";
-import { Lifecycle, type VmState } from "./lifecycle.ts";
+import { Lifecycle, type VmEnd, type VmState } from "./lifecycle.ts";
 import * as S from "./config/schemas.ts";
 import { parseWith } from "./config/schemas.ts";
 import { MicroVMError } from "./config/errors.ts";
@@ -35,6 +30,7 @@ import { Metrics } from "./config/metrics.ts";
 export { MicroVMError, ValidationError } from "./config/errors.ts";
 export type { VmEnd } from "./lifecycle.ts";
 export type { BootCompleteInfo } from "./devices/boot-timer.ts";
+export type { DeviceClass, DeviceModels } from "./boot/machine.ts";
 
 /** Firecracker's InstanceInfo.state, plus the two moments it has no word for (src/lifecycle.ts). */
 export type MicroVMState = VmState;
@@ -47,10 +43,10 @@ export interface RunningVm {
   readonly exited: Promise<VmEnd>;
   readonly serial: { queueInput(bytes: Uint8Array): number; readonly counters: Readonly<SerialCounters> };
   readonly vcpus: readonly { readonly exitCounts: ReadonlyMap<number, number> }[];
-  readonly virtio: readonly { readonly transport: { readonly device: unknown } }[];
 }
 
-export type BootFn = (opts: LinuxBootOptions) => Promise<{ vm: RunningVm }>;
+/** How MicroVM boots a machine: bootLinux, or a stand-in (tests). Devices come back by name. */
+export type BootFn = (opts: LinuxBootOptions) => Promise<{ vm: RunningVm; devices: Pick<MachineDevices, "virtio"> }>;
 
 export interface MicroVMOptions {
   /** The instance id (Firecracker's --id): in GET /, log lines and metrics. Default "anonymous-instance". */
@@ -58,16 +54,8 @@ export interface MicroVMOptions {
   /** How to boot; tests pass a stand-in that needs no KVM. Default: bootLinux (src/boot/linux.ts). */
   boot?: BootFn;
   /** Device models for network interfaces and the vsock (tests pass stand-ins). Default: VirtioNet and VirtioVsock. */
-  deviceModels?: { VirtioNet?: DeviceClass; VirtioVsock?: DeviceClass };
+  deviceModels?: DeviceModels;
 }
-
-/**
- * A net or vsock device model's constructor. kindling calls
- *   new VirtioNet({ ifaceId, hostDevName, guestMac?, mtu?, log })
- *   new VirtioVsock({ guestCid, udsPath, log })
- * and, after the VM ends, the device's close() if it has one.
- */
-export type DeviceClass = new (opts: Record<string, unknown>) => VirtioDevice;
 
 export interface MicroVMEvents {
   /** Bytes the guest wrote to its serial console. */
@@ -103,7 +91,8 @@ export class MicroVM {
   private readonly lifecycle = new Lifecycle();
   private starting?: Promise<void>;
   private vm?: RunningVm;
-  private devices: { name: string; device: unknown }[] = [];
+  /** The virtio devices by metric name (block_<id>, entropy, net_<id>, vsock), from the recipe. */
+  private devices: readonly { name: string; device: unknown }[] = [];
   private serialFd?: number;
   private serialStream?: { stream: ReadableStream<Uint8Array>; controller: ReadableStreamDefaultController<Uint8Array> };
   /** Console bytes dropped because the `serial` stream's reader fell more than 1 MiB behind. */
@@ -272,75 +261,43 @@ export class MicroVM {
     const r = this.resources;
     if (!r.bootSource) throw new MicroVMError("InstanceStart: no boot source: configure boot-source (PUT /boot-source) first");
     this.lifecycle.to("Starting");
-    let extra: { name: string; device: VirtioDevice }[] = [];
     try {
-      extra = await this.createExtraDevices();
-      const { vm } = await this.bootFn(this.bootOptions(extra.map((e) => e.device)));
-      const names = [...r.orderedDrives().map((d) => `block_${d.drive_id}`), ...(r.entropy ? ["entropy"] : []), ...extra.map((e) => e.name)];
-      this.devices = vm.virtio.map((v, i) => ({ name: names[i] ?? `virtio_${i}`, device: v.transport.device }));
+      const { vm, devices } = await this.bootFn(this.bootOptions());
+      this.devices = devices.virtio;
       this.vm = vm;
       this.lifecycle.to("Running");
       this.logger.info(`microVM ${this.id} started`);
       void vm.exited.then((exit) => this.ended(exit));
     } catch (e) {
       this.lifecycle.to("Not started");
-      for (const x of extra) closeDevice(x.device);
       if (e instanceof MicroVMError) throw e;
       throw new MicroVMError(`InstanceStart failed: ${(e as Error).message}`);
     }
   }
 
-  private bootOptions(extraDevices: VirtioDevice[]): LinuxBootOptions {
+  /** The machine as configured (machine.ts's description), and where its output and events go. */
+  private bootOptions(): LinuxBootOptions {
     const r = this.resources;
     const b = r.bootSource!;
-    const drives: DriveOptions[] = r.orderedDrives().map((d) => ({
-      path: d.path_on_host!,
-      readOnly: d.is_read_only ?? false,
-      root: d.is_root_device && d.partuuid === undefined,
-      id: d.drive_id.slice(0, VIRTIO_BLK_ID_BYTES), // the serial the guest reads with VIRTIO_BLK_T_GET_ID
-    }));
-    // A root drive with a partuuid is found by the kernel through its partition table, not as /dev/vda.
-    const byPartuuid = r.orderedDrives().find((d) => d.is_root_device && d.partuuid !== undefined);
-    const cmdline = byPartuuid
-      ? `${b.boot_args ?? DEFAULT_CMDLINE} root=PARTUUID=${byPartuuid.partuuid} ${byPartuuid.is_read_only ? "ro" : "rw"}`
-      : b.boot_args;
     return {
       kernel: b.kernel_image_path,
       initrd: b.initrd_path,
-      cmdline,
+      cmdline: b.boot_args,
       memSize: r.machine.mem_size_mib * MiB,
       vcpus: r.machine.vcpu_count,
       cpuidProfile: "auto",
-      drives,
+      // The root drive first: it is /dev/vda. A partuuid finds it through its partition table instead.
+      drives: r.orderedDrives().map((d) => ({
+        id: d.drive_id, path: d.path_on_host!, readOnly: d.is_read_only ?? false, root: d.is_root_device, partuuid: d.partuuid,
+      })),
       entropy: r.entropy !== undefined,
-      extraDevices,
+      nets: [...r.nets.values()].map((n) => ({ id: n.iface_id, hostDevName: n.host_dev_name, guestMac: n.guest_mac, mtu: n.mtu })),
+      vsock: r.vsock && { guestCid: r.vsock.guest_cid, udsPath: r.vsock.uds_path },
+      deviceModels: this.models,
       consoleOutput: (bytes) => this.consoleOutput(bytes),
       log: (line) => this.logger.info(line),
       onBootComplete: (info) => this.emit("boot-complete", info),
     };
-  }
-
-  /** The network interfaces and the vsock. */
-  private async createExtraDevices(): Promise<{ name: string; device: VirtioDevice }[]> {
-    const r = this.resources;
-    const out: { name: string; device: VirtioDevice }[] = [];
-    const log = (m: string) => this.logger.info(m, "devices");
-    try {
-      if (r.nets.size) {
-        const Net = this.models.VirtioNet ?? (VirtioNet as unknown as DeviceClass);
-        for (const n of r.nets.values()) {
-          out.push({ name: `net_${n.iface_id}`, device: new Net({ ifaceId: n.iface_id, hostDevName: n.host_dev_name, guestMac: n.guest_mac, mtu: n.mtu, log }) });
-        }
-      }
-      if (r.vsock) {
-        const Vsock = this.models.VirtioVsock ?? (VirtioVsock as unknown as DeviceClass);
-        out.push({ name: "vsock", device: new Vsock({ guestCid: r.vsock.guest_cid, udsPath: r.vsock.uds_path, log }) });
-      }
-    } catch (e) {
-      for (const x of out) closeDevice(x.device);
-      throw e;
-    }
-    return out;
   }
 
   pause(): void {
@@ -448,9 +405,4 @@ export class MicroVM {
     this.emit("exit", exit);
     this.resolveExited(exit);
   }
-}
-
-/** Release what a device that never reached a VM holds (a TAP and its reader, a socket). */
-function closeDevice(device: VirtioDevice): void {
-  void Promise.resolve(device.close?.()).catch(() => {});
 }

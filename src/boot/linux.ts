@@ -17,7 +17,7 @@ import { readFileSync } from "node:fs";
 import { Vm, type VmOptions } from "../vm.ts";
 import { loadKernel, type LoadedKernel } from "../loader/kernel.ts";
 import { loadInitrd } from "../loader/initrd.ts";
-import { buildCmdline, writeCmdline } from "../arch/x86_64/cmdline.ts";
+import { buildCmdline, rootArgs, writeCmdline } from "../arch/x86_64/cmdline.ts";
 import { e820Map, type E820Entry } from "../arch/x86_64/e820.ts";
 import { writeZeroPage } from "../arch/x86_64/zero-page.ts";
 import { writeMptable } from "../arch/x86_64/mptable.ts";
@@ -32,34 +32,19 @@ import {
 } from "../arch/x86_64/layout.ts";
 import { BootTimer, bootTimerStart, type BootCompleteInfo } from "../devices/boot-timer.ts";
 import { detectHost } from "../host.ts";
-import { FileBlockBackend, VirtioBlock } from "../devices/virtio/block.ts";
-import { VirtioRng } from "../devices/virtio/rng.ts";
-import type { VirtioDevice } from "../devices/virtio/device.ts";
+import {
+  attachVirtioDevices, createVirtioDevices, type DeviceModels, type DriveConfig, type MachineConfig, type MachineDevices,
+} from "./machine.ts";
 import { bootStep, type BootStep, type BootStepData, type BootStepNumber } from "./steps.ts";
 
-export interface LinuxBootOptions {
-  /** A path, or the image's bytes. */
-  kernel: string | Uint8Array;
-  initrd?: string | Uint8Array;
-  /** The kernel command line; DEFAULT_CMDLINE when absent. kindling appends the cpuid profile's additions. */
-  cmdline?: string;
-  memSize?: number;
-  vcpus?: number;
-  /** "auto" picks emulated-host where the host emulates guest kernel code, default elsewhere. */
-  cpuidProfile?: CpuidProfile | "auto";
+/** A machine (machine.ts) and how to boot it: where output goes, hooks for --explain, tracing and tests. */
+export interface LinuxBootOptions extends MachineConfig {
   consoleOutput?: VmOptions["consoleOutput"];
   log?: (line: string) => void;
   /** Called when the guest writes 123 to the boot-timer device. */
   onBootComplete?: (info: BootCompleteInfo) => void;
-  /** virtio-blk disks, /dev/vda onwards in this order. A root drive adds `root=/dev/vdX` (and `ro` if read-only). */
-  drives?: DriveOptions[];
-  /** A virtio-rng device fed from the host's CSPRNG. */
-  entropy?: boolean;
-  /**
-   * More virtio devices, added after the drives and the entropy device (the net and vsock device models
-   * plug in here). Each gets an MMIO window, an IRQ and a `virtio_mmio.device=` argument.
-   */
-  extraDevices?: VirtioDevice[];
+  /** Substitute net and vsock device models (tests). */
+  deviceModels?: DeviceModels;
   /**
    * Called after each numbered step with what it wrote (for `kindling boot --explain`): the values, not
    * prose. The receiver formats them (src/explain.ts).
@@ -76,15 +61,17 @@ export interface LinuxBootOptions {
   protocol?: "linux64" | "pvh";
 }
 
+/** What bootLinux returns: the VM, what each step wrote, and the machine's devices by name. */
+export interface BootedLinux {
+  vm: Vm;
+  plan: BootPlan;
+  devices: MachineDevices;
+}
+
 export type { BootStep } from "./steps.ts";
 
-export interface DriveOptions {
-  path: string;
-  readOnly?: boolean;
-  root?: boolean;
-  /** What GET_ID answers (the guest's /sys/block/vdX/serial). */
-  id?: string;
-}
+/** @deprecated the machine description's name for a drive is DriveConfig (machine.ts). */
+export type DriveOptions = DriveConfig;
 
 /** What the boot wrote, step by step: for --explain, logs and tests. */
 export interface BootPlan {
@@ -107,7 +94,7 @@ export function resolveCpuidProfile(t: CpuidProfile | "auto" | undefined): Cpuid
   return detectHost().emulatesGuestKernel ? "emulated-host" : "default";
 }
 
-export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan: BootPlan }> {
+export async function bootLinux(opts: LinuxBootOptions): Promise<BootedLinux> {
   const log = opts.log ?? (() => {});
   const started = bootTimerStart();
   const memSize = opts.memSize ?? 128 * MiB;
@@ -128,11 +115,11 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
       pio: vm.pio.list(),
     }));
     // 2. The boot timer: the guest's init writes 123 to it when it is up.
-    const timer = new BootTimer(started, (info) => {
+    const timer = opts.bootTimer === false ? undefined : new BootTimer(started, (info) => {
       log(`boot complete: the guest wrote 123 to the boot timer ${info.wallMs.toFixed(1)} ms after VM creation started (CPU: ${((info.cpuUserUs + info.cpuSystemUs) / 1000).toFixed(1)} ms)`);
       opts.onBootComplete?.(info);
     });
-    vm.mmio.register(BOOT_TIMER_START, BOOT_TIMER_SIZE, timer);
+    if (timer) vm.mmio.register(BOOT_TIMER_START, BOOT_TIMER_SIZE, timer);
     explain(2, () => ({ addr: BOOT_TIMER_START, size: BOOT_TIMER_SIZE }));
 
     // 3. The kernel.
@@ -142,17 +129,10 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     // 4. The initrd, as high as the kernel allows.
     const initrd = initrdImage ? loadInitrd(vm.memory, initrdImage, kernel.kernelEnd, kernel.setupHeader) : undefined;
 
-    // 4b. virtio devices: each in the next MMIO window on the next IRQ.
-    const devices: VirtioDevice[] = [];
-    const rootArgs: string[] = [];
-    (opts.drives ?? []).forEach((d, i) => {
-      devices.push(new VirtioBlock(new FileBlockBackend(d.path, d.readOnly ?? false), { id: d.id, log }));
-      // Drives appear as /dev/vda, /dev/vdb ... in the order the kernel probes them, which is window order.
-      if (d.root) rootArgs.push(`root=/dev/vd${String.fromCharCode(97 + i)}`, d.readOnly ? "ro" : "rw");
-    });
-    if (opts.entropy) devices.push(new VirtioRng());
-    devices.push(...(opts.extraDevices ?? []));
-    const attached = devices.map((d) => vm.addVirtioDevice(d));
+    // 4b. virtio devices (machine.ts): each in the next MMIO window on the next IRQ, found later by name.
+    const devices = createVirtioDevices(opts, { models: opts.deviceModels, log });
+    devices.bootTimer = timer;
+    const attached = attachVirtioDevices(vm, devices);
     explain(4, () => ({
       initrd, devices: attached.map((a) => ({ name: a.transport.name, addr: a.addr, size: a.size, irq: a.irq })),
     }));
@@ -165,7 +145,7 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     // 5. The command line.
     const cmdline = buildCmdline({
       base: opts.cmdline,
-      extra: [...rootArgs, ...additions.map((a) => a.arg)],
+      extra: [...rootArgs(opts.drives ?? []), ...additions.map((a) => a.arg)],
       devices: attached.map((a) => ({ addr: a.addr, size: a.size, irq: a.irq })),
       hdrCmdlineSize: kernel.setupHeader?.cmdline_size,
     });
@@ -221,6 +201,7 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     if (opts.start !== false) await vm.start();
     return {
       vm,
+      devices,
       plan: {
         kernel, initrd, cmdline, cmdlineAdditions: additions, e820, zeroPage, cpuidProfile, cpuidChanges: cpuids[0]!.changes,
         devices: attached.map((a) => ({ name: a.transport.name, addr: a.addr, irq: a.irq })),

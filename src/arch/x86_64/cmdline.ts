@@ -34,6 +34,31 @@ export function virtioMmioDeviceArg(dev: VirtioMmioWindow): string {
   return `virtio_mmio.device=${sizeText}@0x${dev.addr.toString(16)}:${dev.irq}`;
 }
 
+/** What the root-argument rules need to know of a drive, in window order (/dev/vda first). */
+export interface RootDriveInfo {
+  /** The kernel mounts its root filesystem from this drive. */
+  root?: boolean;
+  readOnly?: boolean;
+  /** Find the root by this partition UUID (Firecracker's drive.partuuid) instead of as /dev/vdX. */
+  partuuid?: string;
+}
+
+/**
+ * The `root=` arguments for a set of drives (both of kindling's rules, in one place):
+ *   - a root drive without a partuuid is the whole disk: `root=/dev/vdX` by its position, since virtio-blk
+ *     disks appear as /dev/vda, /dev/vdb ... in the order the kernel probes them, which is window order;
+ *   - a root drive with a partuuid is found through its partition table: `root=PARTUUID=<uuid>`;
+ * then `ro` or `rw` as the drive is read-only or not. No root drive: no arguments (the initramfs is root).
+ */
+export function rootArgs(drives: readonly RootDriveInfo[]): string[] {
+  const i = drives.findIndex((d) => d.root);
+  if (i < 0) return [];
+  const d = drives[i]!;
+  if (i >= 26 && d.partuuid === undefined) throw new Error(`root drive ${i + 1}: only the first 26 drives have a /dev/vdX name (give it a partuuid)`);
+  const root = d.partuuid !== undefined ? `root=PARTUUID=${d.partuuid}` : `root=/dev/vd${String.fromCharCode(97 + i)}`;
+  return [root, d.readOnly ? "ro" : "rw"];
+}
+
 /**
  * The longest command line the kernel accepts, in bytes including the terminating NUL.
  * boot.rst: hdr.cmdline_size (protocol 2.06+) is "the maximum size of the command line without the
