@@ -13,8 +13,8 @@
 //   4. init ends the VM (`reboot -f` through the i8042); exec() resolves when the VM has ended.
 
 import { DEFAULT_CMDLINE } from "./arch/x86_64/cmdline.ts";
-import { MicroVM, MicroVMError, type MicroVMOptions, type VmExit } from "./microvm.ts";
-import type * as S from "./api/schemas.ts";
+import { MicroVM, MicroVMError, type MicroVMOptions, type VmEnd } from "./microvm.ts";
+import type * as S from "./config/schemas.ts";
 
 /** ASCII RS, which starts every framed output line (guest/init.sh, run_framed). */
 export const EXEC_RS = 0x1e;
@@ -136,7 +136,7 @@ export interface ExecOptions {
   memoryMib?: number;
   vcpus?: number;
   /** More of the microVM's configuration, in Firecracker's shape: drives after the root, network interfaces, vsock, entropy. */
-  config?: Pick<S.MicroVMConfig, "drives" | "network-interfaces" | "vsock" | "entropy">;
+  config?: Partial<Pick<S.MicroVMConfig, "drives" | "network-interfaces" | "vsock" | "entropy">>;
   /** Kernel command-line words added to the default line (e.g. `ip=dhcp`). */
   bootArgs?: string;
   /** Stop the microVM after this long; the result is then EXEC_TIMEOUT_STATUS with timedOut set. */
@@ -160,14 +160,14 @@ export interface ExecResult {
   stderr: string;
   timedOut: boolean;
   /** How the microVM ended. */
-  end: VmExit;
+  end: VmEnd;
   /** Milliseconds from the call: the guest's boot-timer write, the command's first output, the end. */
   timings: { bootCompleteMs?: number; firstOutputMs?: number; totalMs: number };
 }
 
 /** An exec whose microVM failed, or ended without reporting the command's exit status. */
 export class ExecError extends Error {
-  constructor(message: string, readonly end?: VmExit) {
+  constructor(message: string, readonly end?: VmEnd) {
     super(message);
     this.name = "ExecError";
   }
