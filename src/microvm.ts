@@ -46,6 +46,8 @@ export interface RunningVm {
   readonly serial: { queueInput(bytes: Uint8Array): number; readonly counters: Readonly<SerialCounters> };
   readonly vcpus: readonly { readonly exitCounts: ReadonlyMap<number, number> }[];
   readonly virtio: readonly { readonly transport: { readonly device: unknown } }[];
+  /** The keyboard controller, for SendCtrlAltDel. */
+  readonly i8042?: { sendCtrlAltDel(): boolean };
 }
 
 export type BootFn = (opts: LinuxBootOptions) => Promise<{ vm: RunningVm }>;
@@ -360,11 +362,15 @@ export class MicroVM {
     return this.exited;
   }
 
-  /** Firecracker sends Ctrl+Alt+Del through an i8042 keyboard; kindling's i8042 has none. */
-  sendCtrlAltDel(): never {
-    throw new MicroVMError(
-      "SendCtrlAltDel is not supported: kindling's i8042 models only the reset line, with no keyboard to send Ctrl+Alt+Del through; stop the microVM, or shut the guest down from inside",
-    );
+  /**
+   * PUT /actions SendCtrlAltDel: as in Firecracker, the i8042's keyboard presses and releases Ctrl+Alt+Del
+   * and raises IRQ 1. A Linux guest with a keyboard driver and a VT reboots (reboot=k ends the VM).
+   */
+  sendCtrlAltDel(): void {
+    const vm = this.requireStarted("SendCtrlAltDel");
+    if (!vm.i8042) throw new MicroVMError("SendCtrlAltDel: this VM has no i8042 keyboard");
+    if (!vm.i8042.sendCtrlAltDel()) throw new MicroVMError("SendCtrlAltDel: the keyboard's buffer is full (the guest has not read the keys sent before)");
+    this.logger.info(`microVM ${this.id}: Ctrl+Alt+Del sent through the i8042 keyboard`);
   }
 
   /** PUT /actions FlushMetrics. */

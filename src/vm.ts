@@ -17,7 +17,7 @@ import { allocateGuestMemory, freeGuestMemory, type GuestMemory } from "./memory
 import { IrqFdLine } from "./irq.ts";
 import { Vcpu, type VmExit } from "./vcpu.ts";
 import {
-  COM1_IRQ, COM1_PORT, IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, POST_CODE_PORT, VIRTIO_MMIO_MAX_DEVICES, VIRTIO_MMIO_SIZE,
+  COM1_IRQ, COM1_PORT, I8042_KEYBOARD_IRQ, IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, POST_CODE_PORT, VIRTIO_MMIO_MAX_DEVICES, VIRTIO_MMIO_SIZE,
   VIRTIO_MMIO_START, ramRegions,
 } from "./arch/x86_64/layout.ts";
 import { Serial } from "./devices/serial.ts";
@@ -65,6 +65,8 @@ export class Vm {
   readonly mmio: Bus;
   readonly vcpus: Vcpu[] = [];
   readonly serial: Serial;
+  /** The keyboard controller: its reset line ends the VM; its keyboard types SendCtrlAltDel. */
+  readonly i8042: I8042;
   readonly irqchip: boolean;
   private readonly queueNotify: "ioeventfd" | "exit";
   private readonly irqLines: IrqFdLine[] = [];
@@ -102,8 +104,11 @@ export class Vm {
     this.mmio = new Bus("mmio", this.log);
     this.serial = new Serial(opts.consoleOutput ?? (() => {}), this.interruptLine(COM1_IRQ));
     this.pio.register(COM1_PORT, 8, this.serial);
-    const i8042 = new I8042(() => this.end({ reason: "reset", message: "guest reset the machine through the i8042 (0xFE to port 0x64)" }));
-    for (const { port, device } of i8042.ports()) this.pio.register(port, 1, device);
+    this.i8042 = new I8042(
+      () => this.end({ reason: "reset", message: "guest reset the machine through the i8042 (0xFE to port 0x64)" }),
+      this.interruptLine(I8042_KEYBOARD_IRQ),
+    );
+    for (const { port, device } of this.i8042.ports()) this.pio.register(port, 1, device);
     for (const { port, device } of new CmosRtc().ports()) this.pio.register(port, 1, device);
     // Port 0x80 is written for short delays (Linux's io_delay); it needs no device, only no log noise.
     this.pio.register(POST_CODE_PORT, 1, { name: "post-code", read: (_o, d) => d.fill(0xff), write: () => {} });

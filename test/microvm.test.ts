@@ -40,7 +40,7 @@ describe("MicroVM configuration", () => {
     expect(() => vm.setMachineConfig({ vcpu_count: 1, mem_size_mib: 128, cpu_template: "C3" })).toThrow("cpu_template: C3 is not supported");
     expect(() => vm.setEntropy({ rate_limiter: { ops: bucket } })).toThrow("entropy.rate_limiter: rate limiting is not supported");
     expect(() => vm.putDrive({ drive_id: "v", is_root_device: false, socket: "/tmp/vhost.sock" })).toThrow("vhost-user-block");
-    expect(() => vm.sendCtrlAltDel()).toThrow(/SendCtrlAltDel is not supported.*i8042/);
+    expect(() => vm.sendCtrlAltDel()).toThrow("SendCtrlAltDel: the microVM has not started");
     // Nothing was stored by the refused calls.
     expect(vm.config["machine-config"]).toEqual({ vcpu_count: 1, mem_size_mib: 128, smt: false, track_dirty_pages: false, huge_pages: "None" });
     expect(vm.config.drives).toBeUndefined();
@@ -103,6 +103,17 @@ describe("MicroVM life cycle", () => {
     expect(vm.state).toBe("Stopped");
     expect(() => vm.resume()).toThrow("has stopped");
     expect(vm.writeSerial(new Uint8Array([1]))).toBe(0);
+  });
+
+  test("SendCtrlAltDel reaches the VM's i8042 keyboard once started, as in Firecracker", async () => {
+    const booted: FakeVm[] = [];
+    const vm = fakeMicroVM({ "boot-source": bootSource }, {}, booted);
+    expect(() => vm.sendCtrlAltDel()).toThrow("SendCtrlAltDel: the microVM has not started");
+    await vm.start();
+    vm.sendCtrlAltDel();
+    expect(booted[0]!.ctrlAltDels).toBe(1);
+    await vm.stop();
+    expect(() => vm.sendCtrlAltDel()).toThrow("SendCtrlAltDel: the microVM has stopped");
   });
 
   test("a guest that ends by itself ends the MicroVM, with the reason", async () => {

@@ -18,6 +18,8 @@ export interface FakeVm extends RunningVm {
   opts: LinuxBootOptions;
   paused: boolean;
   input: number[];
+  /** How many times SendCtrlAltDel reached the keyboard. */
+  ctrlAltDels: number;
   /** The guest "prints" to its console. */
   print(text: string): void;
   /** The guest ends on its own. */
@@ -33,6 +35,8 @@ export function fakeBoot(booted: FakeVm[] = []) {
       opts,
       paused: false,
       input: [],
+      ctrlAltDels: 0,
+      i8042: { sendCtrlAltDel: () => (vm.ctrlAltDels++, true) },
       pause: () => void (vm.paused = true),
       resume: () => void (vm.paused = false),
       stop: async (message = "stopped") => {
