@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildGuest, guestArtifactsIfBuilt, type GuestArtifacts } from "../guest/build.ts";
-import { loadConfigFile } from "../src/config.ts";
+import { loadConfigFile } from "../src/config/file.ts";
 import { kvmTest } from "./support/kvm.ts";
 import { collect, spawnKindling } from "./support/api.ts";
 

@@ -248,3 +248,19 @@ test("inflating 64 MiB of a 256 MiB guest's RAM (mmap'd as a Vm's) lowers the VM
     freeGuestMemory(mem);
   }
 });
+
+test("state: target, actual, interval, statistics and counters round-trip; bad states are refused by field", () => {
+  const { balloon, driver, alloc, mem } = setup({ amountMib: 2, statsPollingIntervalS: 3600 });
+  const [inflate] = driver.init();
+  sendPfns(inflate!, alloc, mem, [0x300, 0x301]);
+  driver.dev.write(V.VIRTIO_MMIO_CONFIG + 4, new Uint8Array(new Uint32Array([2]).buffer));
+  const state = JSON.parse(JSON.stringify(balloon.describe()));
+  const fresh = new VirtioBalloon({ amountMib: 0, deflateOnOom: false, statsPollingIntervalS: 3600 });
+  fresh.restore(state);
+  expect(fresh.describe()).toEqual(balloon.describe());
+  expect(fresh.statistics()).toMatchObject({ target_mib: 2, actual_pages: 2 });
+  expect(() => fresh.restore({ ...state, stats: { bogus: 1 } })).toThrow("stats.bogus");
+  expect(() => new VirtioBalloon({ amountMib: 0, deflateOnOom: false }).restore(state)).toThrow("statsPollingIntervalS");
+  balloon.close();
+  fresh.close();
+});

@@ -27,6 +27,7 @@
 // ATKBD_CMD_* values also encode how many parameter and result bytes a command has in their upper bits;
 // the byte the controller or keyboard sees is the low byte.
 
+import { bool, checkKind, DeviceStateError, int, type Stateful } from "./state.ts";
 import type { BusDevice, InterruptLine } from "../bus.ts";
 import { I8042_COMMAND_PORT, I8042_DATA_PORT } from "../arch/x86_64/layout.ts";
 
@@ -106,7 +107,24 @@ export const CTRL_ALT_DEL = [
 /** A real keyboard's buffer is 16 bytes; a guest that never reads should not make the VMM hold more. */
 export const KEYBOARD_QUEUE_LIMIT = 16;
 
-export class I8042 {
+/**
+ * The controller's command byte, its own answer and the keyboard's bytes waiting for 0x60, commands
+ * awaiting their parameter, and the reset latch.
+ */
+export type I8042State = {
+  kind: "i8042";
+  ctr: number;
+  /** The controller's answer waiting at 0x60, or null. */
+  controllerByte: number | null;
+  /** The keyboard's bytes not yet read, oldest first (at most KEYBOARD_QUEUE_LIMIT). */
+  keyboardQueue: number[];
+  pendingCommand: number | null;
+  pendingKeyboardCommand: number | null;
+  lastWriteWasCommand: boolean;
+  resetRequested: boolean;
+};
+
+export class I8042 implements Stateful<I8042State> {
   readonly name = "i8042";
   private ctr = INITIAL_CTR;
   /** The controller's own answer waiting at 0x60, if any: it goes ahead of keyboard bytes. */
@@ -151,6 +169,32 @@ export class I8042 {
       { port: I8042_DATA_PORT, device: this.dataPort },
       { port: I8042_COMMAND_PORT, device: this.commandPort },
     ];
+  }
+
+  describe(): I8042State {
+    return {
+      kind: "i8042", ctr: this.ctr, controllerByte: this.controllerByte ?? null, keyboardQueue: [...this.keyboardQueue],
+      pendingCommand: this.pendingCommand ?? null, pendingKeyboardCommand: this.pendingKeyboardCommand ?? null,
+      lastWriteWasCommand: this.lastWriteWasCommand, resetRequested: this.resetRequested,
+    };
+  }
+
+  /** A restored controller whose guest had already pulsed reset does not call onReset again. */
+  restore(s: I8042State): void {
+    const D = this.name;
+    checkKind(D, s, "i8042");
+    const optByte = (f: "controllerByte" | "pendingCommand" | "pendingKeyboardCommand") => (s[f] === null ? undefined : int(D, f, s[f], 0, 0xff));
+    if (!Array.isArray(s.keyboardQueue) || s.keyboardQueue.length > KEYBOARD_QUEUE_LIMIT) {
+      throw new DeviceStateError(D, `keyboardQueue: not an array of at most ${KEYBOARD_QUEUE_LIMIT} bytes`);
+    }
+    const queue = s.keyboardQueue.map((b, i) => int(D, `keyboardQueue[${i}]`, b, 0, 0xff));
+    const next = {
+      ctr: int(D, "ctr", s.ctr, 0, 0xff), controllerByte: optByte("controllerByte"), pendingCommand: optByte("pendingCommand"),
+      pendingKeyboardCommand: optByte("pendingKeyboardCommand"),
+      lastWriteWasCommand: bool(D, "lastWriteWasCommand", s.lastWriteWasCommand), resetRequested: bool(D, "resetRequested", s.resetRequested),
+    };
+    Object.assign(this, next);
+    this.keyboardQueue.splice(0, this.keyboardQueue.length, ...queue);
   }
 
   /** Whether the guest has asked for a reset. */

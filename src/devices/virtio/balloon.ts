@@ -24,7 +24,8 @@
 import { PAGE_SIZE } from "../../arch/x86_64/layout.ts";
 import { StructView } from "../../kvm/struct.ts";
 import type { GuestMemory } from "../../memory.ts";
-import { readConfigBytes, type VirtioContext, type VirtioDevice } from "./device.ts";
+import { checkKind, DeviceStateError, int } from "../state.ts";
+import { readConfigBytes, type VirtioContext, type VirtioDevice, type VirtioDeviceState } from "./device.ts";
 import type { DescriptorChain, Virtqueue } from "./queue.ts";
 import {
   bit, virtio_balloon_config, virtio_balloon_stat, VIRTIO_BALLOON_F_DEFLATE_ON_OOM, VIRTIO_BALLOON_F_PAGE_REPORTING,
@@ -84,6 +85,23 @@ export interface VirtioBalloonOptions {
 }
 
 type QueueRole = "inflate" | "deflate" | "stats" | "reporting";
+
+/**
+ * The target and the driver's answer (configuration space), the statistics interval and the latest
+ * statistics, and the counters. A stats buffer held at the time is not part of it: the restored device
+ * gets fresh statistics only once the driver adds a buffer again.
+ */
+export type VirtioBalloonState = {
+  kind: "virtio-balloon";
+  numPages: number;
+  actual: number;
+  statsPollingIntervalS: number;
+  stats: Record<string, number>;
+  inflatedPages: number;
+  deflatedPages: number;
+  reportedBytes: number;
+  invalidPfns: number;
+};
 
 export class VirtioBalloon implements VirtioDevice {
   readonly name = "virtio-balloon";
@@ -178,6 +196,38 @@ export class VirtioBalloon implements VirtioDevice {
   }
 
   // ---- the virtio device ----
+
+  describe(): VirtioBalloonState {
+    return {
+      kind: "virtio-balloon", numPages: this.targetPages, actual: this.actualPages, statsPollingIntervalS: this.statsIntervalS,
+      stats: { ...this.latestStats }, inflatedPages: this.inflatedPages, deflatedPages: this.deflatedPages,
+      reportedBytes: this.reportedBytes, invalidPfns: this.invalidPfns,
+    };
+  }
+
+  restore(s: VirtioDeviceState): void {
+    const D = this.name;
+    checkKind(D, s, "virtio-balloon");
+    const n = (f: string) => int(D, f, s[f], 0, Number.MAX_SAFE_INTEGER);
+    const interval = n("statsPollingIntervalS");
+    if ((interval === 0) !== (this.statsIntervalS === 0)) throw new DeviceStateError(D, "statsPollingIntervalS: statistics on or off must match the device's stats queue");
+    const stats = s.stats;
+    if (!stats || typeof stats !== "object" || Array.isArray(stats)) throw new DeviceStateError(D, "stats: not an object");
+    const names = new Set(Object.values(BALLOON_STAT_NAMES));
+    const latest: Record<string, number> = {};
+    for (const [k, v] of Object.entries(stats)) {
+      if (!names.has(k)) throw new DeviceStateError(D, `stats.${k}: not a balloon statistic`);
+      latest[k] = int(D, `stats.${k}`, v, 0, Number.MAX_SAFE_INTEGER);
+    }
+    this.config.set("num_pages", int(D, "numPages", s.numPages, 0, 0xffffffff));
+    this.config.set("actual", int(D, "actual", s.actual, 0, 0xffffffff));
+    this.statsIntervalS = interval;
+    this.latestStats = latest;
+    this.inflatedPages = n("inflatedPages");
+    this.deflatedPages = n("deflatedPages");
+    this.reportedBytes = n("reportedBytes");
+    this.invalidPfns = n("invalidPfns");
+  }
 
   readConfig(offset: number, data: Uint8Array): void {
     readConfigBytes(this.config.bytes, offset, data);
