@@ -22,37 +22,9 @@
 import { z } from "zod";
 import type { CpuidEntry } from "../../kvm/system.ts";
 import type { CpuidChange, Register } from "./cpuid.ts";
-import { FIRECRACKER_STATIC_TEMPLATES } from "./firecracker-cpu-templates.ts";
+import { FIRECRACKER_STATIC_TEMPLATES, type CpuTemplateDefinition } from "./firecracker-cpu-templates.ts";
 
-export interface CpuidRegisterModifier {
-  register: Register;
-  filter: number;
-  value: number;
-  /** What the bits are (documentation only). */
-  bits?: string[];
-}
-
-export interface CpuidLeafModifier {
-  leaf: number;
-  subleaf: number;
-  /** kvm_cpuid_entry2.flags for the entry (1 = KVM_CPUID_FLAG_SIGNIFCANT_INDEX). */
-  flags: number;
-  modifiers: CpuidRegisterModifier[];
-}
-
-export interface MsrModifier {
-  addr: number;
-  filter: bigint;
-  value: bigint;
-  bits?: string[];
-}
-
-/** Firecracker's CustomCpuTemplate for x86_64. */
-export interface CpuTemplateDefinition {
-  cpuid_modifiers: CpuidLeafModifier[];
-  msr_modifiers: MsrModifier[];
-  kvm_capabilities?: string[];
-}
+export type { CpuidLeafModifier, CpuidRegisterModifier, CpuTemplateDefinition, MsrModifier } from "./firecracker-cpu-templates.ts";
 
 export const STATIC_CPU_TEMPLATES = ["C3", "T2", "T2S", "T2CL", "T2A"] as const;
 export type StaticCpuTemplate = (typeof STATIC_CPU_TEMPLATES)[number];

@@ -9,7 +9,37 @@
 // others keep the host's value (register = (register & ~filter) | value). docs/cpu-templates.md shows them
 // as tables. How they are checked and applied: cpu-templates.ts.
 
-import type { CpuTemplateDefinition } from "./cpu-templates.ts";
+import type { Register } from "./cpuid.ts";
+
+export interface CpuidRegisterModifier {
+  register: Register;
+  filter: number;
+  value: number;
+  /** What the bits are (documentation only). */
+  bits?: string[];
+}
+
+export interface CpuidLeafModifier {
+  leaf: number;
+  subleaf: number;
+  /** kvm_cpuid_entry2.flags for the entry (1 = KVM_CPUID_FLAG_SIGNIFCANT_INDEX). */
+  flags: number;
+  modifiers: CpuidRegisterModifier[];
+}
+
+export interface MsrModifier {
+  addr: number;
+  filter: bigint;
+  value: bigint;
+  bits?: string[];
+}
+
+/** Firecracker's CustomCpuTemplate for x86_64. */
+export interface CpuTemplateDefinition {
+  cpuid_modifiers: CpuidLeafModifier[];
+  msr_modifiers: MsrModifier[];
+  kvm_capabilities?: string[];
+}
 
 export const FIRECRACKER_STATIC_TEMPLATES: Record<"T2" | "T2S" | "T2CL" | "T2A" | "C3", CpuTemplateDefinition> = {
   /** T2: Intel Skylake/Cascade Lake/Ice Lake hosts, presenting an Intel Xeon (family 6 model 0x3f, Haswell) with EC2 T2's feature set. */
