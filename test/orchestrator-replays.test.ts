@@ -50,6 +50,8 @@ interface Step {
   code?: number;
   console?: string;
   actual_mib?: number;
+  /** Ask again (every 10 ms, as Kata's waitVMMRunning does) until expectBody matches, for at most this many seconds. */
+  repeatUntilMatch?: number;
 }
 
 interface Fixture {
@@ -131,7 +133,9 @@ async function replay(f: Fixture): Promise<void> {
   // Flags waiting on other branches: each refused by name on its own, then left out.
   const { argv, awaiting } = argvNow(f);
   for (const flag of awaiting) {
-    const p = spawnKindling(["api", flag, "--help"]);
+    // --no-api without --config-file is a usage error of its own: nothing starts whichever way the flag goes.
+    const value = f.argv[f.argv.indexOf(flag) + 1];
+    const p = spawnKindling(["api", flag, ...(value && !value.startsWith("--") ? [fill(value, vars)] : []), "--no-api"]);
     const err = await new Response(p.stderr).text();
     await p.exited;
     expect(err, `${f.tool} ${flag}: refused by name until ${AWAITING_OTHER_BRANCHES[`${f.tool} ${flag}`]!.branch} lands`).toMatch(AWAITING_OTHER_BRANCHES[`${f.tool} ${flag}`]!.refusal);
@@ -161,7 +165,13 @@ async function replay(f: Fixture): Promise<void> {
       const label = `${f.tool}: ${s.method ?? s.wait ?? s.signal} ${s.path ?? s.pattern ?? ""} (${s.from ?? "wait"})`;
       if (s.method && s.path) {
         const waiting = AWAITING_OTHER_BRANCHES[`${f.tool} ${s.method} ${s0.path}`];
-        const r = await call(vars.sock!, s.method, s.path, s.body);
+        let r = await call(vars.sock!, s.method, s.path, s.body);
+        const until = Date.now() + (s.repeatUntilMatch ?? 0) * 1000;
+        const matches = (json: unknown) => Object.entries(s.expectBody ?? {}).every(([k, v]) => (json as Record<string, unknown> | undefined)?.[k] === v);
+        while (s.repeatUntilMatch && !matches(r.json) && Date.now() < until) {
+          await Bun.sleep(10);
+          r = await call(vars.sock!, s.method, s.path, s.body);
+        }
         if (waiting) {
           expect(r.status, `${label}: refused until ${waiting.branch} lands; remove it from AWAITING_OTHER_BRANCHES once it is accepted\n${r.text}`).toBe(400);
           expect(r.text, label).toMatch(waiting.refusal);
