@@ -142,7 +142,8 @@ export class MicroVM {
     if (c.vsock) r.setVsock(c.vsock);
     if (c.entropy) r.setEntropy(c.entropy);
     if (c.balloon) r.setBalloon(c.balloon);
-    if (c["cpu-config"]) r.setCpuConfig(c["cpu-config"]);
+    // The schema transforms cpu-config's strings into numbers: the setter parses the original again.
+    if (c["cpu-config"]) r.setCpuConfig((input as Record<string, unknown>)["cpu-config"]);
     // Last: these two open their files.
     if (c.logger) this.logger.configure(c.logger);
     if (c.metrics) this.metrics.configure(c.metrics);

@@ -142,6 +142,16 @@ describe("MicroVM life cycle", () => {
     await vm.stop();
   });
 
+  test("balloon and cpu-config in a config file (flintlock's and Firecracker's FullVmConfiguration keys)", () => {
+    const vm = fakeMicroVM({
+      "boot-source": bootSource,
+      balloon: { amount_mib: 16, deflate_on_oom: true, stats_polling_interval_s: 2, free_page_reporting: true },
+      "cpu-config": { msr_modifiers: [{ addr: "0x10a", bitmap: "0b1" }] },
+    });
+    expect(vm.config.balloon).toEqual({ amount_mib: 16, deflate_on_oom: true, stats_polling_interval_s: 2, free_page_reporting: true });
+    expect(() => fakeMicroVM({ balloon: { amount_mib: 4096, deflate_on_oom: false } })).toThrow("balloon.amount_mib: 4096 MiB is more than the guest's 128 MiB");
+  });
+
   test("smt and CPU templates reach the machine description; a custom template wins over a static one", async () => {
     const booted: FakeVm[] = [];
     const vm = fakeMicroVM({ "boot-source": bootSource, "machine-config": { vcpu_count: 2, mem_size_mib: 128, smt: true, cpu_template: "T2A" } }, {}, booted);
