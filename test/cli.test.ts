@@ -114,7 +114,9 @@ describe("kindling command line", () => {
     const api = kindling("api", "--no-api");
     expect(api.code).toBe(EXIT.USAGE);
     expect(api.stderr).toContain("--no-api needs --config-file");
-    // Firecracker's PCI transport is refused by name, before anything starts.
+  });
+
+  test("Firecracker's --enable-pci is refused by name, before anything starts", () => {
     const pci = kindling("api", "--enable-pci", "--api-sock", "/tmp/kindling-never.sock");
     expect(pci.code).toBe(EXIT.USAGE);
     expect(pci.stderr).toContain("--enable-pci: virtio over PCI is not supported");
