@@ -60,7 +60,8 @@ interface Fixture {
   about: string;
   boots: boolean;
   argv: string[];
-  files?: Record<string, number | object>;
+  /** Files the tool creates first: a size in bytes (zeros), JSON content, or "fifo" (a named pipe it reads). */
+  files?: Record<string, number | object | "fifo">;
   config?: Record<string, unknown>;
   steps: Step[];
 }
@@ -121,8 +122,14 @@ async function replay(f: Fixture): Promise<void> {
   const vars: Record<string, string> = {
     dir, sock: join(dir, "api.sock"), id: `replay-${f.tool.replace(/\W+/g, "-")}`.slice(0, 60), kernel: g.vmlinux, rootfs: g.rootfs, config: join(dir, "config.json"),
   };
+  // "fifo": a named pipe with a reader on it, as Kata and firecracker-containerd read the log and metrics.
+  const readers: { kill(): void }[] = [];
   for (const [name, content] of Object.entries(f.files ?? {})) {
-    writeFileSync(join(dir, name), typeof content === "number" ? new Uint8Array(content) : JSON.stringify(fill(content, vars)));
+    const path = join(dir, name);
+    if (content === "fifo") {
+      if (!existsSync(path)) Bun.spawnSync(["mkfifo", path]);
+      readers.push(Bun.spawn(["cat", path], { stdout: "ignore", stderr: "ignore" }));
+    } else writeFileSync(path, typeof content === "number" ? new Uint8Array(content) : JSON.stringify(fill(content, vars)));
   }
   if (f.config) {
     const config = fill(structuredClone(f.config), vars);
@@ -213,6 +220,7 @@ async function replay(f: Fixture): Promise<void> {
     clearTimeout(deadline);
     p.kill("SIGKILL");
     await exited;
+    for (const r of readers) r.kill();
   }
 }
 
