@@ -89,6 +89,7 @@ test("inflate releases the pages named (they read back as zeros); deflate only c
   sendPfns(deflate!, alloc, mem, [first, first + 1]);
   expect(deflate!.takeUsed().length).toBe(1);
   expect(balloon.deflatedPages).toBe(2);
+  expect(balloon.counters).toMatchObject({ inflate_count: 1, deflate_count: 1, inflated_pages: 3, deflated_pages: 2 });
 });
 
 test("hostile inflate buffers: PFNs outside RAM are skipped, a ragged tail is ignored, the device keeps working", () => {

@@ -115,6 +115,8 @@ export class VirtioBalloon implements VirtioDevice {
   reportedBytes = 0;
   /** PFNs the guest sent that are not in guest RAM (skipped). */
   invalidPfns = 0;
+  /** Requests served per queue and statistics buffers read, for the metrics' "balloon" group. */
+  private readonly counts = { inflate_count: 0, deflate_count: 0, stats_updates_count: 0, free_page_report_count: 0 };
   private readonly config = new StructView(virtio_balloon_config);
   private readonly log: (message: string) => void;
   private statsIntervalS: number;
@@ -180,6 +182,11 @@ export class VirtioBalloon implements VirtioDevice {
       this.startStatsTimer();
       this.requestStats();
     }
+  }
+
+  /** Firecracker's balloon metrics (cumulative; the metrics writer reports the change per line). */
+  get counters(): Readonly<Record<string, number>> {
+    return { ...this.counts, inflated_pages: this.inflatedPages, deflated_pages: this.deflatedPages, invalid_pfns: this.invalidPfns };
   }
 
   /** GET /balloon/statistics. */
@@ -269,11 +276,20 @@ export class VirtioBalloon implements VirtioDevice {
     if (!q || !mem) return false;
     switch (this.roles[queueIndex]) {
       case "inflate":
-        return q.serve((chain) => (this.inflatedPages += this.forEachPfn(chain, mem, (pfns) => releasePages(mem, pfns)), 0));
+        return q.serve((chain) => {
+          this.counts.inflate_count++;
+          this.inflatedPages += this.forEachPfn(chain, mem, (pfns) => releasePages(mem, pfns));
+          return 0;
+        });
       case "deflate":
-        return q.serve((chain) => (this.deflatedPages += this.forEachPfn(chain, mem, () => {}), 0));
+        return q.serve((chain) => {
+          this.counts.deflate_count++;
+          this.deflatedPages += this.forEachPfn(chain, mem, () => {});
+          return 0;
+        });
       case "reporting":
         return q.serve((chain) => {
+          this.counts.free_page_report_count++;
           for (const b of chain.writable) this.reportedBytes += releaseRange(mem, b.addr, b.len);
           return 0;
         });
@@ -310,6 +326,7 @@ export class VirtioBalloon implements VirtioDevice {
       // A driver has one stats buffer; if it somehow offers another, the older one goes back at once.
       if (this.heldStats) q.push(this.heldStats, 0);
       this.heldStats = chain;
+      this.counts.stats_updates_count++;
       const n = Math.floor(chain.readableLength / virtio_balloon_stat.size);
       const bytes = chain.read(0, n * virtio_balloon_stat.size);
       for (let i = 0; i < n; i++) {
