@@ -161,6 +161,9 @@ export class VirtioNet implements VirtioDevice {
   private hostGso = new Set<number>([VIRTIO_NET_HDR_GSO_NONE]);
   private hostCsum = false;
   private reading = false;
+  /** Chains deliverPending may still pop this round. */
+  private rxBudget = 0;
+  private nextRoundScheduled = false;
 
   readonly backend: NetBackend;
 
@@ -355,14 +358,24 @@ export class VirtioNet implements VirtioDevice {
     this.ctx.signalUsed();
   }
 
-  /** Place waiting frames into receive buffers, oldest first, until one does not fit yet. Returns how many. */
+  /**
+   * Place waiting frames into receive buffers, oldest first, until one does not fit yet. Returns how many.
+   * A round pops at most the queue's size of chains (like Virtqueue.serve): a guest that keeps the ring full
+   * of chains too short for a header would otherwise keep this loop, and the main thread, going forever.
+   * When the budget runs out the next round runs on the next event-loop turn.
+   */
   private deliverPending(): number {
     const q = this.rx;
     let delivered = 0;
+    if (q) this.rxBudget = q.size;
     while (q && this.pending.length > 0 && this.ctx?.running()) {
       const frame = this.pending[0]!;
       const r = this.place(q, frame);
       if (r === "wait") break;
+      if (r === "yield") {
+        this.scheduleNextRound();
+        break;
+      }
       this.pending.shift();
       this.backend.releaseFrame();
       if (r === "placed") {
@@ -376,11 +389,24 @@ export class VirtioNet implements VirtioDevice {
     return delivered;
   }
 
+  /** Another deliverPending round after the event loop has run (setImmediate: after I/O and timers). */
+  private scheduleNextRound(): void {
+    if (this.nextRoundScheduled) return;
+    this.nextRoundScheduled = true;
+    setImmediate(() => {
+      this.nextRoundScheduled = false;
+      if (!this.ctx?.running()) return;
+      this.deliverPending();
+      this.ctx.signalUsed();
+    });
+  }
+
   /**
    * Put one frame into receive buffers: one chain, or with MRG_RXBUF as many as it needs (§5.1.6.3.2).
-   * "wait": not enough buffers yet (none taken). "dropped": the frame can never be delivered.
+   * "wait": not enough buffers yet (none taken). "dropped": the frame can never be delivered. "yield": this
+   * round's budget of pops (rxBudget) is spent (none taken); try again next round.
    */
-  private place(q: Virtqueue, frame: Uint8Array): "placed" | "wait" | "dropped" {
+  private place(q: Virtqueue, frame: Uint8Array): "placed" | "wait" | "dropped" | "yield" {
     const why = this.unacceptable(frame);
     if (why) {
       this.rxLog.note(`${why}; dropped`);
@@ -395,11 +421,16 @@ export class VirtioNet implements VirtioDevice {
         this.rxLog.note(`a ${frame.byteLength}-byte frame does not fit ${this.mergeable ? "the whole receive ring" : `receive chain ${chains[0]!.head}`} (${room} bytes); dropped`);
         return "dropped";
       }
+      if (this.rxBudget <= 0) {
+        q.undoPop(chains.length);
+        return "yield";
+      }
       const chain = q.pop();
       if (!chain) {
         q.undoPop(chains.length);
         return "wait";
       }
+      this.rxBudget--;
       // A chain with fewer bytes than the header cannot start a frame; as a later part it adds its room.
       chains.push(chain);
       room += chain.writableLength;

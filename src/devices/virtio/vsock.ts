@@ -93,6 +93,7 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
   private tx: Virtqueue | undefined;
   private closed = false;
   private fillScheduled = false;
+  private nextRoundScheduled = false;
 
   constructor(opts: VirtioVsockOptions) {
     const cid = opts.guestCid;
@@ -388,14 +389,25 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
     this.log(`${why}; dropped`);
   }
 
-  /** Fill receive buffers with waiting packets: RST answers first, then connections in turn. Returns how many. */
+  /**
+   * Fill receive buffers with waiting packets: RST answers first, then connections in turn. Returns how many.
+   * At most the queue's size of chains per round, like Virtqueue.serve: a guest that keeps the ring full of
+   * buffers too short for a header would otherwise keep this loop (and the main thread) going forever. When
+   * the round ends with work left and buffers still posted, the next round runs on the next event-loop turn.
+   */
   private fillRx(): number {
     const q = this.rx;
     if (!q || !this.ctx?.running()) return 0;
     let sent = 0;
+    let popped = 0;
     while (this.pendingRst.length > 0 || this.rxReady.size > 0) {
+      if (popped === q.size) {
+        this.scheduleNextRound();
+        break;
+      }
       const chain = q.pop();
       if (!chain) break;
+      popped++;
       if (chain.writableLength < VSOCK_HDR_SIZE) {
         // The driver cannot be sent anything in it; give it back empty.
         this.log(`receive buffer ${chain.head} has ${chain.writableLength} bytes, less than a header`);
@@ -413,6 +425,16 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
       sent++;
     }
     return sent;
+  }
+
+  /** Another fillRx round after the event loop has run (setImmediate, not a microtask: those run first). */
+  private scheduleNextRound(): void {
+    if (this.nextRoundScheduled) return;
+    this.nextRoundScheduled = true;
+    setImmediate(() => {
+      this.nextRoundScheduled = false;
+      if (this.fillRx() > 0) this.ctx?.signalUsed();
+    });
   }
 
   private nextPacket(room: number): { bytes: Uint8Array; data?: Uint8Array } | undefined {
