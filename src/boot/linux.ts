@@ -11,7 +11,7 @@
 //   8. set up each vCPU: CPUID, MSRs, LAPIC LINT0/LINT1; the boot vCPU also gets 64-bit mode (regs.ts)
 //   9. start the vCPUs; the other vCPUs wait in the kernel for the boot vCPU's INIT/SIPI
 
-import { readFileSync } from "node:fs";
+import { INITRD_MAX_BYTES, KERNEL_MAX_BYTES, readImage } from "../host-file.ts";
 import { Vm, type VmOptions } from "../vm.ts";
 import { loadKernel, type LoadedKernel } from "../loader/kernel.ts";
 import { loadInitrd } from "../loader/initrd.ts";
@@ -102,7 +102,8 @@ export interface BootPlan {
   devices: { name: string; addr: number; irq: number }[];
 }
 
-const bytesOf = (x: string | Uint8Array) => (typeof x === "string" ? new Uint8Array(readFileSync(x)) : x);
+/** A path is read through host-file.ts: no symlink, a regular file, at most `max` bytes, from one descriptor. */
+const bytesOf = (field: string, x: string | Uint8Array, max: number) => (typeof x === "string" ? readImage(field, x, max) : x);
 
 export function resolveCpuTemplate(t: CpuTemplate | "auto" | undefined): CpuTemplate {
   if (t && t !== "auto") return t;
@@ -115,8 +116,8 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
   const memSize = opts.memSize ?? 128 * MiB;
   const vcpus = opts.vcpus ?? 1;
   const cpuTemplate = resolveCpuTemplate(opts.cpuTemplate);
-  const kernelImage = bytesOf(opts.kernel);
-  const initrdImage = opts.initrd === undefined ? undefined : bytesOf(opts.initrd);
+  const kernelImage = bytesOf("kernel", opts.kernel, KERNEL_MAX_BYTES);
+  const initrdImage = opts.initrd === undefined ? undefined : bytesOf("initrd", opts.initrd, Math.min(INITRD_MAX_BYTES, memSize));
 
   // 1. The VM.
   const vm = new Vm({ memSize, vcpus, consoleOutput: opts.consoleOutput, log });

@@ -14,7 +14,9 @@
 // VIRTIO_BLK_F_FLUSH assumes there is no write cache (Linux's virtblk_get_cache_mode), so then every
 // write is followed by fsync before it completes.
 
-import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, readSync, writeSync } from "node:fs";
+import { openDriveImage } from "../../host-file.ts";
+import { flock, LOCK_EX, LOCK_NB, LOCK_SH, SysError } from "../../kvm/libc.ts";
 import { StructView } from "../../kvm/struct.ts";
 import { readConfigBytes, type VirtioContext, type VirtioDevice } from "./device.ts";
 import type { DescriptorChain, Virtqueue } from "./queue.ts";
@@ -38,7 +40,14 @@ export interface BlockBackend {
   close(): void;
 }
 
-/** A regular host file as a disk, through positioned reads and writes (pread/pwrite) and fsync. */
+/**
+ * A regular host file as a disk, through positioned reads and writes (pread/pwrite) and fsync.
+ *
+ * Opened through host-file.ts (no symlink, a regular file, checked on the descriptor). An advisory lock
+ * (flock) says who uses the image: exclusive for read-write, shared for read-only, both non-blocking, so two
+ * VMs (or a VM and a tool that also takes flock, as QEMU's and util-linux's do) cannot use one image
+ * read-write at once; a second opener gets a clear error instead of a corrupted filesystem.
+ */
 export class FileBlockBackend implements BlockBackend {
   readonly size: number;
   private fd: number;
@@ -47,17 +56,23 @@ export class FileBlockBackend implements BlockBackend {
     readonly path: string,
     readonly readOnly = false,
   ) {
+    let opened;
     try {
-      this.fd = openSync(path, readOnly ? "r" : "r+");
+      opened = openDriveImage("virtio-blk", path, readOnly);
     } catch (e) {
-      throw new Error(`virtio-blk: cannot open ${path}${readOnly ? " read-only" : " for reading and writing"}: ${(e as Error).message}`);
+      throw new Error(`${(e as Error).message}${readOnly ? " (read-only)" : " (for reading and writing)"}`);
     }
-    const st = fstatSync(this.fd);
-    if (!st.isFile()) {
+    this.fd = opened.fd;
+    this.size = opened.size;
+    try {
+      flock(this.fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB);
+    } catch (e) {
       closeSync(this.fd);
-      throw new Error(`virtio-blk: ${path} is not a regular file`);
+      const busy = e instanceof SysError && e.code === "EAGAIN";
+      throw new Error(busy
+        ? `virtio-blk: ${path} is in use by another VM or program${readOnly ? " read-write" : ""} (its flock is taken); two users may not write one image`
+        : `virtio-blk: locking ${path}: ${(e as Error).message}`);
     }
-    this.size = st.size;
   }
 
   read(buf: Uint8Array, offset: number): void {
