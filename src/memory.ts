@@ -1,4 +1,6 @@
-import { mmap, munmap, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, type Mapping } from "./kvm/libc.ts";
+import {
+  madvise, mmap, munmap, MADV_DONTDUMP, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, type Mapping,
+} from "./kvm/libc.ts";
 
 // Guest RAM: one or more regions of host memory, each mapped into the guest at a guest-physical address.
 //
@@ -101,12 +103,20 @@ export class GuestMemory {
 
 /**
  * Anonymous, private host memory for a VM's RAM regions. MAP_NORESERVE: pages are only backed when the
- * guest touches them, so a 128 MiB guest that uses 20 MiB costs 20 MiB.
+ * guest touches them, so a 128 MiB guest that uses 20 MiB costs 20 MiB. MADV_DONTDUMP: a core dump of the
+ * VMM leaves guest RAM out (it holds the guest's data, which the host's crash reports should not carry,
+ * and would make every dump as large as the guest).
  */
 export function allocateGuestMemory(layout: { gpa: number; size: number }[]): GuestMemory {
   return new GuestMemory(
     layout.map((r) => {
       const m = mmap(r.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
+      try {
+        madvise(m, MADV_DONTDUMP);
+      } catch (e) {
+        munmap(m);
+        throw e;
+      }
       return { gpa: r.gpa, bytes: new Uint8Array(m.buffer), hostAddr: m.addr, mapping: m };
     }),
   );
