@@ -29,6 +29,7 @@ import { parseConfig } from "./config.ts";
 import { VmResources } from "./api/resources.ts";
 import { Logger, openAppend, writeQuietly } from "./api/logger.ts";
 import { Metrics } from "./api/metrics.ts";
+import { rateLimitedLog, SERIAL_OUT_BURST_BYTES, SERIAL_OUT_BYTES_PER_SECOND, TokenBucket } from "./rate-limit.ts";
 
 export { MicroVMError, ValidationError } from "./api/schemas.ts";
 export type { VmExit } from "./vcpu.ts";
@@ -102,6 +103,11 @@ export class MicroVM {
   private vm?: RunningVm;
   private devices: { name: string; device: unknown }[] = [];
   private serialFd?: number;
+  /** Guest console bytes to serial_out_path: a token bucket (src/rate-limit.ts); over it they are dropped. */
+  private readonly serialOutBucket = new TokenBucket(SERIAL_OUT_BURST_BYTES, SERIAL_OUT_BYTES_PER_SECOND);
+  /** Bytes the bucket did not let through. */
+  serialOutDropped = 0;
+  private readonly serialOutLog = rateLimitedLog((m) => this.logger.warn(m, "serial"));
   private serialStream?: { stream: ReadableStream<Uint8Array>; controller: ReadableStreamDefaultController<Uint8Array> };
   /** Console bytes dropped because the `serial` stream's reader fell more than 1 MiB behind. */
   serialDropped = 0;
@@ -420,7 +426,15 @@ export class MicroVM {
   }
 
   private consoleOutput(bytes: Uint8Array): void {
-    if (this.serialFd !== undefined) writeQuietly(this.serialFd, bytes);
+    if (this.serialFd !== undefined) {
+      // The guest decides how much it prints: the file gets what the token bucket allows, the rest is counted.
+      const n = this.serialOutBucket.takeUpTo(bytes.byteLength);
+      if (n > 0) writeQuietly(this.serialFd, bytes.subarray(0, n));
+      if (n < bytes.byteLength) {
+        this.serialOutDropped += bytes.byteLength - n;
+        this.serialOutLog(`serial_out_path: ${this.serialOutDropped} bytes of guest console output dropped so far by the rate limit (${SERIAL_OUT_BYTES_PER_SECOND} bytes/s after a ${SERIAL_OUT_BURST_BYTES}-byte burst)`);
+      }
+    }
     const s = this.serialStream;
     if (s) {
       if ((s.controller.desiredSize ?? 0) >= bytes.byteLength) s.controller.enqueue(bytes);

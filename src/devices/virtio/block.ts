@@ -16,6 +16,7 @@
 
 import { closeSync, fsyncSync, readSync, writeSync } from "node:fs";
 import { openDriveImage } from "../../host-file.ts";
+import { rateLimitedLog } from "../../rate-limit.ts";
 import { flock, LOCK_EX, LOCK_NB, LOCK_SH, SysError } from "../../kvm/libc.ts";
 import { StructView } from "../../kvm/struct.ts";
 import { readConfigBytes, type VirtioContext, type VirtioDevice } from "./device.ts";
@@ -137,7 +138,8 @@ export class VirtioBlock implements VirtioDevice {
   ) {
     const queueSize = opts.queueSize ?? 256;
     this.queueMaxSizes = [queueSize];
-    this.log = opts.log ?? (() => {});
+    // Failed requests are the guest's doing: rate-limited.
+    this.log = rateLimitedLog(opts.log ?? (() => {}));
     const id = opts.id ?? "kindling";
     if (!/^[\x20-\x7e]*$/.test(id) || id.length > VIRTIO_BLK_ID_BYTES) {
       throw new Error(`virtio-blk: id ${JSON.stringify(id)} must be printable ASCII of at most ${VIRTIO_BLK_ID_BYTES} bytes`);

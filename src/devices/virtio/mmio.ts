@@ -17,6 +17,7 @@
 // MMIO exit, and its event loop calls `notify(queue)` on the main thread.
 
 import type { BusDevice, InterruptLine } from "../../bus.ts";
+import { rateLimitedLog } from "../../rate-limit.ts";
 import type { GuestMemory } from "../../memory.ts";
 import type { VirtioContext, VirtioDevice } from "./device.ts";
 import { Virtqueue } from "./queue.ts";
@@ -147,7 +148,8 @@ export class VirtioMmioDevice implements BusDevice {
     this.name = device.name;
     this.mem = opts.mem;
     this.irq = opts.irq;
-    this.log = opts.log ?? (() => {});
+    // The guest decides how often these happen: through a rate limit (a caller's own onError is its own).
+    this.log = rateLimitedLog(opts.log ?? (() => {}));
     this.onError = opts.onError ?? this.log;
     for (const max of device.queueMaxSizes) {
       if (!Number.isInteger(max) || max < 1 || max > V.VIRTQUEUE_MAX_SIZE || (max & (max - 1)) !== 0) {

@@ -29,6 +29,7 @@
 import { StructView } from "../../kvm/struct.ts";
 import { Tap, TAP_MAX_FRAME } from "../../net/tap.ts";
 import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 } from "../../net/uapi.ts";
+import { rateLimitedLog } from "../../rate-limit.ts";
 import { readConfigBytes, type VirtioContext, type VirtioDevice } from "./device.ts";
 import type { DescriptorChain, Virtqueue } from "./queue.ts";
 import {
@@ -126,16 +127,6 @@ const FEATURE_NEEDS: [feature: number, name: string, needs: number, needsName: s
   [VIRTIO_NET_F_HOST_TSO6, "VIRTIO_NET_F_HOST_TSO6", VIRTIO_NET_F_CSUM, "VIRTIO_NET_F_CSUM"],
 ];
 
-/** Log the first few of a kind of guest mistake, then every 1000th: a guest cannot flood the log. */
-class RateLimitedLog {
-  private count = 0;
-  constructor(private readonly log: (m: string) => void) {}
-  note(message: string): void {
-    this.count++;
-    if (this.count <= 8 || this.count % 1000 === 0) this.log(this.count > 8 ? `${message} (${this.count} so far)` : message);
-  }
-}
-
 export class VirtioNet implements VirtioDevice {
   readonly name: string;
   readonly deviceId = VIRTIO_ID_NET;
@@ -144,8 +135,9 @@ export class VirtioNet implements VirtioDevice {
   readonly counters: NetCounters = { rxFrames: 0, rxBytes: 0, rxDropped: 0, txFrames: 0, txBytes: 0, txDropped: 0 };
   private readonly config = new StructView(virtio_net_config);
   private readonly log: (message: string) => void;
-  private readonly rxLog: RateLimitedLog;
-  private readonly txLog: RateLimitedLog;
+  /** Guest mistakes on each queue, rate-limited: a guest cannot flood the log. */
+  private readonly rxLog: { note: (message: string) => void };
+  private readonly txLog: { note: (message: string) => void };
   private readonly maxPending: number;
   /** Frames from the host waiting for receive buffers, oldest first. */
   private readonly pending: Uint8Array[] = [];
@@ -186,9 +178,9 @@ export class VirtioNet implements VirtioDevice {
     }
     const backend = this.backend;
     this.name = `virtio-net(${backend.name})`;
-    this.log = opts.log ?? (() => {});
-    this.rxLog = new RateLimitedLog((m) => this.log(`${this.name}: rx: ${m}`));
-    this.txLog = new RateLimitedLog((m) => this.log(`${this.name}: tx: ${m}`));
+    this.log = rateLimitedLog(opts.log ?? (() => {}));
+    this.rxLog = { note: rateLimitedLog((m) => this.log(`${this.name}: rx: ${m}`)) };
+    this.txLog = { note: rateLimitedLog((m) => this.log(`${this.name}: tx: ${m}`)) };
     const queueSize = opts.queueSize ?? 256;
     this.queueMaxSizes = [queueSize, queueSize];
     this.maxPending = opts.maxPendingFrames ?? 64;

@@ -24,6 +24,7 @@
 
 import { unlinkSync } from "node:fs";
 import { StructView } from "../../kvm/struct.ts";
+import { rateLimitedLog } from "../../rate-limit.ts";
 import { readConfigBytes, type VirtioContext, type VirtioDevice } from "./device.ts";
 import type { DescriptorChain, Virtqueue } from "./queue.ts";
 import {
@@ -79,7 +80,6 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
   readonly counters: VsockCounters = { connectionsOpened: 0, txBytes: 0, rxBytes: 0, rstSent: 0, dropped: 0 };
   private readonly config = new StructView(virtio_vsock_config);
   private readonly logFn: (message: string) => void;
-  private logged = 0;
   private readonly listener: ReturnType<typeof Bun.listen<HostSocketData>>;
   /** Connections by `${hostPort}/${guestPort}`. */
   readonly connections = new Map<string, VsockConnection>();
@@ -103,7 +103,7 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
     if (!opts.udsPath) throw new Error("vsock: uds_path is empty");
     this.guestCid = cid;
     this.udsPath = opts.udsPath;
-    this.logFn = opts.log ?? (() => {});
+    this.logFn = rateLimitedLog(opts.log ?? (() => {}));
     const q = opts.queueSize ?? 256;
     this.queueMaxSizes = [q, q, q];
     this.config.set("guest_cid", cid);
@@ -195,10 +195,9 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
     this.rxReady.delete(conn);
   }
 
-  /** Rate-limited: a guest cannot flood the log. */
+  /** Rate-limited (src/rate-limit.ts): a guest cannot flood the log. */
   log(message: string): void {
-    this.logged++;
-    if (this.logged <= 20 || this.logged % 1000 === 0) this.logFn(`${this.name}: ${message}`);
+    this.logFn(`${this.name}: ${message}`);
   }
 
   // ---- guest -> host (tx queue) ----
