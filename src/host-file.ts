@@ -14,7 +14,7 @@
 //   3. O_NONBLOCK at open: opening a named pipe with no writer (for reading) or no reader (for writing)
 //      would otherwise block the main thread. Regular files ignore the flag.
 //
-// O_CLOEXEC on everything: nothing the VMM opens leaks into a program it starts.
+// Bun opens every file O_CLOEXEC itself (as libuv does): nothing opened here leaks into a program the VMM starts.
 
 import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from "node:fs";
 
@@ -54,14 +54,14 @@ function openFailure(e: unknown, writing: boolean): string {
 }
 
 /**
- * open(2) `path` with O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK and `flags`, then fstat the descriptor and check
+ * open(2) `path` with O_NOFOLLOW | O_NONBLOCK and `flags`, then fstat the descriptor and check
  * its type is one of `kinds`. Closes the descriptor if a check fails.
  */
 function openChecked(field: string, path: string, flags: number, kinds: readonly Kind[], mode = 0o600): { fd: number; st: Stats } {
   const writing = (flags & (constants.O_WRONLY | constants.O_RDWR)) !== 0;
   let fd: number;
   try {
-    fd = openSync(path, flags | constants.O_NOFOLLOW | constants.O_CLOEXEC | constants.O_NONBLOCK, mode);
+    fd = openSync(path, flags | constants.O_NOFOLLOW | constants.O_NONBLOCK, mode);
   } catch (e) {
     throw new HostFileError(`${field}: cannot open ${path}${writing ? " for writing" : ""}: ${openFailure(e, writing)}`);
   }
