@@ -163,7 +163,8 @@ export async function serveApi(opts: ApiServerOptions): Promise<ApiServer> {
   try {
     server = Bun.serve({
       unix: socketPath,
-      idleTimeout: opts.idleTimeoutSeconds ?? API_IDLE_TIMEOUT_S,
+      // bun-types leave idleTimeout out of the Unix-socket options; Bun honours it (test/api-fuzz.test.ts).
+      ...({ idleTimeout: opts.idleTimeoutSeconds ?? API_IDLE_TIMEOUT_S } as object),
       async fetch(req) {
         const raw = await readBody(req, bodyTimeoutMs);
         const turn = queue.then(() => handle(vm, req, raw));
