@@ -107,6 +107,9 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
     const q = opts.queueSize ?? 256;
     this.queueMaxSizes = [q, q, q];
     this.config.set("guest_cid", cid);
+    // umask 0177 while the socket is bound: it is born 0600 (only the VMM's user may connect to the guest),
+    // whatever the process umask is, with no moment of wider access.
+    const umask = process.umask(0o177);
     try {
       this.listener = Bun.listen<HostSocketData>({
         unix: opts.udsPath,
@@ -124,6 +127,8 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
       });
     } catch (e) {
       throw new Error(`vsock: cannot listen on ${opts.udsPath}: ${(e as Error).message} (remove a stale socket file first)`);
+    } finally {
+      process.umask(umask);
     }
     // Listening alone does not keep the VMM process alive; close() stops it.
     this.listener.unref();
