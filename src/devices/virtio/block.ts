@@ -100,6 +100,13 @@ export class FileBlockBackend implements BlockBackend {
   }
 }
 
+/**
+ * The most data one request may move. I/O runs synchronously on the main thread, so one request must not
+ * take long: a guest could otherwise read its whole RAM in one chain. Linux sends at most max_sectors_kb
+ * (1280 KiB by default) per request, well under this; a larger one gets VIRTIO_BLK_S_IOERR.
+ */
+export const BLK_MAX_REQUEST_BYTES = 16 << 20;
+
 export interface VirtioBlockOptions {
   /** The GET_ID answer (the guest's /sys/block/vda/serial): printable ASCII, at most 20 bytes. */
   id?: string;
@@ -229,6 +236,7 @@ export class VirtioBlock implements VirtioDevice {
     const sector = hdr.getBig("sector");
     switch (type) {
       case VIRTIO_BLK_T_IN: {
+        this.checkSize(dataIn, "read");
         const at = this.checkRange(sector, dataIn, "read");
         let pos = at;
         for (const s of chain.writableSlices(0, dataIn)) {
@@ -240,6 +248,7 @@ export class VirtioBlock implements VirtioDevice {
       case VIRTIO_BLK_T_OUT: {
         if (this.backend.readOnly) throw new BlockRequestError(VIRTIO_BLK_S_IOERR, "write to a read-only disk");
         const len = chain.readableLength - virtio_blk_outhdr.size;
+        this.checkSize(len, "write");
         let pos = this.checkRange(sector, len, "write");
         for (const s of chain.readableSlices(virtio_blk_outhdr.size, len)) {
           this.backend.write(s, pos);
@@ -259,6 +268,12 @@ export class VirtioBlock implements VirtioDevice {
       }
       default:
         throw new BlockRequestError(VIRTIO_BLK_S_UNSUPP, `request type ${type} is not supported`);
+    }
+  }
+
+  private checkSize(len: number, what: string): void {
+    if (len > BLK_MAX_REQUEST_BYTES) {
+      throw new BlockRequestError(VIRTIO_BLK_S_IOERR, `${what} of ${len} bytes is over the ${BLK_MAX_REQUEST_BYTES}-byte limit per request`);
     }
   }
 
