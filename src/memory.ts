@@ -108,18 +108,22 @@ export class GuestMemory {
  * and would make every dump as large as the guest).
  */
 export function allocateGuestMemory(layout: { gpa: number; size: number }[]): GuestMemory {
-  return new GuestMemory(
-    layout.map((r) => {
+  const maps: Mapping[] = [];
+  try {
+    for (const r of layout) {
       const m = mmap(r.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
-      try {
-        madvise(m, MADV_DONTDUMP);
-      } catch (e) {
-        munmap(m);
-        throw e;
-      }
-      return { gpa: r.gpa, bytes: new Uint8Array(m.buffer), hostAddr: m.addr, mapping: m };
-    }),
-  );
+      maps.push(m);
+      madvise(m, MADV_DONTDUMP);
+    }
+  } catch (e) {
+    // A later region that cannot be mapped must not leave the earlier ones behind.
+    for (const m of maps) munmap(m);
+    throw e;
+  }
+  return new GuestMemory(layout.map((r, i) => {
+    const m = maps[i]!;
+    return { gpa: r.gpa, bytes: new Uint8Array(m.buffer), hostAddr: m.addr, mapping: m };
+  }));
 }
 
 /** Give allocated RAM back to the host (the GuestMemory must not be used afterwards). */

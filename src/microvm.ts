@@ -17,7 +17,7 @@ import { VirtioNet } from "./devices/virtio/net.ts";
 import { VirtioVsock } from "./devices/virtio/vsock.ts";
 import { bootLinux, type DriveOptions, type LinuxBootOptions } from "./boot/linux.ts";
 import { DEFAULT_CMDLINE } from "./arch/x86_64/cmdline.ts";
-import { MiB } from "./arch/x86_64/layout.ts";
+import { MiB, VIRTIO_DEVICES_MAX } from "./arch/x86_64/layout.ts";
 import type { BootCompleteInfo } from "./devices/boot-timer.ts";
 import type { SerialCounters } from "./devices/serial.ts";
 import type { VirtioDevice } from "./devices/virtio/device.ts";
@@ -275,6 +275,12 @@ export class MicroVM {
     const r = this.resources;
     if (!r.bootSource) throw new MicroVMError("InstanceStart: no boot source: configure boot-source (PUT /boot-source) first");
     this.stateNow = "Starting";
+    // Count the devices before opening anything: only VIRTIO_DEVICES_MAX fit (one IRQ each).
+    const count = r.drives.size + (r.entropy ? 1 : 0) + r.nets.size + (r.vsock ? 1 : 0);
+    if (count > VIRTIO_DEVICES_MAX) {
+      this.stateNow = "Not started";
+      throw new MicroVMError(`InstanceStart: ${count} virtio devices are configured (drives, network interfaces, vsock, entropy); at most ${VIRTIO_DEVICES_MAX} fit`);
+    }
     let extra: { name: string; device: VirtioDevice }[] = [];
     try {
       extra = await this.createExtraDevices();

@@ -17,7 +17,7 @@ import { allocateGuestMemory, freeGuestMemory, type GuestMemory } from "./memory
 import { IrqFdLine } from "./irq.ts";
 import { Vcpu, type VmExit } from "./vcpu.ts";
 import {
-  COM1_IRQ, COM1_PORT, IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, POST_CODE_PORT, VIRTIO_MMIO_MAX_DEVICES, VIRTIO_MMIO_SIZE,
+  COM1_IRQ, COM1_PORT, IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, POST_CODE_PORT, VIRTIO_DEVICES_MAX, VIRTIO_MMIO_SIZE,
   VIRTIO_MMIO_START, ramRegions,
 } from "./arch/x86_64/layout.ts";
 import { Serial } from "./devices/serial.ts";
@@ -95,26 +95,53 @@ export class Vm {
       this.kvm.close();
       throw e;
     }
-    this.fd.setTssAddr(KVM_TSS_ADDRESS);
-    if (this.irqchip) {
-      this.fd.createIrqchip();
-      this.fd.createPit2();
+    // Every step from here on holds something of the host's (fds, RAM, threads): if one fails, everything
+    // taken so far is given back before the error goes on (nothing leaks when a client retries).
+    try {
+      this.fd.setTssAddr(KVM_TSS_ADDRESS);
+      if (this.irqchip) {
+        this.fd.createIrqchip();
+        this.fd.createPit2();
+      }
+      this.memory = allocateGuestMemory(ramRegions(opts.memSize));
+      this.memory.regions.forEach((r, slot) => this.fd.setUserMemoryRegion(slot, r.gpa, r.bytes.byteLength, r.hostAddr!));
+
+      this.pio = new Bus("pio", this.log);
+      this.mmio = new Bus("mmio", this.log);
+      this.serial = new Serial(opts.consoleOutput ?? (() => {}), this.interruptLine(COM1_IRQ));
+      this.pio.register(COM1_PORT, 8, this.serial);
+      const i8042 = new I8042(() => this.end({ reason: "reset", message: "guest reset the machine through the i8042 (0xFE to port 0x64)" }));
+      for (const { port, device } of i8042.ports()) this.pio.register(port, 1, device);
+      for (const { port, device } of new CmosRtc().ports()) this.pio.register(port, 1, device);
+      // Port 0x80 is written for short delays (Linux's io_delay); it needs no device, only no log noise.
+      this.pio.register(POST_CODE_PORT, 1, { name: "post-code", read: (_o, d) => d.fill(0xff), write: () => {} });
+
+      for (let i = 0; i < (opts.vcpus ?? 1); i++) this.vcpus.push(new Vcpu(this.fd.createVcpu(i), this));
+      if (opts.syscallAssist) for (const v of this.vcpus) v.enableSyscallAssist();
+  
+    } catch (e) {
+      this.releasePartial();
+      throw e;
     }
-    this.memory = allocateGuestMemory(ramRegions(opts.memSize));
-    this.memory.regions.forEach((r, slot) => this.fd.setUserMemoryRegion(slot, r.gpa, r.bytes.byteLength, r.hostAddr!));
+  }
 
-    this.pio = new Bus("pio", this.log);
-    this.mmio = new Bus("mmio", this.log);
-    this.serial = new Serial(opts.consoleOutput ?? (() => {}), this.interruptLine(COM1_IRQ));
-    this.pio.register(COM1_PORT, 8, this.serial);
-    const i8042 = new I8042(() => this.end({ reason: "reset", message: "guest reset the machine through the i8042 (0xFE to port 0x64)" }));
-    for (const { port, device } of i8042.ports()) this.pio.register(port, 1, device);
-    for (const { port, device } of new CmosRtc().ports()) this.pio.register(port, 1, device);
-    // Port 0x80 is written for short delays (Linux's io_delay); it needs no device, only no log noise.
-    this.pio.register(POST_CODE_PORT, 1, { name: "post-code", read: (_o, d) => d.fill(0xff), write: () => {} });
-
-    for (let i = 0; i < (opts.vcpus ?? 1); i++) this.vcpus.push(new Vcpu(this.fd.createVcpu(i), this));
-    if (opts.syscallAssist) for (const v of this.vcpus) v.enableSyscallAssist();
+  /** Undo a constructor that failed part way: whatever of the vCPUs, lines, RAM and fds exists. */
+  private releasePartial(): void {
+    const quietly = (f: () => void) => {
+      try {
+        f();
+      } catch {
+        // Already failing: the first error is the one reported.
+      }
+    };
+    for (const v of this.vcpus) {
+      quietly(() => v.thread.terminate());
+      quietly(() => v.fd.close());
+    }
+    for (const l of this.irqLines) quietly(() => l.close());
+    if (this.memory) quietly(() => freeGuestMemory(this.memory));
+    quietly(() => this.fd.close());
+    quietly(() => this.kvm.close());
   }
 
   /** An interrupt line on `gsi`: an eventfd registered with KVM_IRQFD, or a no-op without an irqchip. */
@@ -133,7 +160,7 @@ export class Vm {
   addVirtioDevice(device: VirtioDevice): AttachedVirtio {
     const index = this.virtio.length;
     const irq = IRQ_BASE + index;
-    if (index >= VIRTIO_MMIO_MAX_DEVICES || irq > IRQ_MAX) throw new Error(`too many virtio devices: at most ${Math.min(VIRTIO_MMIO_MAX_DEVICES, IRQ_MAX - IRQ_BASE + 1)}`);
+    if (index >= VIRTIO_DEVICES_MAX || irq > IRQ_MAX) throw new Error(`too many virtio devices: at most ${VIRTIO_DEVICES_MAX}`);
     const addr = VIRTIO_MMIO_START + index * VIRTIO_MMIO_SIZE;
     const transport = new VirtioMmioDevice(device, { mem: this.memory, irq: this.interruptLine(irq), log: (m) => this.log(`${device.name}: ${m}`) });
     this.mmio.register(addr, VIRTIO_MMIO_SIZE, transport);

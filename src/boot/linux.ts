@@ -26,7 +26,7 @@ import { setupFpu, setupLongMode, setupPvhEntry } from "../arch/x86_64/regs.ts";
 import { writePvhStartInfo } from "../arch/x86_64/pvh.ts";
 import {
   BOOT_GDT_MAX_ENTRIES, BOOT_GDT_START, BOOT_TIMER_SIZE, BOOT_TIMER_START, EBDA_START, LEGACY_HOLE_START, MiB, PDE_START,
-  PDPTE_START, PML4_START,
+  PDPTE_START, PML4_START, VIRTIO_DEVICES_MAX,
 } from "../arch/x86_64/layout.ts";
 import { BootTimer, bootTimerStart, type BootCompleteInfo } from "../devices/boot-timer.ts";
 import { detectHost } from "../host.ts";
@@ -119,11 +119,16 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
   const kernelImage = bytesOf("kernel", opts.kernel, KERNEL_MAX_BYTES);
   const initrdImage = opts.initrd === undefined ? undefined : bytesOf("initrd", opts.initrd, Math.min(INITRD_MAX_BYTES, memSize));
 
+  // Every device must fit before anything is opened (one IRQ each: VIRTIO_DEVICES_MAX).
+  const deviceCount = (opts.drives?.length ?? 0) + (opts.entropy ? 1 : 0) + (opts.extraDevices?.length ?? 0);
+  if (deviceCount > VIRTIO_DEVICES_MAX) throw new Error(`${deviceCount} virtio devices asked for; at most ${VIRTIO_DEVICES_MAX} fit (one IRQ each)`);
+
   // 1. The VM.
   // The syscall assist goes with the emulated-host template: only hosts that need it pay for its exits.
   const vm = new Vm({ memSize, vcpus, consoleOutput: opts.consoleOutput, log, syscallAssist: cpuTemplate === "emulated-host" });
   // The values for --explain are gathered only when someone listens: some take ioctls and copies.
   const explain = (n: number, title: string, data: () => Record<string, unknown>) => opts.explain?.({ n, title, data: data() });
+  let devices: VirtioDevice[] = [];
   try {
     explain(1, "create the VM", () => ({
       memSize, vcpus, cpuTemplate,
@@ -145,8 +150,9 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     // 4. The initrd, as high as the kernel allows.
     const initrd = initrdImage ? loadInitrd(vm.memory, initrdImage, kernel.kernelEnd, kernel.setupHeader) : undefined;
 
-    // 4b. virtio devices: each in the next MMIO window on the next IRQ.
-    const devices: VirtioDevice[] = [];
+    // 4b. virtio devices: each in the next MMIO window on the next IRQ. (Declared outside the try: devices
+    // opened but not attached when a step fails are closed there; attached ones close with the VM.)
+    devices = [];
     const rootArgs: string[] = [];
     (opts.drives ?? []).forEach((d, i) => {
       devices.push(new VirtioBlock(new FileBlockBackend(d.path, d.readOnly ?? false), { id: d.id, log }));
@@ -230,6 +236,8 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
       },
     };
   } catch (e) {
+    const attached = new Set(vm.virtio.map((a) => a.transport.device));
+    for (const d of devices) if (!attached.has(d) && !opts.extraDevices?.includes(d)) void Promise.resolve(d.close?.()).catch(() => {});
     await vm.stop(`boot setup failed: ${(e as Error).message}`);
     throw e;
   }
