@@ -6,7 +6,7 @@
 // The seed is printed; KINDLING_FUZZ_SEED=<n> replays a run.
 
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DEVICE_KINDS, fuzzDevice, MAX_ACCESSES_PER_NOTIFY, report } from "./fuzz/virtio.ts";
@@ -17,7 +17,7 @@ const CASES_PER_DEVICE = 10_000;
 describe(`virtio fuzz (seed ${SEED}; replay with KINDLING_FUZZ_SEED=${SEED})`, () => {
   for (const [i, kind] of DEVICE_KINDS.entries()) {
     test(`${kind}: ${CASES_PER_DEVICE} hostile cases`, async () => {
-      const dir = mkdtempSync(join(tmpdir(), "kindling-fuzz-test-"));
+      const dir = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "kindling-fuzz-test-"));
       try {
         const r = await fuzzDevice(kind, (SEED + i) >>> 0, CASES_PER_DEVICE, dir);
         console.log(report([r]).split("\n")[0]);
