@@ -106,6 +106,13 @@ describe("drive images", () => {
     expect(() => openDriveImage("drive", "/dev/zero", true)).toThrow("is a character device, not a regular file");
   });
 
+  test("the API refuses a symbolic link at once (PUT /drives, /boot-source), before anything is opened", () => {
+    const vm = new MicroVM();
+    const target = file("real.img", 512);
+    expect(() => vm.putDrive({ drive_id: "d", is_root_device: true, path_on_host: link("drive-link.img", target) })).toThrow("is a symbolic link");
+    expect(() => vm.setBootSource({ kernel_image_path: link("kernel-link", file("k3", 64)) })).toThrow("is a symbolic link");
+  });
+
   test("an image open read-write cannot be opened again, read-write or read-only, until closed (flock)", () => {
     const img = file("shared.img", 4096);
     const a = new FileBlockBackend(img, false);
