@@ -135,7 +135,7 @@ export class VirtioNet implements VirtioDevice {
   readonly counters: NetCounters = { rxFrames: 0, rxBytes: 0, rxDropped: 0, txFrames: 0, txBytes: 0, txDropped: 0 };
   private readonly config = new StructView(virtio_net_config);
   private readonly log: (message: string) => void;
-  /** Guest mistakes on each queue, rate-limited: a guest cannot flood the log. */
+  /** Guest mistakes on each queue, through the rate-limited log: a guest cannot flood it. */
   private readonly rxLog: { note: (message: string) => void };
   private readonly txLog: { note: (message: string) => void };
   private readonly maxPending: number;
@@ -179,8 +179,8 @@ export class VirtioNet implements VirtioDevice {
     const backend = this.backend;
     this.name = `virtio-net(${backend.name})`;
     this.log = rateLimitedLog(opts.log ?? (() => {}));
-    this.rxLog = { note: rateLimitedLog((m) => this.log(`${this.name}: rx: ${m}`)) };
-    this.txLog = { note: rateLimitedLog((m) => this.log(`${this.name}: tx: ${m}`)) };
+    this.rxLog = { note: (m) => this.log(`${this.name}: rx: ${m}`) };
+    this.txLog = { note: (m) => this.log(`${this.name}: tx: ${m}`) };
     const queueSize = opts.queueSize ?? 256;
     this.queueMaxSizes = [queueSize, queueSize];
     this.maxPending = opts.maxPendingFrames ?? 64;
