@@ -118,7 +118,6 @@ export class Vm {
 
       for (let i = 0; i < (opts.vcpus ?? 1); i++) this.vcpus.push(new Vcpu(this.fd.createVcpu(i), this));
       if (opts.syscallAssist) for (const v of this.vcpus) v.enableSyscallAssist();
-  
     } catch (e) {
       this.releasePartial();
       throw e;
