@@ -7,7 +7,7 @@ import { closeSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, wri
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FileBlockBackend } from "../src/devices/virtio/block.ts";
-import { openAppend } from "../src/api/logger.ts";
+import { openAppend } from "../src/config/logger.ts";
 import { openDriveImage, openOutput, readImage } from "../src/host-file.ts";
 import { MicroVM } from "../src/microvm.ts";
 

@@ -92,7 +92,7 @@ describe("a boot that fails part way releases what it took", () => {
     try {
       const before = held();
       await expect(bootLinux({
-        kernel: tinyKernel(), memSize: 64 << 20, vcpus: 1, cpuTemplate: "default", start: false,
+        kernel: tinyKernel(), memSize: 64 << 20, vcpus: 1, cpuidProfile: "default", start: false,
         drives: [{ path: first, root: true }, { path: second }],
       })).rejects.toThrow("is in use by another VM or program");
       expect(held()).toEqual(before);

@@ -16,10 +16,10 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { HIGH_RAM_START, PAGE_SIZE } from "../../src/arch/x86_64/layout.ts";
+import { RAM_64BIT_START, PAGE_SIZE } from "../../src/arch/x86_64/layout.ts";
 import { FileBlockBackend, VirtioBlock } from "../../src/devices/virtio/block.ts";
 import type { VirtioDevice } from "../../src/devices/virtio/device.ts";
-import { VirtioMmioDevice } from "../../src/devices/virtio/mmio.ts";
+import { VirtioMmioTransport } from "../../src/devices/virtio/mmio.ts";
 import { NET_HDR_SIZE, VirtioNet, type NetBackend } from "../../src/devices/virtio/net.ts";
 import { VirtioRng } from "../../src/devices/virtio/rng.ts";
 import * as V from "../../src/devices/virtio/uapi.ts";
@@ -51,7 +51,7 @@ class CheckedMemory extends GuestMemory {
   constructor() {
     super([
       { gpa: 0, bytes: new Uint8Array(LOW_SIZE) },
-      { gpa: HIGH_RAM_START, bytes: new Uint8Array(HIGH_SIZE) },
+      { gpa: RAM_64BIT_START, bytes: new Uint8Array(HIGH_SIZE) },
     ]);
   }
   override slice(gpa: number, length: number): Uint8Array {
@@ -154,7 +154,7 @@ export async function fuzzDevice(kind: DeviceKind, seed: number, cases: number, 
   const { device, net, close } = makeDevice(kind, dir, seed);
   const mem = new CheckedMemory();
   const irq = new CountingIrq();
-  const dev = new VirtioMmioDevice(device, { mem, irq, onError: () => {} });
+  const dev = new VirtioMmioTransport(device, { mem, irq, onError: () => {} });
   // Rounds are measured per notify: leftover work waits for the next notify (or the device's own deferred
   // round, which runs when the fuzz yields to the event loop).
   dev.scheduleNotify = () => {};
@@ -198,8 +198,8 @@ export async function fuzzDevice(kind: DeviceKind, seed: number, cases: number, 
     () => dataArea + 16 * r.int((LOW_SIZE - dataArea) / 16),
     () => LOW_SIZE - r.int(64),
     () => LOW_SIZE,
-    () => HIGH_RAM_START + r.int(HIGH_SIZE),
-    () => HIGH_RAM_START - r.int(64),
+    () => RAM_64BIT_START + r.int(HIGH_SIZE),
+    () => RAM_64BIT_START - r.int(64),
     () => indirectArea,
     () => templateArea,
     () => 0,
