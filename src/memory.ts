@@ -1,4 +1,7 @@
-import { madviseRange, mmap, munmap, MADV_DONTNEED, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, type Mapping } from "./kvm/libc.ts";
+import {
+  madvise, madviseRange, mmap, munmap, MADV_DONTDUMP, MADV_DONTNEED, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ,
+  PROT_WRITE, type Mapping,
+} from "./kvm/libc.ts";
 
 // Guest RAM: one or more regions of host memory, each mapped into the guest at a guest-physical address.
 //
@@ -114,15 +117,27 @@ export class GuestMemory {
 
 /**
  * Anonymous, private host memory for a VM's RAM regions. MAP_NORESERVE: pages are only backed when the
- * guest touches them, so a 128 MiB guest that uses 20 MiB costs 20 MiB.
+ * guest touches them, so a 128 MiB guest that uses 20 MiB costs 20 MiB. MADV_DONTDUMP: a core dump of the
+ * VMM leaves guest RAM out (it holds the guest's data, which the host's crash reports should not carry,
+ * and would make every dump as large as the guest).
  */
 export function allocateGuestMemory(layout: { gpa: number; size: number }[]): GuestMemory {
-  return new GuestMemory(
-    layout.map((r) => {
+  const maps: Mapping[] = [];
+  try {
+    for (const r of layout) {
       const m = mmap(r.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
-      return { gpa: r.gpa, bytes: new Uint8Array(m.buffer), hostAddr: m.addr, mapping: m };
-    }),
-  );
+      maps.push(m);
+      madvise(m, MADV_DONTDUMP);
+    }
+  } catch (e) {
+    // A later region that cannot be mapped must not leave the earlier ones behind.
+    for (const m of maps) munmap(m);
+    throw e;
+  }
+  return new GuestMemory(layout.map((r, i) => {
+    const m = maps[i]!;
+    return { gpa: r.gpa, bytes: new Uint8Array(m.buffer), hostAddr: m.addr, mapping: m };
+  }));
 }
 
 /** Give allocated RAM back to the host (the GuestMemory must not be used afterwards). */

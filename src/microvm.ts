@@ -14,7 +14,7 @@
 import { closeSync, existsSync } from "node:fs";
 import type { z } from "zod";
 import { bootLinux, type LinuxBootOptions } from "./boot/linux.ts";
-import type { DeviceModels, MachineDevices } from "./boot/machine.ts";
+import { checkDeviceCount, type DeviceModels, type MachineDevices } from "./boot/machine.ts";
 import { MiB } from "./arch/x86_64/layout.ts";
 import type { BootCompleteInfo } from "./devices/boot-timer.ts";
 import type { SerialCounters } from "./devices/serial.ts";
@@ -29,6 +29,7 @@ import type { BalloonStatistics, VirtioBalloon } from "./devices/virtio/balloon.
 import type { StaticCpuTemplate } from "./arch/x86_64/cpu-templates.ts";
 import { Logger, openAppend, writeQuietly } from "./config/logger.ts";
 import { Metrics } from "./config/metrics.ts";
+import { rateLimitedLog, SERIAL_OUT_BURST_BYTES, SERIAL_OUT_BYTES_PER_SECOND, TokenBucket } from "./rate-limit.ts";
 
 export { MicroVMError, ValidationError } from "./config/errors.ts";
 export type { VmEnd } from "./lifecycle.ts";
@@ -101,6 +102,11 @@ export class MicroVM {
   /** The devices runtime updates reach by name: drives (PATCH /drives), the balloon (PATCH /balloon ...). */
   private named: Partial<Pick<MachineDevices, "drives" | "balloon">> = {};
   private serialFd?: number;
+  /** Guest console bytes to serial_out_path: a token bucket (src/rate-limit.ts); over it they are dropped. */
+  private readonly serialOutBucket = new TokenBucket(SERIAL_OUT_BURST_BYTES, SERIAL_OUT_BYTES_PER_SECOND);
+  /** Bytes the bucket did not let through. */
+  serialOutDropped = 0;
+  private readonly serialOutLog = rateLimitedLog((m) => this.logger.warn(m, "serial"));
   private serialStream?: { stream: ReadableStream<Uint8Array>; controller: ReadableStreamDefaultController<Uint8Array> };
   /** Console bytes dropped because the `serial` stream's reader fell more than 1 MiB behind. */
   serialDropped = 0;
@@ -340,9 +346,16 @@ export class MicroVM {
   private async boot(): Promise<void> {
     const r = this.resources;
     if (!r.bootSource) throw new MicroVMError("InstanceStart: no boot source: configure boot-source (PUT /boot-source) first");
+    const machine = this.bootOptions();
+    // Count the devices before anything is opened: only VIRTIO_DEVICES_MAX fit (one IRQ each).
+    try {
+      checkDeviceCount(machine);
+    } catch (e) {
+      throw new MicroVMError(`InstanceStart: ${(e as Error).message}`);
+    }
     this.lifecycle.to("Starting");
     try {
-      const { vm, devices } = await this.bootFn(this.bootOptions());
+      const { vm, devices } = await this.bootFn(machine);
       this.devices = devices.virtio;
       this.named = { drives: devices.drives, balloon: devices.balloon };
       this.vm = vm;
@@ -473,7 +486,15 @@ export class MicroVM {
   }
 
   private consoleOutput(bytes: Uint8Array): void {
-    if (this.serialFd !== undefined) writeQuietly(this.serialFd, bytes);
+    if (this.serialFd !== undefined) {
+      // The guest decides how much it prints: the file gets what the token bucket allows, the rest is counted.
+      const n = this.serialOutBucket.takeUpTo(bytes.byteLength);
+      if (n > 0) writeQuietly(this.serialFd, bytes.subarray(0, n));
+      if (n < bytes.byteLength) {
+        this.serialOutDropped += bytes.byteLength - n;
+        this.serialOutLog(`serial_out_path: ${this.serialOutDropped} bytes of guest console output dropped so far by the rate limit (${SERIAL_OUT_BYTES_PER_SECOND} bytes/s after a ${SERIAL_OUT_BURST_BYTES}-byte burst)`);
+      }
+    }
     const s = this.serialStream;
     if (s) {
       if ((s.controller.desiredSize ?? 0) >= bytes.byteLength) s.controller.enqueue(bytes);

@@ -17,7 +17,7 @@ import { allocateGuestMemory, freeGuestMemory, type GuestMemory } from "./memory
 import { IrqFdLine } from "./kvm/irqfd.ts";
 import { Vcpu } from "./vcpu/vcpu.ts";
 import {
-  COM1_IRQ, I8042_KEYBOARD_IRQ, IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, VIRTIO_MMIO_MAX_DEVICES, VIRTIO_MMIO_SIZE,
+  COM1_IRQ, I8042_KEYBOARD_IRQ, IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, VIRTIO_DEVICES_MAX, VIRTIO_MMIO_SIZE,
   VIRTIO_MMIO_START, ramRegions,
 } from "./arch/x86_64/layout.ts";
 import { Serial } from "./devices/serial.ts";
@@ -98,26 +98,52 @@ export class Vm {
       this.kvm.close();
       throw e;
     }
-    this.fd.setTssAddr(KVM_TSS_ADDRESS);
-    if (this.irqchip) {
-      this.fd.createIrqchip();
-      this.fd.createPit2();
+    // Every step from here on holds something of the host's (fds, RAM, threads): if one fails, everything
+    // taken so far is given back before the error goes on (nothing leaks when a client retries).
+    try {
+      this.fd.setTssAddr(KVM_TSS_ADDRESS);
+      if (this.irqchip) {
+        this.fd.createIrqchip();
+        this.fd.createPit2();
+      }
+      this.memory = allocateGuestMemory(ramRegions(opts.memSize));
+      this.memory.regions.forEach((r, slot) => this.fd.setUserMemoryRegion(slot, r.gpa, r.bytes.byteLength, r.hostAddr!));
+
+      this.pio = new Bus("pio", this.log);
+      this.mmio = new Bus("mmio", this.log);
+      this.legacy = attachLegacyDevices(this.pio, {
+        serialIrq: this.interruptLine(COM1_IRQ),
+        keyboardIrq: this.interruptLine(I8042_KEYBOARD_IRQ),
+        consoleOutput: opts.consoleOutput,
+        onReset: () => this.end({ reason: "reset", message: "guest reset the machine through the i8042 (0xFE to port 0x64)" }),
+      });
+      this.serial = this.legacy.serial;
+
+      for (let i = 0; i < (opts.vcpus ?? 1); i++) this.vcpus.push(new Vcpu(this.fd.createVcpu(i), this));
+      if (opts.syscallAssist) for (const v of this.vcpus) v.enableSyscallAssist();
+    } catch (e) {
+      this.releasePartial();
+      throw e;
     }
-    this.memory = allocateGuestMemory(ramRegions(opts.memSize));
-    this.memory.regions.forEach((r, slot) => this.fd.setUserMemoryRegion(slot, r.gpa, r.bytes.byteLength, r.hostAddr!));
+  }
 
-    this.pio = new Bus("pio", this.log);
-    this.mmio = new Bus("mmio", this.log);
-    this.legacy = attachLegacyDevices(this.pio, {
-      serialIrq: this.interruptLine(COM1_IRQ),
-      keyboardIrq: this.interruptLine(I8042_KEYBOARD_IRQ),
-      consoleOutput: opts.consoleOutput,
-      onReset: () => this.end({ reason: "reset", message: "guest reset the machine through the i8042 (0xFE to port 0x64)" }),
-    });
-    this.serial = this.legacy.serial;
-
-    for (let i = 0; i < (opts.vcpus ?? 1); i++) this.vcpus.push(new Vcpu(this.fd.createVcpu(i), this));
-    if (opts.syscallAssist) for (const v of this.vcpus) v.enableSyscallAssist();
+  /** Undo a constructor that failed part way: whatever of the vCPUs, lines, RAM and fds exists. */
+  private releasePartial(): void {
+    const quietly = (f: () => void) => {
+      try {
+        f();
+      } catch {
+        // Already failing: the first error is the one reported.
+      }
+    };
+    for (const v of this.vcpus) {
+      quietly(() => v.thread.terminate());
+      quietly(() => v.fd.close());
+    }
+    for (const l of this.irqLines) quietly(() => l.close());
+    if (this.memory) quietly(() => freeGuestMemory(this.memory));
+    quietly(() => this.fd.close());
+    quietly(() => this.kvm.close());
   }
 
   /** An interrupt line on `gsi`: an eventfd registered with KVM_IRQFD, or a no-op without an irqchip. */
@@ -136,7 +162,7 @@ export class Vm {
   addVirtioDevice(device: VirtioDevice): AttachedVirtio {
     const index = this.virtio.length;
     const irq = IRQ_BASE + index;
-    if (index >= VIRTIO_MMIO_MAX_DEVICES || irq > IRQ_MAX) throw new Error(`too many virtio devices: at most ${Math.min(VIRTIO_MMIO_MAX_DEVICES, IRQ_MAX - IRQ_BASE + 1)}`);
+    if (index >= VIRTIO_DEVICES_MAX || irq > IRQ_MAX) throw new Error(`too many virtio devices: at most ${VIRTIO_DEVICES_MAX}`);
     const addr = VIRTIO_MMIO_START + index * VIRTIO_MMIO_SIZE;
     const transport = new VirtioMmioTransport(device, { mem: this.memory, irq: this.interruptLine(irq), log: (m) => this.log(`${device.name}: ${m}`) });
     this.mmio.register(addr, VIRTIO_MMIO_SIZE, transport);

@@ -140,6 +140,9 @@ export function findRoute(method: string, path: string): Matched | ApiResponse {
   return fault(`${method} ${path}: invalid request method and/or path; not a path of the Firecracker API`);
 }
 
+/** The whole answer to a request that hit a bug (500); the details are in the VMM's log. */
+export const INTERNAL_ERROR_MESSAGE = "internal error in the VMM; the details are in its log";
+
 export function fault(message: string, status = 400): ApiResponse {
   return { status, body: { fault_message: message } };
 }
@@ -151,6 +154,9 @@ export async function runRoute(vm: MicroVM, m: Matched, body: unknown): Promise<
     return out === undefined ? { status: 204 } : { status: 200, body: out };
   } catch (e) {
     if (e instanceof MicroVMError) return fault(e.message);
-    return fault(`internal error: ${(e as Error).message}`, 500);
+    // A bug, not the client's doing: the details go to the VMM's log, the client gets a fixed message (an
+    // internal message may name host paths or state the client has no business seeing).
+    vm.logger.error(`internal error serving ${m.route.method} ${m.route.path}: ${(e as Error)?.stack ?? String(e)}`, "api");
+    return fault(INTERNAL_ERROR_MESSAGE, 500);
   }
 }

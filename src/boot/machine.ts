@@ -22,6 +22,7 @@ import type { CpuidProfile } from "../arch/x86_64/cpuid.ts";
 import type { CpuTemplateDefinition, StaticCpuTemplate } from "../arch/x86_64/cpu-templates.ts";
 import type { RootDriveInfo } from "../arch/x86_64/cmdline.ts";
 import type { AttachedVirtio, Vm } from "../vm.ts";
+import { VIRTIO_DEVICES_MAX } from "../arch/x86_64/layout.ts";
 
 export interface DriveConfig extends RootDriveInfo {
   /** The drive's name among the machine's devices (Firecracker's drive_id); default vda, vdb ... */
@@ -116,6 +117,17 @@ export type { BootCompleteInfo };
 
 /** The handle name of drive `i`: its id, or vda, vdb ... */
 export const driveName = (d: DriveConfig, i: number): string => d.id ?? `vd${String.fromCharCode(97 + (i % 26))}${i >= 26 ? i : ""}`;
+
+/**
+ * Throw unless the machine's virtio devices all fit (VIRTIO_DEVICES_MAX: one IRQ each). Checked before
+ * anything is opened, so a machine with one drive too many fails without opening (or locking) any.
+ */
+export function checkDeviceCount(m: MachineConfig): void {
+  const count = (m.drives?.length ?? 0) + (m.entropy ? 1 : 0) + (m.nets?.length ?? 0) + (m.vsock ? 1 : 0);
+  if (count > VIRTIO_DEVICES_MAX) {
+    throw new Error(`${count} virtio devices are configured (drives, network interfaces, vsock, entropy); at most ${VIRTIO_DEVICES_MAX} fit`);
+  }
+}
 
 /**
  * Build the virtio devices a machine describes, in window order. If one cannot be built (a file or TAP

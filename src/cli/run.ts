@@ -11,9 +11,10 @@ import { checkInstanceId, MicroVM, MicroVMError, type VmEnd } from "../microvm.t
 import { defaultApiSocket, serveApi, type ApiServer } from "../api/server.ts";
 import { loadConfigFile } from "../config/file.ts";
 import type { LogLevelName, MicroVMConfig } from "../config/schemas.ts";
-import { attachConsole, ESCAPE_HELP } from "../console.ts";
+import { attachConsole, ESCAPE_HELP, type AttachedConsole } from "../console.ts";
 import { kvmAvailability, warnIfEmulatingHost } from "../host.ts";
 import { CliError, EXIT } from "./main.ts";
+import { guardExit } from "./exit-guard.ts";
 
 /** The flags `run` and `api` share: Firecracker's own. */
 export const VMM_ARGS = {
@@ -78,12 +79,16 @@ export async function runVmm(o: VmmOptions): Promise<void> {
     if (!kvm.ok) throw new CliError(kvm.reason, EXIT.NO_KVM);
   }
 
-  // 2. The API socket.
+  // 2. The API socket. From here on signals (twice, SIGHUP too) and crashes still restore the terminal and
+  // remove the socket (exit-guard.ts): installed before the socket exists, so no signal finds it unguarded.
   let server: ApiServer | undefined;
+  let terminal: AttachedConsole | undefined;
+  const guard = guardExit((why) => void vm.stop(why), [() => terminal?.detach(), () => server?.close()]);
   if (o.apiSock) {
     try {
       server = await serveApi({ socketPath: o.apiSock, microvm: vm });
     } catch (e) {
+      guard.dispose();
       throw new CliError((e as Error).message, EXIT.USAGE);
     }
   }
@@ -97,10 +102,7 @@ export async function runVmm(o: VmmOptions): Promise<void> {
     if (o.bootTimer) vm.logger.info(text);
     else vm.logger.debug(text);
   });
-  const terminal = attachConsole((b) => void vm.writeSerial(b), () => void vm.stop("quit from the console (Ctrl-A x)"));
-  const onSignal = () => void vm.stop("interrupted by a signal");
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  terminal = attachConsole((b) => void vm.writeSerial(b), () => void vm.stop("quit from the console (Ctrl-A x)"));
 
   let exit: VmEnd;
   try {
@@ -116,10 +118,9 @@ export async function runVmm(o: VmmOptions): Promise<void> {
     }
     exit = await vm.exited;
   } finally {
+    guard.dispose();
     server?.close();
-    terminal.detach();
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    terminal?.detach();
     if (vm.state !== "Stopped") await vm.stop("kindling is exiting");
   }
   if (!CLEAN_EXITS.includes(exit.reason)) {

@@ -6,7 +6,7 @@
 // kernel file exist), and only then replaces the stored value, so a refused update changes nothing. What
 // kindling does not implement of a valid body is refused by name, never silently ignored.
 
-import { accessSync, constants, statSync } from "node:fs";
+import { accessSync, constants, lstatSync } from "node:fs";
 import * as S from "./schemas.ts";
 import { MicroVMError } from "./errors.ts";
 import { parseWith } from "./schemas.ts";
@@ -19,15 +19,20 @@ function unsupported(field: string, what: string): MicroVMError {
   return new MicroVMError(`${field}: ${what} is not supported by kindling yet`);
 }
 
-/** `path` is a regular file this process can read (and write, unless `readOnly`). */
+/**
+ * `path` is a regular file this process can read (and write, unless `readOnly`), and not a symbolic link:
+ * an early answer to the request. The file is checked again, on its descriptor, when it is opened
+ * (src/host-file.ts), which is the check that counts.
+ */
 export function checkFile(field: string, path: string, readOnly = true): void {
   let st;
   try {
-    st = statSync(path);
+    st = lstatSync(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new MicroVMError(`${field}: ${path}: ${code === "ENOENT" ? "no such file" : (e as Error).message}`);
   }
+  if (st.isSymbolicLink()) throw new MicroVMError(`${field}: ${path} is a symbolic link (kindling opens host paths with O_NOFOLLOW; name the file itself)`);
   if (!st.isFile()) throw new MicroVMError(`${field}: ${path} is not a regular file`);
   try {
     accessSync(path, readOnly ? constants.R_OK : constants.R_OK | constants.W_OK);

@@ -33,6 +33,7 @@ const libc = dlopen("libc.so.6", {
   tcgetattr: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
   tcsetattr: { args: [FFIType.i32, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
   cfmakeraw: { args: [FFIType.ptr], returns: FFIType.void },
+  flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
 }).symbols;
 
 // ---- errno ----
@@ -141,6 +142,8 @@ export const MAP_NORESERVE = 0x4000;
 export const MADV_DONTNEED = 4;
 export const MADV_DONTFORK = 10;
 export const MADV_MERGEABLE = 12;
+/** Leave the range out of core dumps (madvise(2)): guest RAM holds the guest's secrets, not the VMM's state. */
+export const MADV_DONTDUMP = 16;
 
 /** A mapping: its address (for the kernel) and an ArrayBuffer over the same bytes (for TypeScript). */
 export interface Mapping {
@@ -172,6 +175,18 @@ export function madviseRange(addr: number, length: number, advice: number): void
 /** The address of a buffer, for structs that hold pointers (kvm_userspace_memory_region.userspace_addr). */
 export function addressOf(buf: Uint8Array): number {
   return ptrOf(buf);
+}
+
+// ---- advisory locks (flock(2)) ----
+
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
+
+/** flock(2) on `fd`; throws a SysError (EWOULDBLOCK = EAGAIN with LOCK_NB when another holder has it). */
+export function flock(fd: number, operation: number, detail?: string): void {
+  check("flock", libc.flock(fd, operation), detail);
 }
 
 // ---- eventfd (eventfd(2)) ----

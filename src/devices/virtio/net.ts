@@ -30,6 +30,7 @@ import { checkKind, DeviceStateError, fromBase64, int, toBase64 } from "../state
 import { StructView } from "../../kvm/struct.ts";
 import { Tap, TAP_MAX_FRAME } from "../../net/tap.ts";
 import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 } from "../../net/uapi.ts";
+import { rateLimitedLog } from "../../rate-limit.ts";
 import { readConfigBytes, type VirtioContext, type VirtioDevice, type VirtioDeviceState } from "./device.ts";
 import type { DescriptorChain, Virtqueue } from "./queue.ts";
 import {
@@ -127,16 +128,6 @@ const FEATURE_NEEDS: [feature: number, name: string, needs: number, needsName: s
   [VIRTIO_NET_F_HOST_TSO6, "VIRTIO_NET_F_HOST_TSO6", VIRTIO_NET_F_CSUM, "VIRTIO_NET_F_CSUM"],
 ];
 
-/** Log the first few of a kind of guest mistake, then every 1000th: a guest cannot flood the log. */
-class RateLimitedLog {
-  private count = 0;
-  constructor(private readonly log: (m: string) => void) {}
-  note(message: string): void {
-    this.count++;
-    if (this.count <= 8 || this.count % 1000 === 0) this.log(this.count > 8 ? `${message} (${this.count} so far)` : message);
-  }
-}
-
 /**
  * Configuration space (mac, status, mtu), the frames from the host waiting for receive buffers (the
  * device's pending work, virtio-net header first, base64) and the counters. The offloads follow from the
@@ -152,8 +143,9 @@ export class VirtioNet implements VirtioDevice {
   readonly counters: NetCounters = { rxFrames: 0, rxBytes: 0, rxDropped: 0, txFrames: 0, txBytes: 0, txDropped: 0 };
   private readonly config = new StructView(virtio_net_config);
   private readonly log: (message: string) => void;
-  private readonly rxLog: RateLimitedLog;
-  private readonly txLog: RateLimitedLog;
+  /** Guest mistakes on each queue, through the rate-limited log: a guest cannot flood it. */
+  private readonly rxLog: { note: (message: string) => void };
+  private readonly txLog: { note: (message: string) => void };
   private readonly maxPending: number;
   /** Frames from the host waiting for receive buffers, oldest first. */
   private readonly pending: Uint8Array[] = [];
@@ -169,6 +161,9 @@ export class VirtioNet implements VirtioDevice {
   private hostGso = new Set<number>([VIRTIO_NET_HDR_GSO_NONE]);
   private hostCsum = false;
   private reading = false;
+  /** Chains deliverPending may still pop this round. */
+  private rxBudget = 0;
+  private nextRoundScheduled = false;
 
   readonly backend: NetBackend;
 
@@ -191,9 +186,9 @@ export class VirtioNet implements VirtioDevice {
     }
     const backend = this.backend;
     this.name = `virtio-net(${backend.name})`;
-    this.log = opts.log ?? (() => {});
-    this.rxLog = new RateLimitedLog((m) => this.log(`${this.name}: rx: ${m}`));
-    this.txLog = new RateLimitedLog((m) => this.log(`${this.name}: tx: ${m}`));
+    this.log = rateLimitedLog(opts.log ?? (() => {}));
+    this.rxLog = { note: (m) => this.log(`${this.name}: rx: ${m}`) };
+    this.txLog = { note: (m) => this.log(`${this.name}: tx: ${m}`) };
     const queueSize = opts.queueSize ?? 256;
     this.queueMaxSizes = [queueSize, queueSize];
     this.maxPending = opts.maxPendingFrames ?? 64;
@@ -381,14 +376,24 @@ export class VirtioNet implements VirtioDevice {
     this.ctx.signalUsed();
   }
 
-  /** Place waiting frames into receive buffers, oldest first, until one does not fit yet. Returns how many. */
+  /**
+   * Place waiting frames into receive buffers, oldest first, until one does not fit yet. Returns how many.
+   * A round pops at most the queue's size of chains (like Virtqueue.serve): a guest that keeps the ring full
+   * of chains too short for a header would otherwise keep this loop, and the main thread, going forever.
+   * When the budget runs out the next round runs on the next event-loop turn.
+   */
   private deliverPending(): number {
     const q = this.rx;
     let delivered = 0;
+    if (q) this.rxBudget = q.size;
     while (q && this.pending.length > 0 && this.ctx?.running()) {
       const frame = this.pending[0]!;
       const r = this.place(q, frame);
       if (r === "wait") break;
+      if (r === "yield") {
+        this.scheduleNextRound();
+        break;
+      }
       this.pending.shift();
       this.backend.releaseFrame();
       if (r === "placed") {
@@ -402,11 +407,24 @@ export class VirtioNet implements VirtioDevice {
     return delivered;
   }
 
+  /** Another deliverPending round after the event loop has run (setImmediate: after I/O and timers). */
+  private scheduleNextRound(): void {
+    if (this.nextRoundScheduled) return;
+    this.nextRoundScheduled = true;
+    setImmediate(() => {
+      this.nextRoundScheduled = false;
+      if (!this.ctx?.running()) return;
+      this.deliverPending();
+      this.ctx.signalUsed();
+    });
+  }
+
   /**
    * Put one frame into receive buffers: one chain, or with MRG_RXBUF as many as it needs (§5.1.6.3.2).
-   * "wait": not enough buffers yet (none taken). "dropped": the frame can never be delivered.
+   * "wait": not enough buffers yet (none taken). "dropped": the frame can never be delivered. "yield": this
+   * round's budget of pops (rxBudget) is spent (none taken); try again next round.
    */
-  private place(q: Virtqueue, frame: Uint8Array): "placed" | "wait" | "dropped" {
+  private place(q: Virtqueue, frame: Uint8Array): "placed" | "wait" | "dropped" | "yield" {
     const why = this.unacceptable(frame);
     if (why) {
       this.rxLog.note(`${why}; dropped`);
@@ -421,11 +439,16 @@ export class VirtioNet implements VirtioDevice {
         this.rxLog.note(`a ${frame.byteLength}-byte frame does not fit ${this.mergeable ? "the whole receive ring" : `receive chain ${chains[0]!.head}`} (${room} bytes); dropped`);
         return "dropped";
       }
+      if (this.rxBudget <= 0) {
+        q.undoPop(chains.length);
+        return "yield";
+      }
       const chain = q.pop();
       if (!chain) {
         q.undoPop(chains.length);
         return "wait";
       }
+      this.rxBudget--;
       // A chain with fewer bytes than the header cannot start a frame; as a later part it adds its room.
       chains.push(chain);
       room += chain.writableLength;

@@ -25,6 +25,7 @@
 import { checkKind, DeviceStateError, fromBase64, int, toBase64 } from "../state.ts";
 import { unlinkSync } from "node:fs";
 import { StructView } from "../../kvm/struct.ts";
+import { rateLimitedLog } from "../../rate-limit.ts";
 import { readConfigBytes, type VirtioContext, type VirtioDevice, type VirtioDeviceState } from "./device.ts";
 import type { DescriptorChain, Virtqueue } from "./queue.ts";
 import {
@@ -88,7 +89,6 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
   readonly counters: VsockCounters = { connectionsOpened: 0, txBytes: 0, rxBytes: 0, rstSent: 0, dropped: 0 };
   private readonly config = new StructView(virtio_vsock_config);
   private readonly logFn: (message: string) => void;
-  private logged = 0;
   private readonly listener: ReturnType<typeof Bun.listen<HostSocketData>>;
   /** Connections by `${hostPort}/${guestPort}`. */
   readonly connections = new Map<string, VsockConnection>();
@@ -102,6 +102,7 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
   private tx: Virtqueue | undefined;
   private closed = false;
   private fillScheduled = false;
+  private nextRoundScheduled = false;
 
   constructor(opts: VirtioVsockOptions) {
     const cid = opts.guestCid;
@@ -111,10 +112,13 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
     if (!opts.udsPath) throw new Error("vsock: uds_path is empty");
     this.guestCid = cid;
     this.udsPath = opts.udsPath;
-    this.logFn = opts.log ?? (() => {});
+    this.logFn = rateLimitedLog(opts.log ?? (() => {}));
     const q = opts.queueSize ?? 256;
     this.queueMaxSizes = [q, q, q];
     this.config.set("guest_cid", cid);
+    // umask 0177 while the socket is bound: it is born 0600 (only the VMM's user may connect to the guest),
+    // whatever the process umask is, with no moment of wider access.
+    const umask = process.umask(0o177);
     try {
       this.listener = Bun.listen<HostSocketData>({
         unix: opts.udsPath,
@@ -132,6 +136,8 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
       });
     } catch (e) {
       throw new Error(`vsock: cannot listen on ${opts.udsPath}: ${(e as Error).message} (remove a stale socket file first)`);
+    } finally {
+      process.umask(umask);
     }
     // Listening alone does not keep the VMM process alive; close() stops it.
     this.listener.unref();
@@ -230,10 +236,9 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
     this.rxReady.delete(conn);
   }
 
-  /** Rate-limited: a guest cannot flood the log. */
+  /** Rate-limited (src/rate-limit.ts): a guest cannot flood the log. */
   log(message: string): void {
-    this.logged++;
-    if (this.logged <= 20 || this.logged % 1000 === 0) this.logFn(`${this.name}: ${message}`);
+    this.logFn(`${this.name}: ${message}`);
   }
 
   // ---- guest -> host (tx queue) ----
@@ -424,14 +429,25 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
     this.log(`${why}; dropped`);
   }
 
-  /** Fill receive buffers with waiting packets: RST answers first, then connections in turn. Returns how many. */
+  /**
+   * Fill receive buffers with waiting packets: RST answers first, then connections in turn. Returns how many.
+   * At most the queue's size of chains per round, like Virtqueue.serve: a guest that keeps the ring full of
+   * buffers too short for a header would otherwise keep this loop (and the main thread) going forever. When
+   * the round ends with work left and buffers still posted, the next round runs on the next event-loop turn.
+   */
   private fillRx(): number {
     const q = this.rx;
     if (!q || !this.ctx?.running()) return 0;
     let sent = 0;
+    let popped = 0;
     while (this.pendingRst.length > 0 || this.rxReady.size > 0) {
+      if (popped === q.size) {
+        this.scheduleNextRound();
+        break;
+      }
       const chain = q.pop();
       if (!chain) break;
+      popped++;
       if (chain.writableLength < VSOCK_HDR_SIZE) {
         // The driver cannot be sent anything in it; give it back empty.
         this.log(`receive buffer ${chain.head} has ${chain.writableLength} bytes, less than a header`);
@@ -449,6 +465,16 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
       sent++;
     }
     return sent;
+  }
+
+  /** Another fillRx round after the event loop has run (setImmediate, not a microtask: those run first). */
+  private scheduleNextRound(): void {
+    if (this.nextRoundScheduled) return;
+    this.nextRoundScheduled = true;
+    setImmediate(() => {
+      this.nextRoundScheduled = false;
+      if (this.fillRx() > 0) this.ctx?.signalUsed();
+    });
   }
 
   private nextPacket(room: number): { bytes: Uint8Array; data?: Uint8Array } | undefined {
