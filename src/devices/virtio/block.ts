@@ -16,6 +16,7 @@
 
 import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from "node:fs";
 import { StructView } from "../../kvm/struct.ts";
+import { RateLimiter, resumeOnUnblock, serveLimited, type RateLimiterConfig } from "../rate-limiter.ts";
 import { readConfigBytes, type VirtioContext, type VirtioDevice } from "./device.ts";
 import type { DescriptorChain, Virtqueue } from "./queue.ts";
 import {
@@ -89,6 +90,8 @@ export interface VirtioBlockOptions {
   id?: string;
   /** QueueNumMax (default 256). */
   queueSize?: number;
+  /** Firecracker's drive `rate_limiter`: requests over budget wait on the queue. */
+  rateLimiter?: RateLimiterConfig;
   log?: (message: string) => void;
 }
 
@@ -113,6 +116,9 @@ export class VirtioBlock implements VirtioDevice {
   private readonly config = new StructView(virtio_blk_config);
   private readonly log: (message: string) => void;
   private queue: Virtqueue | undefined;
+  private ctx: VirtioContext | undefined;
+  /** Bandwidth (data bytes) and ops (requests) limits; PATCH /drives updates them with update(). */
+  readonly rateLimiter: RateLimiter;
   /** VIRTIO_BLK_F_FLUSH not negotiated: the driver expects every write to be durable when it completes. */
   private writethrough = true;
 
@@ -123,6 +129,8 @@ export class VirtioBlock implements VirtioDevice {
     const queueSize = opts.queueSize ?? 256;
     this.queueMaxSizes = [queueSize];
     this.log = opts.log ?? (() => {});
+    this.rateLimiter = new RateLimiter(opts.rateLimiter);
+    this.rateLimiter.onUnblocked = resumeOnUnblock(() => this.ctx, () => this.process(0));
     const id = opts.id ?? "kindling";
     if (!/^[\x20-\x7e]*$/.test(id) || id.length > VIRTIO_BLK_ID_BYTES) {
       throw new Error(`virtio-blk: id ${JSON.stringify(id)} must be printable ASCII of at most ${VIRTIO_BLK_ID_BYTES} bytes`);
@@ -164,20 +172,28 @@ export class VirtioBlock implements VirtioDevice {
     const q = ctx.queues[0];
     if (!q) throw new Error("queue 0 (requestq) is not ready");
     this.queue = q;
+    this.ctx = ctx;
     this.writethrough = (ctx.features & bit(VIRTIO_BLK_F_FLUSH)) === 0n;
   }
 
   /** The VM has ended: close the backing file. */
   close(): void {
+    this.rateLimiter.close();
     this.backend.close();
   }
 
   reset(): void {
     this.queue = undefined;
+    this.ctx = undefined;
   }
 
   process(_queueIndex: number): boolean {
-    return this.queue?.serve((chain) => this.handle(chain)) ?? false;
+    const q = this.queue;
+    if (!q) return false;
+    if (this.rateLimiter.unlimited) return q.serve((chain) => this.handle(chain));
+    // A request costs one op and its data bytes (the buffers between the header and the status byte).
+    const cost = (c: DescriptorChain) => Math.max(0, c.readableLength - virtio_blk_outhdr.size) + Math.max(0, c.writableLength - 1);
+    return serveLimited(q, this.rateLimiter, cost, (chain) => this.handle(chain));
   }
 
   /** Carry out one request; returns the used length. */
