@@ -212,6 +212,12 @@ export class RateLimiter {
     return true;
   }
 
+  /** Give back what admit(bytes) took (the request could not be carried out after all). */
+  refund(bytes: number): void {
+    this.replenish(1, "ops");
+    this.replenish(bytes, "bandwidth");
+  }
+
   /**
    * PATCH: replace the buckets the update names (a bucket with size or refill_time 0 turns that limit
    * off); a bucket the update leaves out stays as it is. New buckets start full, as Firecracker's.

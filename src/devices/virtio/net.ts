@@ -27,6 +27,8 @@
 // negotiate) is dropped and counted, and the chain returned: a bad frame is the guest's own loss.
 
 import { StructView } from "../../kvm/struct.ts";
+import type { MmdsNetworkStack } from "../../mmds/stack.ts";
+import { RateLimiter, resumeOnUnblock, type RateLimiterConfig } from "../rate-limiter.ts";
 import { Tap, TAP_MAX_FRAME } from "../../net/tap.ts";
 import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 } from "../../net/uapi.ts";
 import { readConfigBytes, type VirtioContext, type VirtioDevice } from "./device.ts";
@@ -73,6 +75,9 @@ export interface VirtioNetOptions {
   queueSize?: number;
   /** Received frames kept while the driver has no buffer for them (default 64). */
   maxPendingFrames?: number;
+  /** Firecracker's `rx_rate_limiter` and `tx_rate_limiter`: frames over budget wait. */
+  rxRateLimiter?: RateLimiterConfig;
+  txRateLimiter?: RateLimiterConfig;
   log?: (message: string) => void;
 }
 
@@ -161,6 +166,14 @@ export class VirtioNet implements VirtioDevice {
   private hostGso = new Set<number>([VIRTIO_NET_HDR_GSO_NONE]);
   private hostCsum = false;
   private reading = false;
+  /** Receive and transmit limits (PATCH /network-interfaces updates them with update()). */
+  readonly rxRateLimiter: RateLimiter;
+  readonly txRateLimiter: RateLimiter;
+  /** MMDS on this interface: frames for it are answered by the VMM and never reach the host. */
+  private mmds: MmdsNetworkStack | undefined;
+  /** Frames among `pending` that MMDS made (no host buffer to release), and how many. */
+  private readonly local = new WeakSet<Uint8Array>();
+  private localPending = 0;
 
   readonly backend: NetBackend;
 
@@ -189,6 +202,10 @@ export class VirtioNet implements VirtioDevice {
     const queueSize = opts.queueSize ?? 256;
     this.queueMaxSizes = [queueSize, queueSize];
     this.maxPending = opts.maxPendingFrames ?? 64;
+    this.rxRateLimiter = new RateLimiter(opts.rxRateLimiter);
+    this.rxRateLimiter.onUnblocked = resumeOnUnblock(() => this.ctx, () => (this.deliverPending(), false));
+    this.txRateLimiter = new RateLimiter(opts.txRateLimiter);
+    this.txRateLimiter.onUnblocked = resumeOnUnblock(() => this.ctx, () => this.transmit());
     let features =
       bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_GUEST_TSO4) |
       bit(VIRTIO_NET_F_GUEST_TSO6) | bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6) |
@@ -204,6 +221,13 @@ export class VirtioNet implements VirtioDevice {
     this.deviceFeatures = features;
     // The TAP's carrier is up while kindling holds it open: the link is always up.
     this.config.set("status", VIRTIO_NET_S_LINK_UP);
+  }
+
+  /** Answer MMDS on this interface with `stack` (Firecracker's configure_mmds_network_stack), or stop. */
+  setMmds(stack: MmdsNetworkStack | undefined): void {
+    this.mmds?.close();
+    this.mmds = stack;
+    if (stack) stack.output = (frame) => this.receiveLocal(frame);
   }
 
   /** Frames waiting for receive buffers. */
@@ -275,6 +299,9 @@ export class VirtioNet implements VirtioDevice {
 
   close(): void | Promise<void> {
     this.reset();
+    this.setMmds(undefined);
+    this.rxRateLimiter.close();
+    this.txRateLimiter.close();
     return this.backend.close();
   }
 
@@ -292,6 +319,11 @@ export class VirtioNet implements VirtioDevice {
     for (let n = 0; n < q.size; n++) {
       const chain = q.pop();
       if (!chain) return false;
+      if (!this.txRateLimiter.admit(chain.readableLength)) {
+        // Over budget: the chain waits on the queue until the limiter unblocks.
+        q.undoPop(1);
+        return false;
+      }
       this.sendChain(chain);
       // Transmit buffers are device-readable: nothing written (§5.1.6.2).
       q.push(chain, 0);
@@ -329,6 +361,12 @@ export class VirtioNet implements VirtioDevice {
     // num_buffers means nothing on transmit (§5.1.6.2): zero it rather than pass the guest's value on.
     buf[HDR_NUM_BUFFERS] = 0;
     buf[HDR_NUM_BUFFERS + 1] = 0;
+    // A frame for MMDS is answered by the VMM (src/mmds/stack.ts) and goes no further.
+    if (this.mmds?.handleFrame(buf.subarray(NET_HDR_SIZE))) {
+      this.counters.txFrames++;
+      this.counters.txBytes += len - NET_HDR_SIZE;
+      return;
+    }
     try {
       this.backend.write(buf);
     } catch (e) {
@@ -342,6 +380,28 @@ export class VirtioNet implements VirtioDevice {
   }
 
   // ---- receive: host -> guest ----
+
+  /** A frame from MMDS for the guest: queued like a frame from the host, with an all-zero header. */
+  private receiveLocal(frame: Uint8Array): void {
+    if (!this.ctx?.running() || this.localPending >= this.maxPending) {
+      // TCP retransmits what is lost here.
+      this.counters.rxDropped++;
+      return;
+    }
+    const f = new Uint8Array(NET_HDR_SIZE + frame.byteLength);
+    f.set(frame, NET_HDR_SIZE);
+    this.local.add(f);
+    this.localPending++;
+    this.pending.push(f);
+    this.deliverPending();
+    this.ctx.signalUsed();
+  }
+
+  /** A frame leaves `pending`: a host frame's buffer goes back to the reader. */
+  private release(frame: Uint8Array): void {
+    if (this.local.delete(frame)) this.localPending--;
+    else this.backend.releaseFrame();
+  }
 
   private onHostFrame(frame: Uint8Array): void {
     if (!this.ctx?.running()) {
@@ -361,10 +421,14 @@ export class VirtioNet implements VirtioDevice {
     let delivered = 0;
     while (q && this.pending.length > 0 && this.ctx?.running()) {
       const frame = this.pending[0]!;
+      if (!this.rxRateLimiter.admit(frame.byteLength)) break;
       const r = this.place(q, frame);
-      if (r === "wait") break;
+      if (r === "wait") {
+        this.rxRateLimiter.refund(frame.byteLength);
+        break;
+      }
       this.pending.shift();
-      this.backend.releaseFrame();
+      this.release(frame);
       if (r === "placed") {
         delivered++;
         this.counters.rxFrames++;
@@ -437,9 +501,9 @@ export class VirtioNet implements VirtioDevice {
   }
 
   private dropPending(): void {
-    for (const _ of this.pending) {
+    for (const frame of this.pending) {
       this.counters.rxDropped++;
-      this.backend.releaseFrame();
+      this.release(frame);
     }
     this.pending.length = 0;
   }
