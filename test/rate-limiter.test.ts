@@ -4,10 +4,11 @@
 
 import { describe, expect, test } from "bun:test";
 import { measureCappedRead } from "../bench/rate-limiter.ts";
-import { RateLimiter, REFILL_TIMER_MS, TokenBucket } from "../src/devices/rate-limiter.ts";
+import { limitOutput, RateLimiter, REFILL_TIMER_MS, TokenBucket } from "../src/devices/rate-limiter.ts";
+import { NET_HDR_SIZE, VirtioNet, type NetBackend } from "../src/devices/virtio/net.ts";
 import { VirtioRng } from "../src/devices/virtio/rng.ts";
 import { bit, VIRTIO_RING_F_EVENT_IDX } from "../src/devices/virtio/uapi.ts";
-import { virtioSetup } from "./support/virtio-driver.ts";
+import { virtioSetup, waitFor } from "./support/virtio-driver.ts";
 
 /** A clock and a timer queue that only move when the test says so. */
 function fakeTime() {
@@ -213,5 +214,80 @@ describe("devices under a rate limiter", () => {
     await Bun.sleep(20);
     expect(q!.takeUsed().length).toBe(2);
     rng.close();
+  });
+});
+
+describe("serial output limit", () => {
+  test("writes over budget are dropped whole and counted", () => {
+    const t = fakeTime();
+    const out: number[] = [];
+    let dropped = 0;
+    const write = limitOutput({ size: 100, refill_time: 1000 }, (b) => out.push(b.byteLength), { clock: t.clock, onDrop: (n) => (dropped += n) });
+    write(new Uint8Array(60));
+    write(new Uint8Array(60));
+    write(new Uint8Array(40));
+    expect(out).toEqual([60, 40]);
+    expect(dropped).toBe(60);
+    t.advance(1000);
+    write(new Uint8Array(200)); // more than the bucket: an overdraft, dropped
+    expect(dropped).toBe(260);
+    const plain = (b: Uint8Array) => void b;
+    expect(limitOutput(undefined, plain)).toBe(plain);
+  });
+});
+
+describe("virtio-net under rate limiters", () => {
+  class Backend implements NetBackend {
+    readonly name = "rl0";
+    written = 0;
+    released = 0;
+    onFrame?: (f: Uint8Array) => void;
+    write(): void {
+      this.written++;
+    }
+    setOffload(): void {}
+    startReading(onFrame: (f: Uint8Array) => void): void {
+      this.onFrame = onFrame;
+    }
+    releaseFrame(): void {
+      this.released++;
+    }
+    close(): void {}
+  }
+  const frame = () => {
+    const f = new Uint8Array(NET_HDR_SIZE + 60);
+    f.fill(0xff, NET_HDR_SIZE, NET_HDR_SIZE + 6);
+    return f;
+  };
+
+  test("tx: frames over the ops budget wait on the queue, then go out", async () => {
+    const b = new Backend();
+    const net = new VirtioNet(b, { queueSize: 16, txRateLimiter: { ops: { size: 2, refill_time: 100 } } });
+    const s = virtioSetup(net);
+    const [, tx] = s.driver.init();
+    for (let i = 0; i < 4; i++) tx!.send([frame()]);
+    tx!.kick();
+    expect(b.written).toBe(2);
+    expect(tx!.takeUsed().length).toBe(2);
+    await waitFor(() => b.written === 4, "the waiting frames to go out", 2000);
+    expect(tx!.takeUsed().length).toBe(2);
+    await net.close();
+  });
+
+  test("rx: frames over the bandwidth budget wait in the pending queue, then arrive", async () => {
+    const b = new Backend();
+    const size = NET_HDR_SIZE + 60;
+    const net = new VirtioNet(b, { queueSize: 16, rxRateLimiter: { bandwidth: { size: 2 * size, refill_time: 100 } } });
+    const s = virtioSetup(net);
+    const [rx] = s.driver.init();
+    rx!.postWritable(8, 2048);
+    rx!.kick();
+    for (let i = 0; i < 4; i++) b.onFrame!(frame());
+    expect(rx!.takeUsed().length).toBe(2);
+    expect(net.pendingFrames).toBe(2);
+    await waitFor(() => net.pendingFrames === 0, "the pending frames to be delivered", 2000);
+    expect(rx!.takeUsed().length).toBe(2);
+    expect(b.released).toBe(4);
+    await net.close();
   });
 });

@@ -310,3 +310,21 @@ export function resumeOnUnblock(
   };
   return resume;
 }
+
+/**
+ * The serial console's `rate_limiter` (Firecracker's SerialOut): one bandwidth bucket on the bytes the
+ * guest writes. A UART cannot make the guest wait, so a write over budget is dropped whole and counted,
+ * as Firecracker does (its rate_limiter_dropped_bytes metric); an overdraft is dropped too.
+ */
+export function limitOutput(
+  cfg: TokenBucketConfig | undefined,
+  sink: (bytes: Uint8Array) => void,
+  opts: { clock?: Clock; onDrop?: (bytes: number) => void } = {},
+): (bytes: Uint8Array) => void {
+  const bucket = TokenBucket.create(cfg, opts.clock);
+  if (!bucket) return sink;
+  return (bytes) => {
+    if (bucket.reduce(bytes.byteLength).kind === "ok") sink(bytes);
+    else opts.onDrop?.(bytes.byteLength);
+  };
+}
