@@ -15,6 +15,9 @@ import { closeSync, existsSync } from "node:fs";
 import type { z } from "zod";
 import { VirtioNet } from "./devices/virtio/net.ts";
 import { VirtioVsock } from "./devices/virtio/vsock.ts";
+import { limitOutput, type RateLimiter } from "./devices/rate-limiter.ts";
+import { MmdsError, MmdsStore } from "./mmds/store.ts";
+import { MmdsNetworkStack } from "./mmds/stack.ts";
 import { bootLinux, type DriveOptions, type LinuxBootOptions } from "./boot/linux.ts";
 import { DEFAULT_CMDLINE } from "./arch/x86_64/cmdline.ts";
 import { MiB } from "./arch/x86_64/layout.ts";
@@ -95,6 +98,8 @@ export class MicroVM {
   /** Resolves with how the VM ended. */
   readonly exited: Promise<VmExit>;
   private readonly resources = new VmResources();
+  /** The MMDS data store (PUT/PATCH/GET /mmds), shared by every interface MMDS is configured on. */
+  readonly mmds = new MmdsStore();
   private readonly bootFn: BootFn;
   private readonly models: NonNullable<MicroVMOptions["deviceModels"]>;
   private stateNow: MicroVMState = "Not started";
@@ -105,6 +110,8 @@ export class MicroVM {
   private serialStream?: { stream: ReadableStream<Uint8Array>; controller: ReadableStreamDefaultController<Uint8Array> };
   /** Console bytes dropped because the `serial` stream's reader fell more than 1 MiB behind. */
   serialDropped = 0;
+  /** Console bytes dropped by the serial `rate_limiter`. */
+  serialRateLimited = 0;
   private readonly listeners = new Map<keyof MicroVMEvents, Set<(arg: never) => void>>();
   private resolveExited!: (exit: VmExit) => void;
 
@@ -119,6 +126,7 @@ export class MicroVM {
       devices: () => this.devices,
     });
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
+    this.mmds.tokens.setAad(this.id);
     this.applyConfig(config);
   }
 
@@ -142,6 +150,8 @@ export class MicroVM {
     });
     if (c.vsock) r.setVsock(c.vsock);
     if (c.entropy) r.setEntropy(c.entropy);
+    // After the interfaces it names.
+    if (c["mmds-config"]) this.applyMmdsConfig(r.setMmdsConfig(c["mmds-config"]));
     // Last: these two open their files.
     if (c.logger) this.logger.configure(c.logger);
     if (c.metrics) this.metrics.configure(c.metrics);
@@ -199,28 +209,84 @@ export class MicroVM {
     this.resources.serial = checked;
   }
 
+  /** PUT /mmds/config (pre-boot, as in Firecracker): which interfaces reach MMDS, the version, the address. */
+  setMmdsConfig(m: z.input<typeof S.MmdsConfig>): void {
+    this.preBoot("mmds-config");
+    this.applyMmdsConfig(this.resources.setMmdsConfig(m));
+  }
+
+  private applyMmdsConfig(m: S.MmdsConfig): void {
+    this.mmds.version = m.version ?? "V1";
+    this.mmds.imdsCompat = m.imds_compat ?? false;
+  }
+
+  // ---- MMDS contents: any time ----
+
+  /** PUT /mmds: replace the metadata. */
+  putMmds(data: unknown): void {
+    this.mmdsCall(() => this.mmds.put(data));
+  }
+
+  /** PATCH /mmds: merge into the metadata (RFC 7396). */
+  patchMmds(patch: unknown): void {
+    this.mmdsCall(() => this.mmds.patch(patch));
+  }
+
+  /** GET /mmds: the metadata ({} while empty). */
+  getMmds(): unknown {
+    // Re-parsed from the serialized form: keys in sorted order, as Firecracker (serde_json) writes them.
+    return JSON.parse(this.mmds.serialized());
+  }
+
+  private mmdsCall(f: () => void): void {
+    try {
+      f();
+    } catch (e) {
+      if (!(e instanceof MmdsError)) throw e;
+      // Firecracker's VmmActionError wording; over the size limit is its 413.
+      if (e.kind === "DataStoreLimitExceeded") throw new MicroVMError(`MMDS limit exceeded error: ${e.message}`, 413);
+      throw new MicroVMError(`MMDS error: ${e.message}`);
+    }
+  }
+
   // ---- runtime updates ----
 
-  /** PATCH /drives: after start, only a no-op is possible (kindling cannot swap a drive's file yet). */
+  /** PATCH /drives: a new `rate_limiter` at once; the backing file cannot be swapped yet. */
   patchDrive(d: z.input<typeof S.PartialDrive>): void {
     const p = parseWith(S.PartialDrive, d, "drive");
     this.requireStarted("drive updates");
     const current = this.resources.drives.get(p.drive_id);
     if (!current) throw new MicroVMError(`drive.drive_id: no drive ${p.drive_id}`);
-    if (p.rate_limiter !== undefined) throw new MicroVMError("drive.rate_limiter: rate limiting is not supported by kindling yet");
     if (p.path_on_host !== undefined && p.path_on_host !== current.path_on_host) {
       throw new MicroVMError("drive.path_on_host: changing a drive's backing file after start is not supported by kindling yet");
     }
+    if (p.rate_limiter !== undefined) {
+      this.limiterOf(`block_${p.drive_id}`, "rateLimiter")?.update(p.rate_limiter);
+      current.rate_limiter = mergeLimiter(current.rate_limiter, p.rate_limiter);
+    }
   }
 
-  /** PATCH /network-interfaces: rate limiters only, which kindling does not implement. */
+  /** PATCH /network-interfaces: new rx/tx rate limiters, at once. */
   patchNetworkInterface(n: z.input<typeof S.PartialNetworkInterface>): void {
     const p = parseWith(S.PartialNetworkInterface, n, "network-interface");
     this.requireStarted("network interface updates");
-    if (!this.resources.nets.has(p.iface_id)) throw new MicroVMError(`network-interface.iface_id: no network interface ${p.iface_id}`);
-    for (const k of ["rx_rate_limiter", "tx_rate_limiter"] as const) {
-      if (p[k] !== undefined) throw new MicroVMError(`network-interface.${k}: rate limiting is not supported by kindling yet`);
+    const current = this.resources.nets.get(p.iface_id);
+    if (!current) throw new MicroVMError(`network-interface.iface_id: no network interface ${p.iface_id}`);
+    if (p.rx_rate_limiter !== undefined) {
+      this.limiterOf(`net_${p.iface_id}`, "rxRateLimiter")?.update(p.rx_rate_limiter);
+      current.rx_rate_limiter = mergeLimiter(current.rx_rate_limiter, p.rx_rate_limiter);
     }
+    if (p.tx_rate_limiter !== undefined) {
+      this.limiterOf(`net_${p.iface_id}`, "txRateLimiter")?.update(p.tx_rate_limiter);
+      current.tx_rate_limiter = mergeLimiter(current.tx_rate_limiter, p.tx_rate_limiter);
+    }
+  }
+
+  /** A running device's rate limiter, by the device's metrics name (a stand-in device may have none). */
+  private limiterOf(name: string, field: "rateLimiter" | "rxRateLimiter" | "txRateLimiter"): RateLimiter | undefined {
+    const device = this.devices.find((d) => d.name === name)?.device as Record<string, unknown> | undefined;
+    const limiter = device?.[field] as RateLimiter | undefined;
+    return typeof limiter?.update === "function" ? limiter : undefined;
   }
 
   private requireStarted(what: string): RunningVm {
@@ -295,6 +361,7 @@ export class MicroVM {
       readOnly: d.is_read_only ?? false,
       root: d.is_root_device && d.partuuid === undefined,
       id: d.drive_id.slice(0, VIRTIO_BLK_ID_BYTES), // the serial the guest reads with VIRTIO_BLK_T_GET_ID
+      rateLimiter: d.rate_limiter,
     }));
     // A root drive with a partuuid is found by the kernel through its partition table, not as /dev/vda.
     const byPartuuid = r.orderedDrives().find((d) => d.is_root_device && d.partuuid !== undefined);
@@ -310,8 +377,10 @@ export class MicroVM {
       cpuTemplate: "auto",
       drives,
       entropy: r.entropy !== undefined,
+      entropyRateLimiter: r.entropy?.rate_limiter,
       extraDevices,
-      consoleOutput: (bytes) => this.consoleOutput(bytes),
+      // The serial `rate_limiter` drops output over budget, as Firecracker's does (a UART cannot wait).
+      consoleOutput: limitOutput(r.serial?.rate_limiter, (bytes) => this.consoleOutput(bytes), { onDrop: (n) => (this.serialRateLimited += n) }),
       log: (line) => this.logger.info(line),
       onBootComplete: (info) => this.emit("boot-complete", info),
     };
@@ -325,8 +394,15 @@ export class MicroVM {
     try {
       if (r.nets.size) {
         const Net = this.models.VirtioNet ?? (VirtioNet as unknown as DeviceClass);
+        const mmdsOn = new Set(r.mmdsConfig?.network_interfaces ?? []);
         for (const n of r.nets.values()) {
-          out.push({ name: `net_${n.iface_id}`, device: new Net({ ifaceId: n.iface_id, hostDevName: n.host_dev_name, guestMac: n.guest_mac, mtu: n.mtu, log }) });
+          const device = new Net({
+            ifaceId: n.iface_id, hostDevName: n.host_dev_name, guestMac: n.guest_mac, mtu: n.mtu, log,
+            rxRateLimiter: n.rx_rate_limiter, txRateLimiter: n.tx_rate_limiter,
+          });
+          out.push({ name: `net_${n.iface_id}`, device });
+          // MMDS answers on the interfaces its configuration names (Firecracker's configure_mmds_network_stack).
+          if (mmdsOn.has(n.iface_id) && device instanceof VirtioNet) device.setMmds(new MmdsNetworkStack(this.mmds, { ipv4: r.mmdsIpv4 }));
         }
       }
       if (r.vsock) {
@@ -450,4 +526,19 @@ export class MicroVM {
 /** Release what a device that never reached a VM holds (a TAP and its reader, a socket). */
 function closeDevice(device: VirtioDevice): void {
   void Promise.resolve(device.close?.()).catch(() => {});
+}
+
+/**
+ * A stored rate_limiter after a PATCH: the buckets the patch names replace the old ones (a bucket of size
+ * or refill_time 0 removes it), the others stay, as the live limiter does (RateLimiter.update).
+ */
+function mergeLimiter(old: S.RateLimiter | undefined, patch: S.RateLimiter): S.RateLimiter {
+  const out: S.RateLimiter = { ...old };
+  for (const k of ["bandwidth", "ops"] as const) {
+    const b = patch[k];
+    if (b === undefined) continue;
+    if (b.size === 0 || b.refill_time === 0) delete out[k];
+    else out[k] = { ...b };
+  }
+  return out;
 }

@@ -35,10 +35,8 @@ describe("MicroVM configuration", () => {
 
   test("what kindling does not implement is refused by name, never ignored", () => {
     const vm = new MicroVM();
-    const bucket = { size: 1, refill_time: 1 };
     expect(() => vm.setMachineConfig({ vcpu_count: 2, mem_size_mib: 128, smt: true })).toThrow("smt: SMT");
     expect(() => vm.setMachineConfig({ vcpu_count: 1, mem_size_mib: 128, cpu_template: "C3" })).toThrow("cpu_template: C3 is not supported");
-    expect(() => vm.setEntropy({ rate_limiter: { ops: bucket } })).toThrow("entropy.rate_limiter: rate limiting is not supported");
     expect(() => vm.putDrive({ drive_id: "v", is_root_device: false, socket: "/tmp/vhost.sock" })).toThrow("vhost-user-block");
     expect(() => vm.sendCtrlAltDel()).toThrow(/SendCtrlAltDel is not supported.*i8042/);
     // Nothing was stored by the refused calls.

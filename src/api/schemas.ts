@@ -133,6 +133,16 @@ export const SerialDevice = z.strictObject({
   rate_limiter: TokenBucket.optional(),
 });
 
+// ---- MmdsConfig ----
+
+export const MmdsConfig = z.strictObject({
+  version: z.enum(["V1", "V2"]).optional(),
+  network_interfaces: z.array(ResourceId),
+  // Checked to be a link-local address by VmResources.setMmdsConfig, with Firecracker's message.
+  ipv4_address: z.string().optional(),
+  imds_compat: z.boolean().optional(),
+});
+
 // ---- InstanceActionInfo, Vm ----
 
 export const InstanceActionInfo = z.strictObject({
@@ -180,6 +190,7 @@ export const FullVmConfiguration = z.strictObject({
   logger: Logger.optional(),
   metrics: Metrics.optional(),
   entropy: EntropyDevice.optional(),
+  "mmds-config": MmdsConfig.optional(),
 });
 
 /** Keys of the spec's FullVmConfiguration that kindling does not implement, and what each is. */
@@ -187,7 +198,6 @@ export const UNSUPPORTED_CONFIG_KEYS: Record<string, string> = {
   balloon: "the balloon device",
   "cpu-config": "custom CPU templates (cpu-config)",
   "memory-hotplug": "memory hotplug (virtio-mem)",
-  "mmds-config": "the microVM metadata service (MMDS)",
   pmem: "virtio-pmem devices",
 };
 
@@ -201,6 +211,8 @@ export type PartialNetworkInterface = z.output<typeof PartialNetworkInterface>;
 export type Vsock = z.output<typeof Vsock>;
 export type EntropyDevice = z.output<typeof EntropyDevice>;
 export type SerialDevice = z.output<typeof SerialDevice>;
+export type MmdsConfig = z.output<typeof MmdsConfig>;
+export type RateLimiter = z.output<typeof RateLimiter>;
 export type LoggerConfig = z.output<typeof Logger>;
 export type MetricsConfig = z.output<typeof Metrics>;
 export type FullVmConfiguration = z.output<typeof FullVmConfiguration>;
@@ -214,7 +226,11 @@ export type MicroVMConfig = z.input<typeof FullVmConfiguration>;
  * (pre-boot only, not started). The API answers these with 400 and the message as `fault_message`.
  */
 export class MicroVMError extends Error {
-  constructor(message: string) {
+  /** The HTTP status the API answers with: 400, or 413 where Firecracker answers that (MMDS over its limit). */
+  constructor(
+    message: string,
+    readonly status = 400,
+  ) {
     super(message);
     this.name = "MicroVMError";
   }

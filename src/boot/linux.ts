@@ -32,6 +32,7 @@ import { BootTimer, bootTimerStart, type BootCompleteInfo } from "../devices/boo
 import { detectHost } from "../host.ts";
 import { FileBlockBackend, VirtioBlock } from "../devices/virtio/block.ts";
 import { VirtioRng } from "../devices/virtio/rng.ts";
+import type { RateLimiterConfig } from "../devices/rate-limiter.ts";
 import type { VirtioDevice } from "../devices/virtio/device.ts";
 
 export interface LinuxBootOptions {
@@ -52,6 +53,8 @@ export interface LinuxBootOptions {
   drives?: DriveOptions[];
   /** A virtio-rng device fed from the host's CSPRNG. */
   entropy?: boolean;
+  /** The entropy device's `rate_limiter`. */
+  entropyRateLimiter?: RateLimiterConfig;
   /**
    * More virtio devices, added after the drives and the entropy device (the net and vsock device models
    * plug in here). Each gets an MMIO window, an IRQ and a `virtio_mmio.device=` argument.
@@ -86,6 +89,8 @@ export interface DriveOptions {
   root?: boolean;
   /** What GET_ID answers (the guest's /sys/block/vdX/serial). */
   id?: string;
+  /** Firecracker's drive `rate_limiter`. */
+  rateLimiter?: RateLimiterConfig;
 }
 
 /** What the boot wrote, step by step: for --explain, logs and tests. */
@@ -148,11 +153,11 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     const devices: VirtioDevice[] = [];
     const rootArgs: string[] = [];
     (opts.drives ?? []).forEach((d, i) => {
-      devices.push(new VirtioBlock(new FileBlockBackend(d.path, d.readOnly ?? false), { id: d.id, log }));
+      devices.push(new VirtioBlock(new FileBlockBackend(d.path, d.readOnly ?? false), { id: d.id, log, rateLimiter: d.rateLimiter }));
       // Drives appear as /dev/vda, /dev/vdb ... in the order the kernel probes them, which is window order.
       if (d.root) rootArgs.push(`root=/dev/vd${String.fromCharCode(97 + i)}`, d.readOnly ? "ro" : "rw");
     });
-    if (opts.entropy) devices.push(new VirtioRng());
+    if (opts.entropy) devices.push(new VirtioRng({ rateLimiter: opts.entropyRateLimiter }));
     devices.push(...(opts.extraDevices ?? []));
     const attached = devices.map((d) => vm.addVirtioDevice(d));
     explain(4, "load the initrd and add the virtio devices", () => ({

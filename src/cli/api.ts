@@ -34,6 +34,7 @@ export default defineCommand({
       bootTimer: args["boot-timer"],
       logPath: args["log-path"],
       metricsPath: args["metrics-path"],
+      metadata: args.metadata,
     });
   },
 });

@@ -9,7 +9,8 @@ import { defineCommand, type ArgsDef } from "citty";
 import { consola } from "consola";
 import { checkInstanceId, MicroVM, MicroVMError, type VmExit } from "../microvm.ts";
 import { defaultApiSocket, serveApi, type ApiServer } from "../api/server.ts";
-import { loadConfigFile } from "../config.ts";
+import { readFileSync, statSync } from "node:fs";
+import { CONFIG_FILE_MAX_SIZE, loadConfigFile } from "../config.ts";
 import type { LogLevelName, MicroVMConfig } from "../api/schemas.ts";
 import { attachConsole, ESCAPE_HELP } from "../console.ts";
 import { kvmAvailability, warnIfEmulatingHost } from "../host.ts";
@@ -22,6 +23,7 @@ export const VMM_ARGS = {
   "boot-timer": { type: "boolean", description: "Log the guest's boot time when its init writes to the boot-timer device", default: false },
   "log-path": { type: "string", description: "Write kindling's log to this file or named pipe (at the --level level)", valueHint: "path" },
   "metrics-path": { type: "string", description: "Write metrics (JSON lines, every 60 s) to this file or named pipe", valueHint: "path" },
+  metadata: { type: "string", description: "A JSON file to fill the MMDS data store with (as PUT /mmds)", valueHint: "file" },
 } as const satisfies ArgsDef;
 
 export interface VmmOptions {
@@ -36,6 +38,26 @@ export interface VmmOptions {
   bootTimer: boolean;
   logPath?: string;
   metricsPath?: string;
+  /** --metadata: a JSON file for the MMDS store. */
+  metadata?: string;
+}
+
+/** --metadata: the file's JSON, put in the MMDS store as PUT /mmds would (Firecracker's --metadata). */
+function loadMetadata(vm: MicroVM, path: string): void {
+  let text: string;
+  try {
+    const size = statSync(path).size;
+    if (size > CONFIG_FILE_MAX_SIZE) throw new Error(`${size} bytes is more than a metadata file can be`);
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CliError(`--metadata: ${path}: ${code === "ENOENT" ? "no such file" : (e as Error).message}`, EXIT.USAGE);
+  }
+  try {
+    vm.putMmds(JSON.parse(text));
+  } catch (e) {
+    throw new CliError(`--metadata: ${path}: ${e instanceof SyntaxError ? `not valid JSON: ${e.message}` : (e as Error).message}`, EXIT.USAGE);
+  }
 }
 
 /** consola's level as a Firecracker logger level (--level sets consola's; main.ts). */
@@ -68,6 +90,7 @@ export async function runVmm(o: VmmOptions): Promise<void> {
     if (e instanceof MicroVMError) throw new CliError(`${o.source}: ${e.message}`, EXIT.USAGE);
     throw e;
   }
+  if (o.metadata !== undefined) loadMetadata(vm, o.metadata);
   if (o.bootNow && !vm.config["boot-source"]) throw new CliError(`${o.source}: boot-source: required to boot at once`, EXIT.USAGE);
   if (o.bootNow) {
     const kvm = kvmAvailability();
@@ -168,6 +191,7 @@ export default defineCommand({
       bootTimer: args["boot-timer"],
       logPath: args["log-path"],
       metricsPath: args["metrics-path"],
+      metadata: args.metadata,
     });
   },
 });
