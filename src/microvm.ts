@@ -341,6 +341,8 @@ export class MicroVM {
       const { vm } = await this.bootFn(this.bootOptions(extra.map((e) => e.device)));
       const names = [...r.orderedDrives().map((d) => `block_${d.drive_id}`), ...(r.entropy ? ["entropy"] : []), ...extra.map((e) => e.name)];
       this.devices = vm.virtio.map((v, i) => ({ name: names[i] ?? `virtio_${i}`, device: v.transport.device }));
+      // Firecracker's `mmds` metrics group, when MMDS answers on some interface.
+      if (r.mmdsConfig) this.devices.push({ name: "mmds", device: this.mmds });
       this.vm = vm;
       this.stateNow = "Running";
       this.logger.info(`microVM ${this.id} started`);

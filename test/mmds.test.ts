@@ -492,3 +492,22 @@ describe("MMDS through virtio-net (raw frames)", () => {
     expect(g.received().length).toBe(0);
   });
 });
+
+describe("MMDS metrics", () => {
+  test("the store counts frames, connections and token use by Firecracker's names", () => {
+    const g = guest();
+    g.store.put({ a: "b" });
+    httpOver(g, "GET /a HTTP/1.1\r\n\r\n");
+    httpOver(g, "GET /a HTTP/1.1\r\nX-metadata-token: nope\r\n\r\n");
+    const c = g.store.counters;
+    expect(c.connections_created).toBe(2);
+    expect(c.connections_destroyed).toBe(2);
+    expect(c.rx_no_token).toBe(1);
+    expect(c.rx_invalid_token).toBe(1);
+    expect(c.rx_accepted).toBeGreaterThanOrEqual(10);
+    expect(c.tx_frames).toBeGreaterThanOrEqual(6);
+    expect(c.tx_bytes).toBeGreaterThan(c.tx_frames * 54);
+    g.send(buildEthernet(MMDS_MAC, GUEST_MAC, ETH_P_IP, buildIpv4(GUEST_IP, MMDS_IP, 17, 1, new Uint8Array(8))));
+    expect(c.rx_accepted_unusual).toBe(1);
+  });
+});

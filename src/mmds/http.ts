@@ -144,9 +144,12 @@ export function respond(store: MmdsStore, req: HttpRequest): HttpResponse {
   if (req.path === "") return error(400, MSG.invalidUri, v);
   if (req.method === "GET") {
     const token = header(req, [X_METADATA_TOKEN, X_AWS_EC2_METADATA_TOKEN]);
+    const valid = token !== undefined && store.tokens.isValid(token[1]);
+    if (!token) store.counters.rx_no_token++;
+    else if (!valid) store.counters.rx_invalid_token++;
     if (store.version === "V2") {
       if (!token) return error(401, MSG.noToken, v);
-      if (!store.tokens.isValid(token[1])) return error(401, MSG.invalidToken, v);
+      if (!valid) return error(401, MSG.invalidToken, v);
     }
     try {
       return { version: v, status: 200, contentType: req.accept, body: store.get(sanitizeUri(req.path), req.accept === "application/json" ? "json" : "imds") };

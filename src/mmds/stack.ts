@@ -47,6 +47,7 @@ export class MmdsNetworkStack {
   readonly ipv4: Ipv4;
   /** Where reply frames go (Ethernet, no virtio-net header); the device sets it. */
   output: (frame: Uint8Array) => void = () => {};
+  /** This interface's own counts; the store's `counters` add up every interface's, by Firecracker's names. */
   readonly counters = { rxFrames: 0, rxDropped: 0, txFrames: 0 };
   readonly tcp: TcpServer;
   /** The guest interface's MAC, learned from its frames. */
@@ -65,6 +66,7 @@ export class MmdsNetworkStack {
       answer: (req) => answer(this.store, req),
       emit: (dst, seg) => this.send(ETH_P_IP, buildIpv4(this.ipv4, dst, IPPROTO_TCP, this.ipId++, buildTcp(this.ipv4, dst, seg))),
       schedule: opts.schedule,
+      onConnection: (opened) => void (opened ? this.store.counters.connections_created++ : this.store.counters.connections_destroyed++),
     });
   }
 
@@ -76,6 +78,7 @@ export class MmdsNetworkStack {
       const arp = parseArp(eth.payload);
       if (!arp || arp.tpa !== this.ipv4 || arp.op !== ARPOP_REQUEST) return false;
       this.counters.rxFrames++;
+      this.store.counters.rx_accepted++;
       this.remoteMac = arp.sha;
       this.send(ETH_P_ARP, buildArp({ op: ARPOP_REPLY, sha: MMDS_MAC, spa: this.ipv4, tha: arp.sha, tpa: arp.spa }));
       return true;
@@ -83,11 +86,13 @@ export class MmdsNetworkStack {
     if (eth.ethertype !== ETH_P_IP || ipv4Destination(eth.payload) !== this.ipv4) return false;
     // From here on the frame is MMDS's, whatever state it is in.
     this.counters.rxFrames++;
+    this.store.counters.rx_accepted++;
     try {
       const ip = parseIpv4Packet(eth.payload);
       const seg = ip && !ip.fragment && ip.protocol === IPPROTO_TCP ? parseTcp(ip.payload) : undefined;
       if (!ip || !seg) {
         this.counters.rxDropped++;
+        this.store.counters.rx_accepted_unusual++;
         return true;
       }
       this.remoteMac = eth.src.slice();
@@ -95,6 +100,7 @@ export class MmdsNetworkStack {
     } catch {
       // A bug here must cost the guest a frame, not the VMM its life.
       this.counters.rxDropped++;
+      this.store.counters.rx_accepted_unusual++;
     }
     return true;
   }
@@ -104,7 +110,10 @@ export class MmdsNetworkStack {
   }
 
   private send(ethertype: number, payload: Uint8Array): void {
+    const frame = buildEthernet(this.remoteMac, MMDS_MAC, ethertype, payload);
     this.counters.txFrames++;
-    this.output(buildEthernet(this.remoteMac, MMDS_MAC, ethertype, payload));
+    this.store.counters.tx_frames++;
+    this.store.counters.tx_bytes += frame.byteLength;
+    this.output(frame);
   }
 }

@@ -85,7 +85,27 @@ function formatImds(v: Json): string {
   throw new MmdsError("UnsupportedValueType");
 }
 
+/**
+ * Firecracker's `mmds` metrics group (the ones kindling counts), shared by every interface's stack:
+ * frames taken for MMDS, the unusual ones among them (not TCP, malformed), frames and bytes sent back,
+ * TCP connections, and GETs without a token or with one not valid (counted under V1 too, as Firecracker
+ * does, to show how ready a guest is for V2).
+ */
+export interface MmdsCounters {
+  rx_accepted: number;
+  rx_accepted_unusual: number;
+  tx_frames: number;
+  tx_bytes: number;
+  connections_created: number;
+  connections_destroyed: number;
+  rx_no_token: number;
+  rx_invalid_token: number;
+}
+
 export class MmdsStore {
+  readonly counters: MmdsCounters = {
+    rx_accepted: 0, rx_accepted_unusual: 0, tx_frames: 0, tx_bytes: 0, connections_created: 0, connections_destroyed: 0, rx_no_token: 0, rx_invalid_token: 0,
+  };
   version: MmdsVersion = "V1";
   imdsCompat = false;
   readonly tokens: TokenAuthority;

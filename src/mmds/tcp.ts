@@ -49,6 +49,8 @@ export interface TcpServerOptions {
   /** Send a segment to the guest at `ip`. */
   emit: (ip: Ipv4, seg: TcpOut) => void;
   schedule?: Scheduler;
+  /** A connection opened (true) or ended (false), for metrics. */
+  onConnection?: (opened: boolean) => void;
 }
 
 /** Where a request ends: after "\n\n" or "\n\r\n" (the test Firecracker's endpoint uses), or -1. */
@@ -162,6 +164,7 @@ export class TcpServer {
     const c = new Connection(ip, syn.srcPort, syn.seq, syn.window, syn.mss);
     this.conn = c;
     this.counters.connections++;
+    this.opts.onConnection?.(true);
     this.sendSynAck(c);
   }
 
@@ -308,7 +311,9 @@ export class TcpServer {
 
   private drop(c: Connection): void {
     this.stopRto(c);
-    if (this.conn === c) this.conn = undefined;
+    if (this.conn !== c) return;
+    this.conn = undefined;
+    this.opts.onConnection?.(false);
   }
 
   /** The RST for a segment that belongs to no connection (RFC 9293 §3.10.7.1); never for a RST. */
