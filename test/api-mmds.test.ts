@@ -9,9 +9,10 @@ import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { consola } from "consola";
 import type { LinuxBootOptions } from "../src/boot/linux.ts";
-import { FileBlockBackend, VirtioBlock } from "../src/devices/virtio/block.ts";
+import { createVirtioDevices } from "../src/boot/machine.ts";
+import type { VirtioBlock } from "../src/devices/virtio/block.ts";
 import { NET_HDR_SIZE, VirtioNet, type NetBackend } from "../src/devices/virtio/net.ts";
-import { VirtioRng } from "../src/devices/virtio/rng.ts";
+import type { VirtioRng } from "../src/devices/virtio/rng.ts";
 import { buildEthernet, buildIpv4, buildTcp, ETH_P_IP, IPPROTO_TCP, parseEthernet, parseIpv4, parseIpv4Packet, parseTcp, TCP_ACK, TCP_SYN } from "../src/mmds/frames.ts";
 import { MMDS_MAC } from "../src/mmds/stack.ts";
 import type { MicroVM } from "../src/microvm.ts";
@@ -52,16 +53,14 @@ class TestNet extends VirtioNet {
   }
 }
 
-/** fakeBoot, with real virtio-blk and virtio-rng models for the drives and the entropy device. */
+/** fakeBoot, with the recipe's real virtio-blk and virtio-rng models for the drives and the entropy device. */
 function bootWithDevices(booted: FakeVm[]) {
   return async (opts: LinuxBootOptions) => {
-    const { vm } = await fakeBoot(booted)(opts);
-    const real = [
-      ...(opts.drives ?? []).map((d) => new VirtioBlock(new FileBlockBackend(d.path, true), { rateLimiter: d.rateLimiter })),
-      ...(opts.entropy ? [new VirtioRng({ rateLimiter: opts.entropyRateLimiter })] : []),
-    ];
-    Object.assign(vm, { virtio: [...real.map((device) => ({ transport: { device } })), ...vm.virtio.slice(real.length)] });
-    return { vm };
+    const r = await fakeBoot(booted)(opts);
+    const real = createVirtioDevices({ kernel: opts.kernel, drives: opts.drives, entropy: opts.entropy, entropyRateLimiter: opts.entropyRateLimiter });
+    const virtio = [...real.virtio, ...r.devices.virtio.filter((v) => v.name.startsWith("net_") || v.name === "vsock")];
+    r.vm.devices = virtio;
+    return { vm: r.vm, devices: { virtio } };
   };
 }
 
@@ -177,7 +176,9 @@ describe("rate limiters through the API", () => {
     );
     await served(vm, async (call) => {
       await vm.start();
-      const [blk, rng] = booted[0]!.virtio.map((v) => v.transport.device) as [VirtioBlock, VirtioRng];
+      const byName = new Map(booted[0]!.devices.map((d) => [d.name, d.device]));
+      const blk = byName.get("block_x1") as VirtioBlock;
+      const rng = byName.get("entropy") as VirtioRng;
       const net = TestNet.made[0]!;
       expect(blk.rateLimiter.config()).toEqual({ bandwidth: bw });
       expect(rng.rateLimiter.config()).toEqual({ bandwidth: { size: 1000, refill_time: 100 } });

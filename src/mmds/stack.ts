@@ -12,14 +12,13 @@
 // Several interfaces may each have a stack; they share the one store (the document, the version, the
 // token key), as Firecracker's do.
 
-import type { Scheduler } from "../devices/rate-limiter.ts";
 import {
   ARPOP_REPLY, ARPOP_REQUEST, buildArp, buildEthernet, buildIpv4, buildTcp, ETH_P_ARP, ETH_P_IP, ipv4Destination,
   IPPROTO_TCP, parseArp, parseEthernet, parseIpv4, parseIpv4Packet, parseTcp, type Ipv4,
 } from "./frames.ts";
 import { answer } from "./http.ts";
 import type { MmdsStore } from "./store.ts";
-import { TcpServer } from "./tcp.ts";
+import { TcpServer, type Scheduler } from "./tcp.ts";
 
 /** Firecracker's DEFAULT_MAC_ADDR for the MMDS end of the link. */
 export const MMDS_MAC = Uint8Array.of(0x06, 0x01, 0x23, 0x45, 0x67, 0x01);

@@ -18,7 +18,6 @@
 // sends everything unacknowledged again (go-back-N). No congestion control, no options but MSS, no
 // window scaling (we do not offer it, so neither side uses it: RFC 7323 §2.2).
 
-import type { Scheduler } from "../devices/rate-limiter.ts";
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type Ipv4, type TcpOut, type TcpSegment } from "./frames.ts";
 
 /** One plus the largest request accepted, as Firecracker's RCV_BUF_MAX_SIZE. */
@@ -32,6 +31,9 @@ export const RTO_MS = 300;
 export const RTO_COUNT_MAX = 15;
 /** At most this many MSS of response in flight: bounds what waits in the device's receive queue. */
 const MAX_SEGMENTS_IN_FLIGHT = 16;
+
+/** Run `fn` after `ms`; returns a cancel function (setTimeout by default; tests move time by hand). */
+export type Scheduler = (fn: () => void, ms: number) => () => void;
 
 /** a - b as a signed 32-bit distance in sequence space (RFC 9293 §3.4: arithmetic modulo 2^32). */
 const seqDiff = (a: number, b: number) => (a - b) | 0;
