@@ -33,7 +33,7 @@ import {
 import { BootTimer, bootTimerStart, type BootCompleteInfo } from "../devices/boot-timer.ts";
 import { detectHost } from "../host.ts";
 import {
-  attachVirtioDevices, createVirtioDevices, type DeviceModels, type DriveConfig, type MachineConfig, type MachineDevices,
+  attachVirtioDevices, createVirtioDevices, type DeviceModels, type MachineConfig, type MachineDevices,
 } from "./machine.ts";
 import { bootStep, type BootStep, type BootStepData, type BootStepNumber } from "./steps.ts";
 
@@ -69,9 +69,6 @@ export interface BootedLinux {
 }
 
 export type { BootStep } from "./steps.ts";
-
-/** @deprecated the machine description's name for a drive is DriveConfig (machine.ts). */
-export type DriveOptions = DriveConfig;
 
 /** What the boot wrote, step by step: for --explain, logs and tests. */
 export interface BootPlan {
