@@ -10,6 +10,7 @@
 
 import { z } from "zod";
 import { ValidationError } from "./errors.ts";
+import { CpuConfigSchema } from "../arch/x86_64/cpu-templates.ts";
 
 /** An integer in [min, max]; the error names the range. JSON has no integer type, so 1.5 is refused here. */
 export function int(min: number, max: number) {
@@ -30,15 +31,18 @@ export const ResourceId = z.string().regex(/^[A-Za-z0-9_]{1,64}$/, { error: "mus
 
 // ---- RateLimiter, TokenBucket ----
 
+/** Firecracker's Option<...> fields: absent or null both mean "none" (serde), as Kata's runtime-rs sends them. */
+const orNull = <T extends z.ZodType>(t: T) => t.nullish().transform((v) => v ?? undefined);
+
 export const TokenBucket = z.strictObject({
   size: U64,
-  one_time_burst: U64.optional(),
+  one_time_burst: orNull(U64),
   refill_time: U64,
 });
 
 export const RateLimiter = z.strictObject({
-  bandwidth: TokenBucket.optional(),
-  ops: TokenBucket.optional(),
+  bandwidth: orNull(TokenBucket),
+  ops: orNull(TokenBucket),
 });
 
 // ---- BootSource ----
@@ -144,6 +148,25 @@ export const MmdsConfig = z.strictObject({
   imds_compat: z.boolean().optional(),
 });
 
+// ---- Balloon, BalloonUpdate, BalloonStatsUpdate ----
+
+// Firecracker's types: amount_mib is a u32, stats_polling_interval_s a u16.
+export const Balloon = z.strictObject({
+  amount_mib: int(0, 0xffff_ffff),
+  deflate_on_oom: z.boolean(),
+  stats_polling_interval_s: int(0, 0xffff).optional(),
+  free_page_hinting: z.boolean().optional(),
+  free_page_reporting: z.boolean().optional(),
+});
+
+export const BalloonUpdate = z.strictObject({ amount_mib: int(0, 0xffff_ffff) });
+
+export const BalloonStatsUpdate = z.strictObject({ stats_polling_interval_s: int(0, 0xffff) });
+
+// ---- CpuConfig (PUT /cpu-config): Firecracker's custom CPU template, src/arch/x86_64/cpu-templates.ts ----
+
+export const CpuConfig = CpuConfigSchema;
+
 // ---- InstanceActionInfo, Vm ----
 
 export const InstanceActionInfo = z.strictObject({
@@ -192,12 +215,12 @@ export const FullVmConfiguration = z.strictObject({
   metrics: Metrics.optional(),
   entropy: EntropyDevice.optional(),
   "mmds-config": MmdsConfig.optional(),
+  balloon: Balloon.optional(),
+  "cpu-config": CpuConfig.optional(),
 });
 
 /** Keys of the spec's FullVmConfiguration that kindling does not implement, and what each is. */
 export const UNSUPPORTED_CONFIG_KEYS: Record<string, string> = {
-  balloon: "the balloon device",
-  "cpu-config": "custom CPU templates (cpu-config)",
   "memory-hotplug": "memory hotplug (virtio-mem)",
   pmem: "virtio-pmem devices",
 };
@@ -211,6 +234,8 @@ export type NetworkInterface = z.output<typeof NetworkInterface>;
 export type PartialNetworkInterface = z.output<typeof PartialNetworkInterface>;
 export type Vsock = z.output<typeof Vsock>;
 export type EntropyDevice = z.output<typeof EntropyDevice>;
+export type Balloon = z.output<typeof Balloon>;
+export type CpuConfig = z.output<typeof CpuConfig>;
 export type SerialDevice = z.output<typeof SerialDevice>;
 export type MmdsConfig = z.output<typeof MmdsConfig>;
 export type RateLimiter = z.output<typeof RateLimiter>;
