@@ -16,6 +16,8 @@ import type { z } from "zod";
 import { bootLinux, type LinuxBootOptions } from "./boot/linux.ts";
 import { checkDeviceCount, type DeviceModels, type MachineDevices } from "./boot/machine.ts";
 import { MiB } from "./arch/x86_64/layout.ts";
+import { limitOutput, type RateLimiter } from "./devices/rate-limiter.ts";
+import { MmdsError, MmdsStore } from "./mmds/store.ts";
 import type { BootCompleteInfo } from "./devices/boot-timer.ts";
 import type { SerialCounters } from "./devices/serial.ts";
 import { Lifecycle, type VmEnd, type VmState } from "./lifecycle.ts";
@@ -91,6 +93,8 @@ export class MicroVM {
   /** Resolves with how the VM ended. */
   readonly exited: Promise<VmEnd>;
   private readonly resources = new VmResources();
+  /** The MMDS data store (PUT/PATCH/GET /mmds), shared by every interface MMDS is configured on. */
+  readonly mmds = new MmdsStore();
   private readonly bootFn: BootFn;
   private readonly models: NonNullable<MicroVMOptions["deviceModels"]>;
   /** Not started -> Starting -> Running <-> Paused -> Stopped (src/lifecycle.ts), the same table as Vm's. */
@@ -110,6 +114,8 @@ export class MicroVM {
   private serialStream?: { stream: ReadableStream<Uint8Array>; controller: ReadableStreamDefaultController<Uint8Array> };
   /** Console bytes dropped because the `serial` stream's reader fell more than 1 MiB behind. */
   serialDropped = 0;
+  /** Console bytes dropped by the serial `rate_limiter`. */
+  serialRateLimited = 0;
   private readonly listeners = new Map<keyof MicroVMEvents, Set<(arg: never) => void>>();
   private resolveExited!: (exit: VmEnd) => void;
 
@@ -124,6 +130,7 @@ export class MicroVM {
       devices: () => this.devices,
     });
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
+    this.mmds.tokens.setAad(this.id);
     this.applyConfig(config);
   }
 
@@ -150,6 +157,8 @@ export class MicroVM {
     if (c.balloon) r.setBalloon(c.balloon);
     // The schema transforms cpu-config's strings into numbers: the setter parses the original again.
     if (c["cpu-config"]) r.setCpuConfig((input as Record<string, unknown>)["cpu-config"]);
+    // After the interfaces it names.
+    if (c["mmds-config"]) this.applyMmdsConfig(r.setMmdsConfig(c["mmds-config"]));
     // Last: these two open their files.
     if (c.logger) this.logger.configure(c.logger);
     if (c.metrics) this.metrics.configure(c.metrics);
@@ -217,18 +226,62 @@ export class MicroVM {
     this.resources.serial = checked;
   }
 
+  /** PUT /mmds/config (pre-boot, as in Firecracker): which interfaces reach MMDS, the version, the address. */
+  setMmdsConfig(m: z.input<typeof S.MmdsConfig>): void {
+    this.preBoot("mmds-config");
+    this.applyMmdsConfig(this.resources.setMmdsConfig(m));
+  }
+
+  private applyMmdsConfig(m: S.MmdsConfig): void {
+    this.mmds.version = m.version ?? "V1";
+    this.mmds.imdsCompat = m.imds_compat ?? false;
+  }
+
+  // ---- MMDS contents: any time ----
+
+  /** PUT /mmds: replace the metadata. */
+  putMmds(data: unknown): void {
+    this.mmdsCall(() => this.mmds.put(data));
+  }
+
+  /** PATCH /mmds: merge into the metadata (RFC 7396). */
+  patchMmds(patch: unknown): void {
+    this.mmdsCall(() => this.mmds.patch(patch));
+  }
+
+  /** GET /mmds: the metadata ({} while empty). */
+  getMmds(): unknown {
+    // Re-parsed from the serialized form: keys in sorted order, as Firecracker (serde_json) writes them.
+    return JSON.parse(this.mmds.serialized());
+  }
+
+  private mmdsCall(f: () => void): void {
+    try {
+      f();
+    } catch (e) {
+      if (!(e instanceof MmdsError)) throw e;
+      // Firecracker's VmmActionError wording; over the size limit is its 413.
+      if (e.kind === "DataStoreLimitExceeded") throw new MicroVMError(`MMDS limit exceeded error: ${e.message}`, 413);
+      throw new MicroVMError(`MMDS error: ${e.message}`);
+    }
+  }
+
   // ---- runtime updates ----
 
   /**
-   * PATCH /drives after start: a new backing file (path_on_host), as firecracker-containerd and Kata swap a
-   * container's image into a placeholder drive. The guest sees a configuration change and re-reads the size.
+   * PATCH /drives after start: a new `rate_limiter` at once, and a new backing file (path_on_host), as
+   * firecracker-containerd and Kata swap a container's image into a placeholder drive. The guest sees a
+   * configuration change and re-reads the size.
    */
   patchDrive(d: z.input<typeof S.PartialDrive>): void {
     const p = parseWith(S.PartialDrive, d, "drive");
     this.requireStarted("drive updates");
     const current = this.resources.drives.get(p.drive_id);
     if (!current) throw new MicroVMError(`drive.drive_id: no drive ${p.drive_id}`);
-    if (p.rate_limiter !== undefined) throw new MicroVMError("drive.rate_limiter: rate limiting is not supported by kindling yet");
+    if (p.rate_limiter !== undefined) {
+      this.limiterOf(`block_${p.drive_id}`, "rateLimiter")?.update(p.rate_limiter);
+      current.rate_limiter = mergeLimiter(current.rate_limiter, p.rate_limiter);
+    }
     if (p.path_on_host === undefined || p.path_on_host === current.path_on_host) return;
     const readOnly = current.is_read_only ?? false;
     checkFile("drive.path_on_host", p.path_on_host, readOnly);
@@ -291,14 +344,27 @@ export class MicroVM {
     return device;
   }
 
-  /** PATCH /network-interfaces: rate limiters only, which kindling does not implement. */
+  /** PATCH /network-interfaces: new rx/tx rate limiters, at once. */
   patchNetworkInterface(n: z.input<typeof S.PartialNetworkInterface>): void {
     const p = parseWith(S.PartialNetworkInterface, n, "network-interface");
     this.requireStarted("network interface updates");
-    if (!this.resources.nets.has(p.iface_id)) throw new MicroVMError(`network-interface.iface_id: no network interface ${p.iface_id}`);
-    for (const k of ["rx_rate_limiter", "tx_rate_limiter"] as const) {
-      if (p[k] !== undefined) throw new MicroVMError(`network-interface.${k}: rate limiting is not supported by kindling yet`);
+    const current = this.resources.nets.get(p.iface_id);
+    if (!current) throw new MicroVMError(`network-interface.iface_id: no network interface ${p.iface_id}`);
+    if (p.rx_rate_limiter !== undefined) {
+      this.limiterOf(`net_${p.iface_id}`, "rxRateLimiter")?.update(p.rx_rate_limiter);
+      current.rx_rate_limiter = mergeLimiter(current.rx_rate_limiter, p.rx_rate_limiter);
     }
+    if (p.tx_rate_limiter !== undefined) {
+      this.limiterOf(`net_${p.iface_id}`, "txRateLimiter")?.update(p.tx_rate_limiter);
+      current.tx_rate_limiter = mergeLimiter(current.tx_rate_limiter, p.tx_rate_limiter);
+    }
+  }
+
+  /** A running device's rate limiter, by the device's metrics name (a stand-in device may have none). */
+  private limiterOf(name: string, field: "rateLimiter" | "rxRateLimiter" | "txRateLimiter"): RateLimiter | undefined {
+    const device = this.devices.find((d) => d.name === name)?.device as Record<string, unknown> | undefined;
+    const limiter = device?.[field] as RateLimiter | undefined;
+    return typeof limiter?.update === "function" ? limiter : undefined;
   }
 
   private requireStarted(what: string): RunningVm {
@@ -356,7 +422,8 @@ export class MicroVM {
     this.lifecycle.to("Starting");
     try {
       const { vm, devices } = await this.bootFn(machine);
-      this.devices = devices.virtio;
+      // Firecracker's `mmds` metrics group too, when MMDS answers on some interface.
+      this.devices = r.mmdsConfig ? [...devices.virtio, { name: "mmds", device: this.mmds }] : devices.virtio;
       this.named = { drives: devices.drives, balloon: devices.balloon };
       this.vm = vm;
       this.lifecycle.to("Running");
@@ -386,16 +453,24 @@ export class MicroVM {
       // The root drive first: it is /dev/vda. A partuuid finds it through its partition table instead.
       drives: r.orderedDrives().map((d) => ({
         id: d.drive_id, path: d.path_on_host!, readOnly: d.is_read_only ?? false, root: d.is_root_device, partuuid: d.partuuid,
+        rateLimiter: d.rate_limiter,
       })),
       entropy: r.entropy !== undefined,
-      nets: [...r.nets.values()].map((n) => ({ id: n.iface_id, hostDevName: n.host_dev_name, guestMac: n.guest_mac, mtu: n.mtu })),
+      entropyRateLimiter: r.entropy?.rate_limiter,
+      nets: [...r.nets.values()].map((n) => ({
+        id: n.iface_id, hostDevName: n.host_dev_name, guestMac: n.guest_mac, mtu: n.mtu,
+        rxRateLimiter: n.rx_rate_limiter, txRateLimiter: n.tx_rate_limiter,
+        // MMDS answers on the interfaces its configuration names (Firecracker's configure_mmds_network_stack).
+        mmds: r.mmdsConfig?.network_interfaces.includes(n.iface_id) ? { store: this.mmds, ipv4: r.mmdsIpv4 } : undefined,
+      })),
       vsock: r.vsock && { guestCid: r.vsock.guest_cid, udsPath: r.vsock.uds_path },
       balloon: r.balloon && {
         amountMib: r.balloon.amount_mib, deflateOnOom: r.balloon.deflate_on_oom,
         statsPollingIntervalS: r.balloon.stats_polling_interval_s, freePageReporting: r.balloon.free_page_reporting,
       },
       deviceModels: this.models,
-      consoleOutput: (bytes) => this.consoleOutput(bytes),
+      // The serial `rate_limiter` drops output over budget, as Firecracker's does (a UART cannot wait).
+      consoleOutput: limitOutput(r.serial?.rate_limiter, (bytes) => this.consoleOutput(bytes), { onDrop: (n) => (this.serialRateLimited += n) }),
       log: (line) => this.logger.info(line),
       onBootComplete: (info) => this.emit("boot-complete", info),
     };
@@ -519,4 +594,18 @@ export class MicroVM {
     this.emit("exit", exit);
     this.resolveExited(exit);
   }
+}
+
+/**
+ * A stored rate_limiter after a PATCH: the buckets the patch names replace the old ones (a bucket of size
+ * or refill_time 0 removes it), the others stay, as the live limiter does (RateLimiter.update).
+ */
+function mergeLimiter(old: S.RateLimiter | undefined, patch: S.RateLimiter): S.RateLimiter {
+  const out: S.RateLimiter = { bandwidth: old?.bandwidth, ops: old?.ops };
+  for (const k of ["bandwidth", "ops"] as const) {
+    const b = patch[k];
+    if (b === undefined) continue;
+    out[k] = b.size === 0 || b.refill_time === 0 ? undefined : { ...b };
+  }
+  return out;
 }

@@ -110,10 +110,6 @@ const REFUSED: Record<string, RegExp> = {
   "MachineConfiguration.huge_pages=2M": /huge pages .* not supported/,
   "Drive.socket": /vhost-user-block is not supported/,
   "Drive.io_engine=Async": /Async .* not supported/,
-  ...Object.fromEntries(
-    ["Drive.rate_limiter", "PartialDrive.rate_limiter", "NetworkInterface.rx_rate_limiter", "NetworkInterface.tx_rate_limiter", "PartialNetworkInterface.rx_rate_limiter",
-      "PartialNetworkInterface.tx_rate_limiter", "EntropyDevice.rate_limiter", "SerialDevice.rate_limiter"].map((l) => [l, /rate limiting is not supported/]),
-  ),
   // Firecracker too refuses it before boot ("not supported before starting the microVM").
   "InstanceActionInfo.action_type=SendCtrlAltDel": /SendCtrlAltDel: the microVM has not started/,
 };
@@ -134,6 +130,11 @@ const SETUP: Record<string, (vm: MicroVM) => Promise<void>> = {
     vm.putNetworkInterface({ iface_id: "x1", host_dev_name: "tap0" });
     await vm.start();
   },
+  "PUT /mmds/config": async (vm) => {
+    vm.putNetworkInterface({ iface_id: "x", host_dev_name: "tap0" });
+  },
+  // "PATCH: the MMDS data store is not initialized" until a PUT.
+  "PATCH /mmds": async (vm) => vm.putMmds({}),
   "GET /balloon": async (vm) => vm.putBalloon({ amount_mib: 1, deflate_on_oom: false }),
   "PATCH /balloon": async (vm) => vm.putBalloon({ amount_mib: 1, deflate_on_oom: false }),
   "GET /balloon/statistics": async (vm) => vm.putBalloon({ amount_mib: 1, deflate_on_oom: false, stats_polling_interval_s: 1 }),
@@ -143,6 +144,8 @@ const SETUP: Record<string, (vm: MicroVM) => Promise<void>> = {
     await vm.start();
   },
 };
+/** Bodies that are any JSON document (MmdsContentsObject): no field is unknown, no shape is wrong. */
+const FREE_FORM = ["PUT /mmds", "PATCH /mmds"];
 /** GETs that answer only once the microVM runs, as in Firecracker: what they must say before. */
 const ONLY_AFTER_START: Record<string, RegExp> = { "GET /balloon/statistics": /balloon statistics: the microVM has not started/ };
 /** kindling's pre-boot-only operations besides those the spec's summaries mark "Pre-boot only" (as in Firecracker). */
@@ -277,6 +280,17 @@ describe.each(ops.filter(served).map((o) => [o.key, o] as const))("%s", (_key, o
       });
     }
   });
+
+  if (FREE_FORM.includes(o.key)) {
+    test("any JSON document is accepted; no body or a body that is not JSON is refused", async () => {
+      await withVm(o, async (call) => {
+        for (const doc of [{ a: { b: [1, "x", null] } }, { no_such_field: 1 }]) expect((await call(o.method, o.url, doc)).status).toBe(204);
+        expectFault(await call(o.method, o.url), /needs a JSON body/, `${o.key} without a body`);
+        expectFault(await call(o.method, o.url, "{not json"), /not valid JSON/, `${o.key} with bad JSON`);
+      });
+    });
+    return;
+  }
 
   test("missing required fields, wrong types and unknown fields get 400 naming the field", async () => {
     await withVm(o, async (call, vm) => {

@@ -82,6 +82,10 @@ export const ROUTES: Route[] = [
   { path: "/logger", method: "PUT", metric: "logger", handle: (vm, b) => vm.setLogger(b as never) },
   { path: "/metrics", method: "PUT", metric: "metrics", handle: (vm, b) => vm.setMetrics(b as never) },
   { path: "/serial", method: "PUT", metric: "serial", handle: (vm, b) => vm.setSerial(b as never) },
+  { path: "/mmds", method: "GET", metric: "mmds", handle: (vm) => vm.getMmds() },
+  { path: "/mmds", method: "PUT", metric: "mmds", handle: (vm, b) => vm.putMmds(b) },
+  { path: "/mmds", method: "PATCH", metric: "mmds", handle: (vm, b) => vm.patchMmds(b) },
+  { path: "/mmds/config", method: "PUT", metric: "mmds", handle: (vm, b) => vm.setMmdsConfig(b as never) },
 ];
 
 async function action(vm: MicroVM, body: unknown): Promise<undefined> {
@@ -103,7 +107,6 @@ function vmState(vm: MicroVM, body: unknown): undefined {
 export const NOT_SERVED: { pattern: RegExp; feature: string }[] = [
   { pattern: /^\/balloon\/hinting\/(start|status|stop)$/, feature: "the balloon's free page hinting" },
   { pattern: /^\/pmem\/[^/]+$/, feature: "virtio-pmem devices" },
-  { pattern: /^\/mmds(\/config)?$/, feature: "the microVM metadata service (MMDS)" },
   { pattern: /^\/hotplug\/memory$/, feature: "memory hotplug (virtio-mem)" },
   { pattern: /^\/snapshot\/(create|load)$/, feature: "snapshots" },
 ];
@@ -153,7 +156,7 @@ export async function runRoute(vm: MicroVM, m: Matched, body: unknown): Promise<
     const out = await m.route.handle(vm, body, m.id);
     return out === undefined ? { status: 204 } : { status: 200, body: out };
   } catch (e) {
-    if (e instanceof MicroVMError) return fault(e.message);
+    if (e instanceof MicroVMError) return fault(e.message, e.status);
     // A bug, not the client's doing: the details go to the VMM's log, the client gets a fixed message (an
     // internal message may name host paths or state the client has no business seeing).
     vm.logger.error(`internal error serving ${m.route.method} ${m.route.path}: ${(e as Error)?.stack ?? String(e)}`, "api");

@@ -35,6 +35,7 @@ export default defineCommand({
       enablePci: args["enable-pci"],
       logPath: args["log-path"],
       metricsPath: args["metrics-path"],
+      metadata: args.metadata,
     });
   },
 });

@@ -9,7 +9,8 @@ import { defineCommand, type ArgsDef } from "citty";
 import { consola } from "consola";
 import { checkInstanceId, MicroVM, MicroVMError, type VmEnd } from "../microvm.ts";
 import { defaultApiSocket, serveApi, type ApiServer } from "../api/server.ts";
-import { loadConfigFile } from "../config/file.ts";
+import { readFileSync, statSync } from "node:fs";
+import { CONFIG_FILE_MAX_SIZE, loadConfigFile } from "../config/file.ts";
 import type { LogLevelName, MicroVMConfig } from "../config/schemas.ts";
 import { attachConsole, ESCAPE_HELP, type AttachedConsole } from "../console.ts";
 import { kvmAvailability, warnIfEmulatingHost } from "../host.ts";
@@ -23,6 +24,7 @@ export const VMM_ARGS = {
   "boot-timer": { type: "boolean", description: "Log the guest's boot time when its init writes to the boot-timer device", default: false },
   "log-path": { type: "string", description: "Write kindling's log to this file or named pipe (at the --level level)", valueHint: "path" },
   "metrics-path": { type: "string", description: "Write metrics (JSON lines, every 60 s) to this file or named pipe", valueHint: "path" },
+  metadata: { type: "string", description: "A JSON file to fill the MMDS data store with (as PUT /mmds)", valueHint: "file" },
   "enable-pci": { type: "boolean", description: "Firecracker's virtio-over-PCI transport: refused (kindling's devices are virtio-mmio)", default: false },
 } as const satisfies ArgsDef;
 
@@ -40,6 +42,26 @@ export interface VmmOptions {
   enablePci?: boolean;
   logPath?: string;
   metricsPath?: string;
+  /** --metadata: a JSON file for the MMDS store. */
+  metadata?: string;
+}
+
+/** --metadata: the file's JSON, put in the MMDS store as PUT /mmds would (Firecracker's --metadata). */
+function loadMetadata(vm: MicroVM, path: string): void {
+  let text: string;
+  try {
+    const size = statSync(path).size;
+    if (size > CONFIG_FILE_MAX_SIZE) throw new Error(`${size} bytes is more than a metadata file can be`);
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CliError(`--metadata: ${path}: ${code === "ENOENT" ? "no such file" : (e as Error).message}`, EXIT.USAGE);
+  }
+  try {
+    vm.putMmds(JSON.parse(text));
+  } catch (e) {
+    throw new CliError(`--metadata: ${path}: ${e instanceof SyntaxError ? `not valid JSON: ${e.message}` : (e as Error).message}`, EXIT.USAGE);
+  }
 }
 
 /** consola's level as a Firecracker logger level (--level sets consola's; main.ts). */
@@ -73,6 +95,7 @@ export async function runVmm(o: VmmOptions): Promise<void> {
     if (e instanceof MicroVMError) throw new CliError(`${o.source}: ${e.message}`, EXIT.USAGE);
     throw e;
   }
+  if (o.metadata !== undefined) loadMetadata(vm, o.metadata);
   if (o.bootNow && !vm.config["boot-source"]) throw new CliError(`${o.source}: boot-source: required to boot at once`, EXIT.USAGE);
   if (o.bootNow) {
     const kvm = kvmAvailability();
@@ -174,6 +197,7 @@ export default defineCommand({
       enablePci: args["enable-pci"],
       logPath: args["log-path"],
       metricsPath: args["metrics-path"],
+      metadata: args.metadata,
     });
   },
 });

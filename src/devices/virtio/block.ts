@@ -20,6 +20,7 @@ import { openDriveImage } from "../../host-file.ts";
 import { rateLimitedLog } from "../../rate-limit.ts";
 import { flock, LOCK_EX, LOCK_NB, LOCK_SH, SysError } from "../../kvm/libc.ts";
 import { StructView } from "../../kvm/struct.ts";
+import { RateLimiter, resumeOnUnblock, serveLimited, type RateLimiterConfig } from "../rate-limiter.ts";
 import { readConfigBytes, type VirtioContext, type VirtioDevice, type VirtioDeviceState } from "./device.ts";
 import type { DescriptorChain, Virtqueue } from "./queue.ts";
 import {
@@ -113,6 +114,8 @@ export interface VirtioBlockOptions {
   id?: string;
   /** QueueNumMax (default 256). */
   queueSize?: number;
+  /** Firecracker's drive `rate_limiter`: requests over budget wait on the queue. */
+  rateLimiter?: RateLimiterConfig;
   log?: (message: string) => void;
 }
 
@@ -144,6 +147,8 @@ export class VirtioBlock implements VirtioDevice {
   private readonly log: (message: string) => void;
   private queue: Virtqueue | undefined;
   private ctx: VirtioContext | undefined;
+  /** Bandwidth (data bytes) and ops (requests) limits; PATCH /drives updates them with update(). */
+  readonly rateLimiter: RateLimiter;
   /** VIRTIO_BLK_F_FLUSH not negotiated: the driver expects every write to be durable when it completes. */
   private writethrough = true;
 
@@ -156,6 +161,8 @@ export class VirtioBlock implements VirtioDevice {
     this.queueMaxSizes = [queueSize];
     // Failed requests are the guest's doing: rate-limited.
     this.log = rateLimitedLog(opts.log ?? (() => {}));
+    this.rateLimiter = new RateLimiter(opts.rateLimiter);
+    this.rateLimiter.onUnblocked = resumeOnUnblock(() => this.ctx, () => this.process(0));
     const id = opts.id ?? "kindling";
     if (!/^[\x20-\x7e]*$/.test(id) || id.length > VIRTIO_BLK_ID_BYTES) {
       throw new Error(`virtio-blk: id ${JSON.stringify(id)} must be printable ASCII of at most ${VIRTIO_BLK_ID_BYTES} bytes`);
@@ -221,6 +228,7 @@ export class VirtioBlock implements VirtioDevice {
 
   /** The VM has ended: close the backing file. */
   close(): void {
+    this.rateLimiter.close();
     this.backend.close();
   }
 
@@ -252,7 +260,12 @@ export class VirtioBlock implements VirtioDevice {
   }
 
   process(_queueIndex: number): boolean {
-    return this.queue?.serve((chain) => this.handle(chain)) ?? false;
+    const q = this.queue;
+    if (!q) return false;
+    if (this.rateLimiter.unlimited) return q.serve((chain) => this.handle(chain));
+    // A request costs one op and its data bytes (the buffers between the header and the status byte).
+    const cost = (c: DescriptorChain) => Math.max(0, c.readableLength - virtio_blk_outhdr.size) + Math.max(0, c.writableLength - 1);
+    return serveLimited(q, this.rateLimiter, cost, (chain) => this.handle(chain));
   }
 
   /** Carry out one request; returns the used length. */

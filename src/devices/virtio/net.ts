@@ -28,6 +28,8 @@
 
 import { checkKind, DeviceStateError, fromBase64, int, toBase64 } from "../state.ts";
 import { StructView } from "../../kvm/struct.ts";
+import type { MmdsNetworkStack } from "../../mmds/stack.ts";
+import { RateLimiter, resumeOnUnblock, type RateLimiterConfig } from "../rate-limiter.ts";
 import { Tap, TAP_MAX_FRAME } from "../../net/tap.ts";
 import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 } from "../../net/uapi.ts";
 import { rateLimitedLog } from "../../rate-limit.ts";
@@ -75,6 +77,9 @@ export interface VirtioNetOptions {
   queueSize?: number;
   /** Received frames kept while the driver has no buffer for them (default 64). */
   maxPendingFrames?: number;
+  /** Firecracker's `rx_rate_limiter` and `tx_rate_limiter`: frames over budget wait. */
+  rxRateLimiter?: RateLimiterConfig;
+  txRateLimiter?: RateLimiterConfig;
   log?: (message: string) => void;
 }
 
@@ -164,6 +169,14 @@ export class VirtioNet implements VirtioDevice {
   /** Chains deliverPending may still pop this round. */
   private rxBudget = 0;
   private nextRoundScheduled = false;
+  /** Receive and transmit limits (PATCH /network-interfaces updates them with update()). */
+  readonly rxRateLimiter: RateLimiter;
+  readonly txRateLimiter: RateLimiter;
+  /** MMDS on this interface: frames for it are answered by the VMM and never reach the host. */
+  private mmds: MmdsNetworkStack | undefined;
+  /** Frames among `pending` that MMDS made (no host buffer to release), and how many. */
+  private readonly local = new WeakSet<Uint8Array>();
+  private localPending = 0;
 
   readonly backend: NetBackend;
 
@@ -192,6 +205,10 @@ export class VirtioNet implements VirtioDevice {
     const queueSize = opts.queueSize ?? 256;
     this.queueMaxSizes = [queueSize, queueSize];
     this.maxPending = opts.maxPendingFrames ?? 64;
+    this.rxRateLimiter = new RateLimiter(opts.rxRateLimiter);
+    this.rxRateLimiter.onUnblocked = resumeOnUnblock(() => this.ctx, () => (this.deliverPending(), false));
+    this.txRateLimiter = new RateLimiter(opts.txRateLimiter);
+    this.txRateLimiter.onUnblocked = resumeOnUnblock(() => this.ctx, () => this.transmit());
     let features =
       bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_GUEST_TSO4) |
       bit(VIRTIO_NET_F_GUEST_TSO6) | bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6) |
@@ -207,6 +224,13 @@ export class VirtioNet implements VirtioDevice {
     this.deviceFeatures = features;
     // The TAP's carrier is up while kindling holds it open: the link is always up.
     this.config.set("status", VIRTIO_NET_S_LINK_UP);
+  }
+
+  /** Answer MMDS on this interface with `stack` (Firecracker's configure_mmds_network_stack), or stop. */
+  setMmds(stack: MmdsNetworkStack | undefined): void {
+    this.mmds?.close();
+    this.mmds = stack;
+    if (stack) stack.output = (frame) => this.receiveLocal(frame);
   }
 
   /** Frames waiting for receive buffers. */
@@ -278,11 +302,16 @@ export class VirtioNet implements VirtioDevice {
 
   close(): void | Promise<void> {
     this.reset();
+    this.setMmds(undefined);
+    this.rxRateLimiter.close();
+    this.txRateLimiter.close();
     return this.backend.close();
   }
 
   describe(): VirtioNetState {
-    return { kind: "virtio-net", config: toBase64(this.config.bytes), pending: this.pending.map(toBase64), counters: { ...this.counters } };
+    // MMDS's own replies are not the host's frames and are not kept: TCP sends them again.
+    const fromHost = this.pending.filter((f) => !this.local.has(f));
+    return { kind: "virtio-net", config: toBase64(this.config.bytes), pending: fromHost.map(toBase64), counters: { ...this.counters } };
   }
 
   restore(s: VirtioDeviceState): void {
@@ -313,6 +342,11 @@ export class VirtioNet implements VirtioDevice {
     for (let n = 0; n < q.size; n++) {
       const chain = q.pop();
       if (!chain) return false;
+      if (!this.txRateLimiter.admit(chain.readableLength)) {
+        // Over budget: the chain waits on the queue until the limiter unblocks.
+        q.undoPop(1);
+        return false;
+      }
       this.sendChain(chain);
       // Transmit buffers are device-readable: nothing written (§5.1.6.2).
       q.push(chain, 0);
@@ -350,6 +384,12 @@ export class VirtioNet implements VirtioDevice {
     // num_buffers means nothing on transmit (§5.1.6.2): zero it rather than pass the guest's value on.
     buf[HDR_NUM_BUFFERS] = 0;
     buf[HDR_NUM_BUFFERS + 1] = 0;
+    // A frame for MMDS is answered by the VMM (src/mmds/stack.ts) and goes no further.
+    if (this.mmds?.handleFrame(buf.subarray(NET_HDR_SIZE))) {
+      this.counters.txFrames++;
+      this.counters.txBytes += len - NET_HDR_SIZE;
+      return;
+    }
     try {
       this.backend.write(buf);
     } catch (e) {
@@ -363,6 +403,28 @@ export class VirtioNet implements VirtioDevice {
   }
 
   // ---- receive: host -> guest ----
+
+  /** A frame from MMDS for the guest: queued like a frame from the host, with an all-zero header. */
+  private receiveLocal(frame: Uint8Array): void {
+    if (!this.ctx?.running() || this.localPending >= this.maxPending) {
+      // TCP retransmits what is lost here.
+      this.counters.rxDropped++;
+      return;
+    }
+    const f = new Uint8Array(NET_HDR_SIZE + frame.byteLength);
+    f.set(frame, NET_HDR_SIZE);
+    this.local.add(f);
+    this.localPending++;
+    this.pending.push(f);
+    this.deliverPending();
+    this.ctx.signalUsed();
+  }
+
+  /** A frame leaves `pending`: a host frame's buffer goes back to the reader. */
+  private release(frame: Uint8Array): void {
+    if (this.local.delete(frame)) this.localPending--;
+    else this.backend.releaseFrame();
+  }
 
   private onHostFrame(frame: Uint8Array): void {
     if (!this.ctx?.running()) {
@@ -388,14 +450,15 @@ export class VirtioNet implements VirtioDevice {
     if (q) this.rxBudget = q.size;
     while (q && this.pending.length > 0 && this.ctx?.running()) {
       const frame = this.pending[0]!;
+      if (!this.rxRateLimiter.admit(frame.byteLength)) break;
       const r = this.place(q, frame);
-      if (r === "wait") break;
-      if (r === "yield") {
-        this.scheduleNextRound();
+      if (r === "wait" || r === "yield") {
+        this.rxRateLimiter.refund(frame.byteLength);
+        if (r === "yield") this.scheduleNextRound();
         break;
       }
       this.pending.shift();
-      this.backend.releaseFrame();
+      this.release(frame);
       if (r === "placed") {
         delivered++;
         this.counters.rxFrames++;
@@ -486,9 +549,9 @@ export class VirtioNet implements VirtioDevice {
   }
 
   private dropPending(): void {
-    for (const _ of this.pending) {
+    for (const frame of this.pending) {
       this.counters.rxDropped++;
-      this.backend.releaseFrame();
+      this.release(frame);
     }
     this.pending.length = 0;
   }
