@@ -57,8 +57,9 @@ function applyLogLevel(flag: string | undefined): void {
 function lazyCommand(meta: CommandMeta, file: string): CommandDef {
   const url = new URL(`./${file}`, import.meta.url);
   let loaded: Promise<CommandDef> | undefined;
+  // In a `bun build --compile` binary (the jailer's) the file is embedded under /$bunfs/, which existsSync cannot see.
   const load = () =>
-    (loaded ??= existsSync(url)
+    (loaded ??= existsSync(url) || url.pathname.startsWith("/$bunfs/")
       ? import(url.href).then((m: { default?: CommandDef }) => {
           if (!m.default) throw new CliError(`src/cli/${file} has no default export (a citty command)`, EXIT.MISSING);
           return m.default;

@@ -14,6 +14,7 @@ import type { LogLevelName, MicroVMConfig } from "../api/schemas.ts";
 import { attachConsole, ESCAPE_HELP } from "../console.ts";
 import { kvmAvailability, warnIfEmulatingHost } from "../host.ts";
 import { CliError, EXIT } from "./main.ts";
+import { installProgram, loadFilterFile, programFor, type SeccompChoice } from "../seccomp/install.ts";
 
 /** The flags `run` and `api` share: Firecracker's own. */
 export const VMM_ARGS = {
@@ -22,7 +23,17 @@ export const VMM_ARGS = {
   "boot-timer": { type: "boolean", description: "Log the guest's boot time when its init writes to the boot-timer device", default: false },
   "log-path": { type: "string", description: "Write kindling's log to this file or named pipe (at the --level level)", valueHint: "path" },
   "metrics-path": { type: "string", description: "Write metrics (JSON lines, every 60 s) to this file or named pipe", valueHint: "path" },
+  seccomp: { type: "boolean", description: "Install kindling's seccomp filter once set up (docs/security-jail.md)", default: true, negativeDescription: "No seccomp filter" },
+  "seccomp-filter": { type: "string", description: "Install this seccomp filter (JSON, docs/security-jail.md) instead of the built-in one", valueHint: "file" },
 } as const satisfies ArgsDef;
+
+/** --no-seccomp and --seccomp-filter as a choice; the file is read and checked now (a usage error if bad). */
+export function seccompChoice(args: { seccomp: boolean; "seccomp-filter"?: string }): SeccompChoice {
+  const path = args["seccomp-filter"];
+  if (path !== undefined && !args.seccomp) throw new CliError("--no-seccomp and --seccomp-filter contradict each other", EXIT.USAGE);
+  if (path === undefined) return args.seccomp ? { kind: "builtin" } : { kind: "off" };
+  return { kind: "file", path, filter: usageErrors(() => loadFilterFile(path)) };
+}
 
 export interface VmmOptions {
   config: MicroVMConfig;
@@ -36,6 +47,8 @@ export interface VmmOptions {
   bootTimer: boolean;
   logPath?: string;
   metricsPath?: string;
+  /** The seccomp filter to install once set up (default: kindling's). */
+  seccomp?: SeccompChoice;
 }
 
 /** consola's level as a Firecracker logger level (--level sets consola's; main.ts). */
@@ -97,6 +110,14 @@ export async function runVmm(o: VmmOptions): Promise<void> {
   const onSignal = () => void vm.stop("interrupted by a signal");
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
+
+  // 3b. Set up: from here on every thread runs under the seccomp filter (src/seccomp/).
+  const program = programFor(o.seccomp ?? { kind: "builtin" });
+  if (program) {
+    installProgram(program);
+    const from = o.seccomp?.kind === "file" ? o.seccomp.path : "the built-in filter";
+    consola.debug(`seccomp: ${program.length} BPF instructions from ${from} installed on every thread`);
+  }
 
   let exit: VmExit;
   try {
@@ -168,6 +189,7 @@ export default defineCommand({
       bootTimer: args["boot-timer"],
       logPath: args["log-path"],
       metricsPath: args["metrics-path"],
+      seccomp: seccompChoice(args),
     });
   },
 });
