@@ -296,6 +296,13 @@ export function seccompSetModeFilter(flags: number, fprog: Uint8Array): void {
   if (r > 0) throw new Error(`seccomp(SECCOMP_SET_MODE_FILTER, TSYNC): thread ${r} could not be synchronised`);
 }
 
+/** syscall(2) by number, returning the result or -errno: for tests that make a call the filter refuses. */
+export function syscallRaw(nr: number, ...args: number[]): number {
+  const a = [...args, 0, 0, 0, 0, 0];
+  const r = Number(libc.syscall(nr, a[0]!, a[1]!, a[2]!, a[3]!, a[4]!));
+  return r < 0 ? -errno() : r;
+}
+
 // ---- namespaces, mounts and credentials (the jailer) ----
 
 /** <linux/sched.h> */

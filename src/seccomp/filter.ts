@@ -23,7 +23,7 @@
 import { z } from "zod";
 import { KVM } from "../kvm/ioctl.ts";
 import { TUNSETIFF, TUNSETPERSIST, TUNGETFEATURES, TUNSETOFFLOAD, TUNGETIFF, TUNGETVNETHDRSZ, TUNSETVNETHDRSZ } from "../net/uapi.ts";
-import { parseWith } from "../api/schemas.ts";
+import { MicroVMError, parseWith } from "../api/schemas.ts";
 import {
   AUDIT_ARCH_X86_64, BPF_ALU, BPF_AND, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, __X32_SYSCALL_BIT, jump, loadWord, ret, seccomp_data, stmt,
   SECCOMP_RET_ALLOW, SECCOMP_RET_DATA, SECCOMP_RET_ERRNO, SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_KILL_THREAD, SECCOMP_RET_LOG, SECCOMP_RET_TRAP, type Insn,
@@ -70,9 +70,13 @@ export const SeccompFilterFile = z.strictObject({
 });
 export type SeccompFilter = z.infer<typeof SeccompFilterFile>;
 
-/** Check a filter read from a JSON file; errors name the field (`filter.3.syscall: not an x86-64 ...`). */
+/** Check a filter read from a JSON file; errors name the file and field (`f.json: filter[3].syscall: ...`). */
 export function parseFilter(json: unknown, source: string): SeccompFilter {
-  return parseWith(SeccompFilterFile, json, source);
+  try {
+    return parseWith(SeccompFilterFile, json, "");
+  } catch (e) {
+    throw new MicroVMError(`${source}: ${(e as Error).message}`);
+  }
 }
 
 // ---- compiling rules to BPF ----
