@@ -115,6 +115,7 @@ export const kindling = defineCommand({
     trace: lazyCommand({ name: "trace", description: "View an exit trace in a browser, or replay it against the device models" }, "trace.ts"),
     run: lazyCommand({ name: "run", description: "Boot a microVM from a JSON config file (Firecracker's shape) or from flags" }, "run.ts"),
     api: lazyCommand({ name: "api", description: "Serve Firecracker's REST API on a Unix socket and run the microVM it configures" }, "api.ts"),
+    jailer: lazyCommand({ name: "jailer", description: "Start the VMM in a chroot, namespaces and a cgroup as an unprivileged user (Firecracker's jailer)" }, "jailer.ts"),
     guest: defineCommand({
       meta: { name: "guest", description: "Build the guest images the tests and `boot` use" },
       subCommands: { build: guestBuild },

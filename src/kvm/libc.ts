@@ -47,6 +47,9 @@ const libc = dlopen("libc.so.6", {
   setresuid: { args: [FFIType.u32, FFIType.u32, FFIType.u32], returns: FFIType.i32 },
   setsid: { args: [], returns: FFIType.i32 },
   execve: { args: [FFIType.cstring, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+  setns: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+  prlimit: { args: [FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+  dup2: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
 }).symbols;
 
 // ---- errno ----
@@ -314,6 +317,9 @@ export const MS_REC = 0x4000;
 export const MS_PRIVATE = 1 << 18;
 export const MS_SLAVE = 1 << 19;
 export const MNT_DETACH = 2;
+export const MS_NOSUID = 2;
+export const MS_NODEV = 4;
+export const MS_NOEXEC = 8;
 /** <sys/stat.h> */
 export const S_IFCHR = 0o020000;
 
@@ -324,8 +330,9 @@ export function unshare(flags: number): void {
   check("unshare", libc.unshare(flags));
 }
 
-export function mount(source: string, target: string, fstype: string | null, flags: number): void {
-  check(`mount(${target})`, libc.mount(cstr(source), cstr(target), fstype === null ? null : cstr(fstype), flags, null));
+export function mount(source: string, target: string, fstype: string | null, flags: number, data?: string): void {
+  const d = data === undefined ? null : ptrOf(cstr(data));
+  check(`mount(${target})`, libc.mount(cstr(source), cstr(target), fstype === null ? null : cstr(fstype), flags, d));
 }
 
 export function umount2(target: string, flags: number): void {
@@ -356,6 +363,28 @@ export function dropPrivileges(uid: number, gid: number): void {
   check("setgroups", libc.setgroups(0, null));
   check("setresgid", libc.setresgid(gid, gid, gid));
   check("setresuid", libc.setresuid(uid, uid, uid));
+}
+
+/** <linux/sched.h> */
+export const CLONE_NEWNET = 0x40000000;
+
+/** Move the calling thread into the namespace `fd` refers to (setns(2)). */
+export function setns(fd: number, nstype: number): void {
+  check("setns", libc.setns(fd, nstype));
+}
+
+/** <asm-generic/resource.h> */
+export const RLIMIT_FSIZE = 1;
+export const RLIMIT_NOFILE = 7;
+
+/** setrlimit for this process: soft and hard limit both `value` (prlimit(2) with pid 0). */
+export function setResourceLimit(resource: number, value: bigint): void {
+  const limits = new BigUint64Array([value, value]);
+  check(`prlimit(${resource})`, libc.prlimit(0, resource, ptrOf(limits), null));
+}
+
+export function dup2(from: number, to: number): void {
+  check("dup2", libc.dup2(from, to));
 }
 
 export function setsid(): void {
