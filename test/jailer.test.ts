@@ -13,7 +13,7 @@ import { EXIT } from "../src/cli/main.ts";
 import { gatedTest } from "./support/gated.ts";
 import { KVM_MISSING } from "./support/kvm.ts";
 import { collect, spawnKindling } from "./support/api.ts";
-import { serialElf } from "./support/serial-elf.ts";
+import { LOG_LINE, serialElf } from "./support/serial-elf.ts";
 
 const rootMissing = process.getuid?.() === 0 ? undefined : "the jailer needs root (mknod, mount, setuid)";
 const jailTest = gatedTest("KVM and root", KVM_MISSING ?? rootMissing);
@@ -73,20 +73,11 @@ describe("jailer pieces", () => {
   });
 });
 
-/** The pid of the process whose executable is /kindling in a jail, among `pid` and its descendants. */
-function vmmPid(pid: number): number | undefined {
-  const children = (p: number) => readdirSync(`/proc/${p}/task`).flatMap((t) => readFileSync(`/proc/${p}/task/${t}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number));
-  const queue = [pid];
-  while (queue.length) {
-    const p = queue.shift()!;
-    try {
-      if (readFileSync(`/proc/${p}/comm`, "utf8").trim() === "kindling") return p;
-      queue.push(...children(p));
-    } catch {
-      // gone
-    }
-  }
-  return undefined;
+/** The jailed VMM's pid: the jailer's own (it execs the VMM), or with --new-pid-ns the one in /kindling.pid. */
+function vmmPid(jailer: number, root: string): number | undefined {
+  const file = join(root, "kindling.pid");
+  if (existsSync(file)) return Number(readFileSync(file, "utf8"));
+  return readFileSync(`/proc/${jailer}/comm`, "utf8").trim() === "kindling" ? jailer : undefined;
 }
 
 const status = (pid: number, field: string) => new RegExp(`^${field}:[ \\t]*(.*)$`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
@@ -94,11 +85,13 @@ const status = (pid: number, field: string) => new RegExp(`^${field}:[ \\t]*(.*)
 interface JailRun {
   id: string;
   extra: string[];
+  /** Files the jailer leaves in the jail's root beside the VMM, its libraries, /dev, /proc and the socket. */
+  files: string[];
   check: (pid: number) => void;
 }
 
 /** Start a jailed `kindling api`, check it with `check`, then boot the serial ELF through its API. */
-async function jailedBoot({ id, extra, check }: JailRun): Promise<void> {
+async function jailedBoot({ id, extra, files, check }: JailRun): Promise<void> {
   const base = join(dir, "jails");
   const root = join(base, "kindling", id, "root");
   const p = spawnKindling(["jailer", "--id", id, "--exec-file", vmm, "--uid", String(UID), "--gid", String(GID), "--chroot-base-dir", base, ...extra, "--", "--level", "debug", "api", "--api-sock", "/api.sock"]);
@@ -113,7 +106,7 @@ async function jailedBoot({ id, extra, check }: JailRun): Promise<void> {
     expect(existsSync(sock), report()).toBe(true);
     // The filter goes on once the VMM is set up, just after its socket is listening.
     expect(await out.until(/seccomp: \d+ BPF instructions/, 5000), report()).toBe(true);
-    pid = vmmPid(p.pid);
+    pid = vmmPid(p.pid, root);
     if (pid === undefined) throw new Error(`no jailed VMM among the jailer's processes\n${report()}`);
     expect(status(pid, "Uid")).toBe(`${UID}\t${UID}\t${UID}\t${UID}`);
     expect(status(pid, "Gid")).toBe(`${GID}\t${GID}\t${GID}\t${GID}`);
@@ -121,7 +114,7 @@ async function jailedBoot({ id, extra, check }: JailRun): Promise<void> {
     expect(status(pid, "Seccomp")).toBe("2"); // on by default in the jailer
     expect(readFileSync(`/proc/${pid}/limits`, "utf8")).toMatch(/Max open files\s+512\s+512/);
     // Its root is the jail: only the VMM, its libraries, /dev's three nodes, /proc and its socket.
-    expect(readdirSync(`/proc/${pid}/root`).sort()).toEqual(["api.sock", "dev", "kindling", "lib", "lib64", "proc"]);
+    expect(readdirSync(`/proc/${pid}/root`).sort()).toEqual(["api.sock", "dev", "kindling", "lib", "lib64", "proc", ...files].sort());
     expect(readdirSync(`/proc/${pid}/root/dev`).sort()).toEqual(["kvm", "net", "urandom"]);
     check(pid);
 
@@ -145,9 +138,12 @@ async function jailedBoot({ id, extra, check }: JailRun): Promise<void> {
     ] as const) {
       expect(await call("PUT", path, body), `PUT ${path}\n${report()}`).toEqual({ status: 204, text: "" });
     }
+    // The VMM ends with the guest; with --new-pid-ns the jailer had already ended (0) after starting it.
     expect(await p.exited, report()).toBe(0);
     await out.done;
-    expect(out.text, report()).toContain("jailed guest\n");
+    // The guest's bytes and the VMM's log lines share stdout and may interleave.
+    expect(out.text.replace(LOG_LINE, ""), report()).toContain("jailed guest\n");
+    expect(out.text, report()).toContain("guest ended: guest reset the machine");
   } finally {
     clearTimeout(killer);
     p.kill("SIGKILL");
@@ -180,6 +176,7 @@ describe("a jailed kindling api", () => {
     made.push(join(mounts.v2, parent), cg);
     await jailedBoot({
       id: "v2",
+      files: [],
       extra: ["--cgroup-version", "2", "--parent-cgroup", parent, ...Object.entries(settings).flatMap(([k, v]) => ["--cgroup", `${k}=${v}`]), "--resource-limit", "no-file=512"],
       check: (pid) => {
         expect(readFileSync(`/proc/${pid}/cgroup`, "utf8")).toContain(`0::/${parent}/v2\n`);
@@ -203,6 +200,7 @@ describe("a jailed kindling api", () => {
     await jailedBoot({
       id: "v1",
       extra: ["--cgroup-version", "1", "--parent-cgroup", parent, "--cgroup", `memory.limit_in_bytes=${limit}`, "--resource-limit", "no-file=512", "--new-pid-ns"],
+      files: ["kindling.pid"],
       check: (pid) => {
         expect(readFileSync(`/proc/${pid}/cgroup`, "utf8")).toContain(`:memory:/${parent}/v1\n`);
         expect(readFileSync(join(cg, "memory.limit_in_bytes"), "utf8").trim()).toBe(limit);

@@ -53,7 +53,7 @@ export async function buildVmm(outfile: string): Promise<number> {
       writeFileSync(stub, body);
       return stub;
     });
-    const p = Bun.spawnSync([process.execPath, "build", "--compile", entry, ...stubs, "--outfile", resolve(outfile)], { cwd: stage, stdout: "pipe", stderr: "pipe" });
+    const p = Bun.spawnSync([process.execPath, "build", "--compile", "--splitting", entry, ...stubs, "--outfile", resolve(outfile)], { cwd: stage, stdout: "pipe", stderr: "pipe" });
     if (p.exitCode !== 0) throw new Error(`bun build --compile failed:\n${p.stderr.toString()}${p.stdout.toString()}`);
     return statSync(outfile).size;
   } finally {

@@ -11,14 +11,15 @@
 //      root becomes / through pivot_root(2) and the old root is detached: nothing of the host's file
 //      system is reachable any more. Paths in API requests are now inside the jail.
 //   5. Drop to --uid/--gid (no supplementary groups), then execve the VMM: same pid, same cgroup, same
-//      namespaces. With --new-pid-ns the VMM is started as the new namespace's pid 1 instead and the jailer
-//      waits for it. The VMM then installs its seccomp filter (on by default) once it is set up.
+//      namespaces. With --new-pid-ns the VMM is started as the new namespace's pid 1 instead, its pid is
+//      written to /<exec-file name>.pid in the jail and the jailer ends (Firecracker's behaviour). The VMM
+//      then installs its seccomp filter (on by default) once it is set up.
 //
 // Bun is multi-threaded. unshare(CLONE_NEWNS), setns and pivot_root act on the calling thread only (the
 // main thread here), and execve keeps exactly that thread, so the VMM starts with the main thread's
 // namespaces and root. setresuid/setresgid go through glibc, which applies them to every thread.
 
-import { chownSync, copyFileSync, existsSync, linkSync, mkdirSync, realpathSync, rmdirSync, rmSync, statSync } from "node:fs";
+import { chownSync, copyFileSync, existsSync, linkSync, mkdirSync, realpathSync, rmdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import {
   CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_REC, MS_SLAVE, O_RDONLY,
@@ -103,7 +104,7 @@ export function prepareRoot(o: JailOptions): string {
   return inside;
 }
 
-/** Steps 2 to 5. Returns only with --new-pid-ns (the VMM's exit code); otherwise this process becomes the VMM. */
+/** Steps 2 to 5. Returns only with --new-pid-ns (0, once the VMM is started); otherwise this process becomes the VMM. */
 export async function enterJail(o: JailOptions): Promise<number> {
   const root = jailRoot(o);
   const exec = prepareRoot(o);
@@ -141,9 +142,14 @@ export async function enterJail(o: JailOptions): Promise<number> {
   dropPrivileges(o.uid, o.gid);
   const env = PASSED_ENV.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`);
   if (!o.newPidNs) execve(exec, [basename(exec), ...o.vmmArgs], env);
+  // With a new PID namespace the VMM must be a child (unshare(CLONE_NEWPID) moves only the children). As
+  // Firecracker's jailer does, the child's pid goes to /<exec-file name>.pid in the jail and the jailer
+  // ends: after unshare(CLONE_NEWPID) this thread can no longer create threads (clone(CLONE_THREAD) fails
+  // with EINVAL while pid_ns_for_children differs from its own), and Bun would need one to wait.
   const child = Bun.spawn([exec, ...o.vmmArgs], { env: Object.fromEntries(env.map((e) => e.split("=", 2) as [string, string])), stdio: ["inherit", "inherit", "inherit"] });
-  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, () => child.kill(sig));
-  return await child.exited;
+  writeFileSync(`${exec}.pid`, `${child.pid}\n`);
+  child.unref();
+  return 0;
 }
 
 /** Whether the jail's root still exists (for cleanup by callers). */

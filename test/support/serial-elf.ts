@@ -38,3 +38,6 @@ export function serialElf(text: string): Uint8Array {
   image.set(body, at);
   return image;
 }
+
+/** A log line of the VMM on stdout (consola's plain or fancy form), to remove from what the guest printed. */
+export const LOG_LINE = /(?:\[(?:info|debug|success|warn|error)\]|[ℹ⚙✔]) [^\n]*\n/g;
