@@ -4,14 +4,16 @@
 // set. Read back from /proc/<pid>/ and cgroupfs. Needs /dev/kvm and root (mknod, mounts, setuid).
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, chownSync, existsSync, linkSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildVmm } from "../src/jail/build.ts";
+import { buildGuest, guestArtifactsIfBuilt } from "../guest/build.ts";
 import { cgroupMounts, controllerOf, parseCgroupSetting } from "../src/jail/cgroups.ts";
 import { EXIT } from "../src/cli/main.ts";
 import { gatedTest } from "./support/gated.ts";
 import { KVM_MISSING } from "./support/kvm.ts";
+import { NETNS_MISSING, NetNs } from "./support/netns.ts";
 import { collect, spawnKindling } from "./support/api.ts";
 import { LOG_LINE, serialElf } from "./support/serial-elf.ts";
 
@@ -211,4 +213,101 @@ describe("a jailed kindling api", () => {
   }, 60_000);
 });
 
+describe("a daemonized jailer in a network namespace", () => {
+  const netnsJailTest = gatedTest("KVM, root and network namespaces", KVM_MISSING ?? rootMissing ?? NETNS_MISSING);
 
+  netnsJailTest("--daemonize --netns: the VMM opens a TAP its uid owns there; console and log go to files in the jail", async () => {
+    if (!existsSync(vmm)) await buildVmm(vmm);
+    const ns = NetNs.create("kjail");
+    const base = join(dir, "jails");
+    const root = join(base, "kindling", "daemon", "root");
+    let pid: number | undefined;
+    try {
+      // The VMM has no CAP_NET_ADMIN: the TAP is made beforehand and given to its uid.
+      ns.ip("tuntap", "add", "dev", "tapjail0", "mode", "tap", "user", String(UID), "vnet_hdr");
+      const p = spawnKindling(["jailer", "--id", "daemon", "--exec-file", vmm, "--uid", String(UID), "--gid", String(GID), "--chroot-base-dir", base, "--netns", `/var/run/netns/${ns.name}`, "--daemonize", "--", "api", "--api-sock", "/api.sock"]);
+      const out = collect(p.stdout);
+      expect(await p.exited).toBe(0); // at once: the jailer goes on in the background
+      await out.done;
+      const sock = join(root, "api.sock");
+      for (let i = 0; i < 200 && !existsSync(sock); i++) await Bun.sleep(50);
+      expect(existsSync(sock)).toBe(true);
+      pid = Number(out.text.trim());
+      expect(status(pid, "Uid")).toBe(`${UID}\t${UID}\t${UID}\t${UID}`);
+      // In the namespace given, in a session of its own, with no terminal.
+      const inode = (path: string) => Bun.spawnSync(["stat", "-L", "-c", "%i", path]).stdout.toString().trim();
+      expect(inode(`/proc/${pid}/ns/net`)).toBe(inode(`/var/run/netns/${ns.name}`));
+      expect(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[3]).toBe(String(pid)); // session id
+      writeFileSync(join(root, "guest.elf"), serialElf("daemonized guest\n"));
+      const call = async (path: string, body: unknown) => (await fetch(`http://localhost${path}`, { method: "PUT", body: JSON.stringify(body), unix: sock } as RequestInit)).status;
+      for (const [path, body] of [
+        ["/logger", { log_path: "/vmm.log", level: "Info" }],
+        ["/serial", { serial_out_path: "/serial.out" }],
+        ["/boot-source", { kernel_image_path: "/guest.elf" }],
+        ["/machine-config", { vcpu_count: 1, mem_size_mib: 32 }],
+        ["/network-interfaces/eth0", { iface_id: "eth0", host_dev_name: "tapjail0" }],
+        ["/actions", { action_type: "InstanceStart" }],
+      ] as const) {
+        expect(await call(path, body), `PUT ${path}\n${existsSync(join(root, "vmm.log")) ? readFileSync(join(root, "vmm.log"), "utf8") : ""}`).toBe(204);
+      }
+      for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await Bun.sleep(50);
+      expect(existsSync(`/proc/${pid}`)).toBe(false);
+      expect(readFileSync(join(root, "serial.out"), "utf8")).toBe("daemonized guest\n");
+      expect(readFileSync(join(root, "vmm.log"), "utf8")).toMatch(/ended: reset/);
+    } finally {
+      if (pid !== undefined) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // ended
+        }
+      }
+      ns.delete();
+    }
+  }, 60_000);
+});
+
+describe("a jailed kindling api booting Linux", () => {
+  // The one Linux boot of this file: 2 to 4 minutes where the host emulates guest kernel code.
+  jailTest("the guest kernel finds its root drive, entropy and vsock devices and mounts ext4, under the filter", async () => {
+    if (!existsSync(vmm)) await buildVmm(vmm);
+    const g = guestArtifactsIfBuilt() ?? (await buildGuest({ log: () => {} }));
+    const base = join(dir, "jails");
+    const root = join(base, "kindling", "linux", "root");
+    const p = spawnKindling(["jailer", "--id", "linux", "--exec-file", vmm, "--uid", String(UID), "--gid", String(GID), "--chroot-base-dir", base, "--", "api", "--api-sock", "/api.sock"]);
+    const out = collect(p.stdout);
+    const err = collect(p.stderr);
+    const report = () => `--- stdout (last 3000) ---\n${out.text.slice(-3000)}\n--- stderr ---\n${err.text.slice(-3000)}`;
+    const killer = setTimeout(() => p.kill("SIGKILL"), 330_000);
+    try {
+      const sock = join(root, "api.sock");
+      for (let i = 0; i < 200 && !existsSync(sock); i++) await Bun.sleep(50);
+      expect(existsSync(sock), report()).toBe(true);
+      // The kernel and a writable copy of the root filesystem, placed in the jail as an operator would.
+      linkSync(g.vmlinux, join(root, "vmlinux"));
+      copyFileSync(g.rootfs, join(root, "rootfs.ext4"));
+      chownSync(join(root, "rootfs.ext4"), UID, GID);
+      const call = async (path: string, body: unknown) => (await fetch(`http://localhost${path}`, { method: "PUT", body: JSON.stringify(body), unix: sock } as RequestInit)).status;
+      for (const [path, body] of [
+        ["/boot-source", { kernel_image_path: "/vmlinux", boot_args: "console=ttyS0 reboot=k panic=1 pci=off" }],
+        ["/drives/rootfs", { drive_id: "rootfs", path_on_host: "/rootfs.ext4", is_root_device: true, is_read_only: false }],
+        ["/entropy", {}],
+        ["/vsock", { guest_cid: 3, uds_path: "/v.sock" }],
+        ["/machine-config", { vcpu_count: 1, mem_size_mib: 128 }],
+        ["/actions", { action_type: "InstanceStart" }],
+      ] as const) {
+        expect(await call(path, body), `PUT ${path}\n${report()}`).toBe(204);
+      }
+      expect(status(p.pid, "Seccomp")).toBe("2");
+      expect(await out.until(/EXT4-fs \(vda\): mounted filesystem/, 300_000), report()).toBe(true);
+      expect(out.text).toMatch(/virtio_blk virtio0: \[vda\]/);
+      expect(existsSync(join(root, "v.sock")), "vsock's Unix socket, made inside the jail").toBe(true);
+      p.kill("SIGTERM");
+      expect(await p.exited, report()).toBe(0);
+      expect(p.signalCode).toBeNull();
+    } finally {
+      clearTimeout(killer);
+      p.kill("SIGKILL");
+    }
+  }, 340_000);
+});

@@ -94,7 +94,9 @@ export default defineCommand({
 
     if (args.daemonize) {
       // Detach the way a fork and setsid would: the same command, without --daemonize, in a new session.
-      const again = [...process.argv.slice(0, 2), ...rawArgs.filter((a, i) => a !== "--daemonize" || (dash >= 0 && i > dash))];
+      const argv = process.argv.slice(2);
+      const end = argv.indexOf("--");
+      const again = [...process.argv.slice(0, 2), ...argv.filter((a, i) => a !== "--daemonize" || (end >= 0 && i > end))];
       const child = Bun.spawn(again, { stdio: ["ignore", "ignore", "ignore"], detached: true });
       child.unref();
       console.log(child.pid);
