@@ -56,6 +56,8 @@ describe("the built-in filter, as BPF", () => {
     expect(verdict("clone3")).toBe((SECCOMP_RET_ERRNO | 38) >>> 0); // ENOSYS: glibc falls back to clone
     expect(verdict("tgkill", 4242, 4243, 34)).toBe(SECCOMP_RET_ALLOW);
     expect(verdict("tgkill", 1, 1, 9)).toBe(SECCOMP_RET_KILL_PROCESS);
+    expect(verdict("kill", 4242, 15)).toBe(SECCOMP_RET_ALLOW);
+    expect(verdict("kill", 1, 9)).toBe(SECCOMP_RET_KILL_PROCESS);
     expect(verdict("prctl", 15)).toBe(SECCOMP_RET_ALLOW); // PR_SET_NAME
     expect(verdict("prctl", 38)).toBe(SECCOMP_RET_KILL_PROCESS); // PR_SET_NO_NEW_PRIVS again is not needed
   });
@@ -148,7 +150,7 @@ describe("installed, in a child process", () => {
   test("ptrace under a filter whose default action is errno EPERM: the call fails with EPERM", async () => {
     const f = kindlingFilter(0);
     f.default_action = { errno: 1 };
-    f.filter = f.filter.filter((r) => r.syscall !== "tgkill").concat({ syscall: "tgkill" }); // the child's pid is not known here
+    f.filter = f.filter.filter((r) => r.syscall !== "tgkill" && r.syscall !== "kill").concat({ syscall: "tgkill" }); // the child's pid is not known here
     const path = join(dir, "eperm.json");
     writeFileSync(path, JSON.stringify(f));
     const r = await child(path, "ptrace");

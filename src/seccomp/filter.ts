@@ -197,8 +197,8 @@ const ALLOWED: Record<string, string[]> = {
 const eq = (index: number, val: number, comment?: string): ArgCheck => ({ index, type: "dword", op: "eq", val, comment });
 
 /**
- * The built-in filter. `pid` is this process's id, so that tgkill (pthread_kill: the vCPU kick) can only
- * signal its own threads. Default action: kill the process (SIGSYS, core dump), as Firecracker does.
+ * The built-in filter. `pid` is this process's id, so that tgkill (pthread_kill: the vCPU kick) and kill
+ * can only signal this process and its threads. Default action: kill the process (SIGSYS, core dump), as Firecracker does.
  */
 export function kindlingFilter(pid: number): SeccompFilter {
   const filter: Rule[] = Object.entries(ALLOWED).flatMap(([why, calls]) => calls.map((syscall) => ({ syscall, comment: why })));
@@ -213,6 +213,7 @@ export function kindlingFilter(pid: number): SeccompFilter {
     { syscall: "clone", args: [{ index: 0, type: "qword", op: { masked_eq: CLONE_THREAD }, val: CLONE_THREAD, comment: "CLONE_THREAD" }], comment: "new threads (Workers) only, never a new process" },
     { syscall: "clone3", action: { errno: ENOSYS }, comment: "its flags are behind a pointer a filter cannot read: ENOSYS makes glibc use clone" },
     { syscall: "tgkill", args: [eq(0, pid, "this process")], comment: "pthread_kill: the vCPU kick" },
+    { syscall: "kill", args: [eq(0, pid, "this process")], comment: "re-raising a signal after cleaning up (process.kill(process.pid))" },
     { syscall: "prctl", args: [eq(0, PR_SET_NAME)], comment: "thread names" },
     { syscall: "prctl", args: [eq(0, PR_GET_NAME)] },
     { syscall: "prctl", args: [eq(0, PR_SET_VMA)], comment: "glibc names anonymous mappings" },
