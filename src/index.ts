@@ -6,3 +6,4 @@ export { serveApi, defaultApiSocket, type ApiServer, type ApiServerOptions } fro
 export { loadConfigFile } from "./config.ts";
 export * as schemas from "./api/schemas.ts";
 export type { MicroVMConfig, FullVmConfiguration } from "./api/schemas.ts";
+export { exec, ExecError, quoteArgs, EXEC_TIMEOUT_STATUS, type ExecOptions, type ExecResult } from "./exec.ts";

@@ -24,6 +24,8 @@ const BootArgs = z.object({
   probe: z.enum(Object.keys(PROBES) as [string, ...string[]], { error: () => `--probe: must be one of ${Object.keys(PROBES).join(", ")}` }).optional(),
   kernel: z.string().min(1, "--kernel: give a path").optional(),
   initrd: z.string().min(1, "--initrd: give a path").optional(),
+  rootfs: z.string().min(1, "--rootfs: give a path").optional(),
+  "read-write": z.boolean().optional(),
   cmdline: z.string().optional(),
   memory: z.coerce.number({ error: () => "--memory: must be a number of MiB" }).int("--memory: must be a whole number of MiB").min(32, "--memory: at least 32 MiB").max(64 * 1024, "--memory: at most 65536 MiB"),
   vcpus: z.coerce.number({ error: () => "--vcpus: must be a number" }).int("--vcpus: must be a whole number").min(1, "--vcpus: must be 1..32").max(32, "--vcpus: must be 1..32"),
@@ -56,7 +58,9 @@ export default defineCommand({
   meta: { name: "boot", description: `Boot the default Linux guest (or a probe guest) on this terminal. ${ESCAPE_HELP}.` },
   args: {
     kernel: { type: "string", description: "Kernel image: ELF vmlinux or bzImage (default: the built guest's vmlinux)", valueHint: "path" },
-    initrd: { type: "string", description: "Initramfs (default: the built guest's initramfs)", valueHint: "path" },
+    initrd: { type: "string", description: "Boot from this initramfs instead of a root filesystem (the built guest's is initramfs.cpio)", valueHint: "path" },
+    rootfs: { type: "string", description: "Root filesystem image, ext4, as /dev/vda (default: the built guest's rootfs.ext4 unless --initrd is given)", valueHint: "path" },
+    "read-write": { type: "boolean", description: "Attach the root filesystem read-write (default: read-only)" },
     cmdline: { type: "string", description: 'Kernel command line (default: "console=ttyS0 reboot=k panic=1 pci=off")', valueHint: "text" },
     memory: { type: "string", description: "Guest RAM in MiB", default: "128", valueHint: "MiB" },
     vcpus: { type: "string", description: "Number of vCPUs", default: "1", valueHint: "n" },
@@ -81,21 +85,24 @@ export default defineCommand({
 
     const host = detectHost();
     warnIfEmulatingHost(host);
+    // The default guest boots as Firecracker's do: its ext4 root filesystem on virtio-blk, read-only, no
+    // initramfs. --initrd boots from an initramfs instead (with no disk unless --rootfs is given too).
     let kernel = a.kernel;
-    let initrd = a.initrd;
-    if (!kernel) {
+    let rootfs = a.rootfs;
+    if (!kernel || (!rootfs && !a.initrd)) {
       const { buildGuest } = await import("../../guest/build.ts");
       const guest = await buildGuest({ log: (line) => consola.info(line) });
-      kernel = guest.vmlinux;
-      initrd ??= guest.initramfs;
+      kernel ??= guest.vmlinux;
+      if (!a.initrd) rootfs ??= guest.rootfs;
     }
+    const drives = rootfs ? [{ path: rootfs, readOnly: !a["read-write"], root: true, id: "rootfs" }] : [];
     const watcher = new ConsoleWatcher();
     const narrate = explain && explainTo(explain, (text) => process.stdout.write(text));
     let vm: Vm;
     let closeTrace: TraceCloser | undefined;
     try {
       ({ vm } = await bootLinux({
-        kernel, initrd, cmdline: a.cmdline, memSize: a.memory * MiB, vcpus: a.vcpus, cpuTemplate: a["cpu-template"],
+        kernel, initrd: a.initrd, drives, cmdline: a.cmdline, memSize: a.memory * MiB, vcpus: a.vcpus, cpuTemplate: a["cpu-template"],
         protocol: a["boot-protocol"],
         consoleOutput: (b) => {
           process.stdout.write(b);
@@ -119,13 +126,10 @@ export default defineCommand({
     if (closeTrace) consola.info(`exit trace: ${await closeTrace()} exits written to ${a.trace}`);
     const times = [...watcher.seen].map(([m, t]) => `${MILESTONE_TEXT[m] ?? m} ${(t / 1000).toFixed(2)} s`);
     if (times.length) consola.info(`milestones since VM creation: ${times.join(", ")}`);
-    if (host.emulatesGuestKernel && watcher.seen.has("runInit") && !watcher.seen.has("initReady")) {
-      consola.info(
-        "The kernel reached /init. On this host guest user-mode system calls never reach the guest kernel, so init " +
-          "cannot run and the kernel panics and resets (panic=1 reboot=k): this is where a boot ends here. " +
-          "On a hardware-KVM host the same boot continues to a shell.",
-      );
-      return;
+    const assist = vm.vcpus.map((v) => v.syscallAssist?.counts).filter((c) => c !== undefined);
+    if (assist.length) {
+      const sum = (k: "syscalls" | "otherFaults" | "debugExits") => assist.reduce((n, c) => n + c[k], 0);
+      consola.info(`syscall assist: ${sum("syscalls")} system calls completed, ${sum("otherFaults")} other page faults stepped over, ${sum("debugExits")} debug exits`);
     }
     finish(exit);
   },
