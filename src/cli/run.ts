@@ -111,16 +111,16 @@ export async function runVmm(o: VmmOptions): Promise<void> {
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
 
-  // 3b. Set up: from here on every thread runs under the seccomp filter (src/seccomp/).
-  const program = programFor(o.seccomp ?? { kind: "builtin" });
-  if (program) {
-    installProgram(program);
-    const from = o.seccomp?.kind === "file" ? o.seccomp.path : "the built-in filter";
-    consola.debug(`seccomp: ${program.length} BPF instructions from ${from} installed on every thread`);
-  }
-
   let exit: VmExit;
   try {
+    // 3b. Set up: from here on every thread runs under the seccomp filter (src/seccomp/).
+    const program = programFor(o.seccomp ?? { kind: "builtin" });
+    if (program) {
+      installProgram(program);
+      const from = o.seccomp?.kind === "file" ? o.seccomp.path : "the built-in filter";
+      consola.debug(`seccomp: ${program.length} BPF instructions from ${from} installed on every thread`);
+    }
+
     // 4. Boot now, or when the API says so; then wait for the end.
     if (o.bootNow) {
       warnIfEmulatingHost();
