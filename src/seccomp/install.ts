@@ -15,7 +15,7 @@ import { MicroVMError } from "../api/schemas.ts";
 import { encode, sock_fprog, type Insn } from "./bpf.ts";
 import { compileFilter, kindlingFilter, parseFilter, type SeccompFilter } from "./filter.ts";
 
-/** A filter file larger than this is a mistake (the built-in filter is about 10 kB of JSON). */
+/** A filter file larger than this is a mistake (the built-in filter is about 17 kB of JSON). */
 const FILTER_FILE_MAX_SIZE = 1024 * 1024;
 
 /** Install a compiled program on every thread of this process. */
