@@ -13,8 +13,8 @@
 //   4. init ends the VM (`reboot -f` through the i8042); exec() resolves when the VM has ended.
 
 import { DEFAULT_CMDLINE } from "./arch/x86_64/cmdline.ts";
-import { MicroVM, MicroVMError, type MicroVMOptions, type VmExit } from "./microvm.ts";
-import type * as S from "./api/schemas.ts";
+import { MicroVM, MicroVMError, type MicroVMOptions, type VmEnd } from "./microvm.ts";
+import type * as S from "./config/schemas.ts";
 
 /** ASCII RS, which starts every framed output line (guest/init.sh, run_framed). */
 export const EXEC_RS = 0x1e;
@@ -131,12 +131,14 @@ export interface ExecOptions {
   /** The kernel (ELF vmlinux or bzImage). */
   kernel: string;
   /** The root filesystem image (ext4), attached read-only as /dev/vda unless `rootfsReadWrite`. */
-  rootfs: string;
+  rootfs?: string;
+  /** Boot from this initramfs instead (its /init must be guest/init.sh's); give it or `rootfs`. */
+  initrd?: string;
   rootfsReadWrite?: boolean;
   memoryMib?: number;
   vcpus?: number;
   /** More of the microVM's configuration, in Firecracker's shape: drives after the root, network interfaces, vsock, entropy. */
-  config?: Pick<S.MicroVMConfig, "drives" | "network-interfaces" | "vsock" | "entropy">;
+  config?: Partial<Pick<S.MicroVMConfig, "drives" | "network-interfaces" | "vsock" | "entropy">>;
   /** Kernel command-line words added to the default line (e.g. `ip=dhcp`). */
   bootArgs?: string;
   /** Stop the microVM after this long; the result is then EXEC_TIMEOUT_STATUS with timedOut set. */
@@ -160,14 +162,14 @@ export interface ExecResult {
   stderr: string;
   timedOut: boolean;
   /** How the microVM ended. */
-  end: VmExit;
+  end: VmEnd;
   /** Milliseconds from the call: the guest's boot-timer write, the command's first output, the end. */
   timings: { bootCompleteMs?: number; firstOutputMs?: number; totalMs: number };
 }
 
 /** An exec whose microVM failed, or ended without reporting the command's exit status. */
 export class ExecError extends Error {
-  constructor(message: string, readonly end?: VmExit) {
+  constructor(message: string, readonly end?: VmEnd) {
     super(message);
     this.name = "ExecError";
   }
@@ -179,10 +181,12 @@ export async function exec(argv: string[], opts: ExecOptions): Promise<ExecResul
   const since = () => Math.round(performance.now() - t0);
   const cmdArg = execCmdlineArg(argv);
   const extra = opts.config ?? {};
+  if (!opts.rootfs && !opts.initrd) throw new MicroVMError("exec: give a root filesystem (rootfs) or an initramfs (initrd) to boot from");
+  const root = opts.rootfs ? [{ drive_id: "rootfs", path_on_host: opts.rootfs, is_root_device: true, is_read_only: !opts.rootfsReadWrite }] : [];
   const vm = new MicroVM({
-    "boot-source": { kernel_image_path: opts.kernel, boot_args: [DEFAULT_CMDLINE, opts.bootArgs, "quiet", cmdArg].filter(Boolean).join(" ") },
+    "boot-source": { kernel_image_path: opts.kernel, ...(opts.initrd ? { initrd_path: opts.initrd } : {}), boot_args: [DEFAULT_CMDLINE, opts.bootArgs, "quiet", cmdArg].filter(Boolean).join(" ") },
     "machine-config": { vcpu_count: opts.vcpus ?? 1, mem_size_mib: opts.memoryMib ?? 128 },
-    drives: [{ drive_id: "rootfs", path_on_host: opts.rootfs, is_root_device: true, is_read_only: !opts.rootfsReadWrite }, ...(extra.drives ?? [])],
+    drives: [...root, ...(extra.drives ?? [])],
     ...(extra["network-interfaces"] ? { "network-interfaces": extra["network-interfaces"] } : {}),
     ...(extra.vsock ? { vsock: extra.vsock } : {}),
     ...(extra.entropy ? { entropy: extra.entropy } : {}),

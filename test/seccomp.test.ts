@@ -12,7 +12,7 @@ import { encode, run, AUDIT_ARCH_X86_64, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, S
 import { syscallNumber } from "../src/seccomp/syscalls.ts";
 import { KVM } from "../src/kvm/ioctl.ts";
 import { TUNSETIFF } from "../src/net/uapi.ts";
-import { MicroVMError } from "../src/api/schemas.ts";
+import { MicroVMError } from "../src/config/errors.ts";
 import { EXIT } from "../src/cli/main.ts";
 import { kvmTest } from "./support/kvm.ts";
 import { collect, ROOT, spawnKindling } from "./support/api.ts";

@@ -7,8 +7,8 @@
 
 import { defineCommand } from "citty";
 import { defaultApiSocket } from "../api/server.ts";
-import { loadConfigFile } from "../config.ts";
-import type { MicroVMConfig } from "../api/schemas.ts";
+import { loadConfigFile } from "../config/file.ts";
+import type { MicroVMConfig } from "../config/schemas.ts";
 import { ESCAPE_HELP } from "../console.ts";
 import { CliError, EXIT } from "./main.ts";
 import { runVmm, seccompChoice, usageErrors, VMM_ARGS } from "./run.ts";
@@ -32,6 +32,7 @@ export default defineCommand({
       apiSock: args.api ? (args["api-sock"] ?? defaultApiSocket()) : undefined,
       bootNow: file !== undefined,
       bootTimer: args["boot-timer"],
+      enablePci: args["enable-pci"],
       logPath: args["log-path"],
       metricsPath: args["metrics-path"],
       seccomp: seccompChoice(args),

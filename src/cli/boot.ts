@@ -12,13 +12,13 @@ import { explainTo } from "../explain.ts";
 import { TraceFileError, traceToFile, type TraceCloser } from "../trace/writer.ts";
 import { ConsoleWatcher, type Milestone } from "../boot/milestones.ts";
 import { attachConsole, ESCAPE_HELP } from "../console.ts";
-import { CPU_TEMPLATES } from "../arch/x86_64/cpuid.ts";
+import { CPUID_PROFILES } from "../arch/x86_64/cpuid.ts";
 import { MiB } from "../arch/x86_64/layout.ts";
 import { detectHost, warnIfEmulatingHost } from "../host.ts";
 import { PROBES } from "../../guest/probes/probes.ts";
 import { CliError, EXIT } from "./main.ts";
 import type { Vm } from "../vm.ts";
-import type { VmExit } from "../vcpu.ts";
+import type { VmEnd } from "../lifecycle.ts";
 
 const BootArgs = z.object({
   probe: z.enum(Object.keys(PROBES) as [string, ...string[]], { error: () => `--probe: must be one of ${Object.keys(PROBES).join(", ")}` }).optional(),
@@ -30,7 +30,7 @@ const BootArgs = z.object({
   memory: z.coerce.number({ error: () => "--memory: must be a number of MiB" }).int("--memory: must be a whole number of MiB").min(32, "--memory: at least 32 MiB").max(64 * 1024, "--memory: at most 65536 MiB"),
   vcpus: z.coerce.number({ error: () => "--vcpus: must be a number" }).int("--vcpus: must be a whole number").min(1, "--vcpus: must be 1..32").max(32, "--vcpus: must be 1..32"),
   "boot-protocol": z.enum(["linux64", "pvh"], { error: () => "--boot-protocol: must be linux64 or pvh" }),
-  "cpu-template": z.enum(["auto", ...CPU_TEMPLATES], { error: () => `--cpu-template: must be one of auto, ${CPU_TEMPLATES.join(", ")}` }),
+  "cpuid-profile": z.enum(["auto", ...CPUID_PROFILES], { error: () => `--cpuid-profile: must be one of auto, ${CPUID_PROFILES.join(", ")}` }),
   explain: z.boolean().optional(),
   "explain-only": z.boolean().optional(),
   trace: z.string().min(1, "--trace: give a file path").optional(),
@@ -65,7 +65,7 @@ export default defineCommand({
     memory: { type: "string", description: "Guest RAM in MiB", default: "128", valueHint: "MiB" },
     vcpus: { type: "string", description: "Number of vCPUs", default: "1", valueHint: "n" },
     "boot-protocol": { type: "string", description: "How to enter the kernel: linux64 (64-bit boot protocol, zero page) or pvh (PVH entry, hvm_start_info)", default: "linux64", valueHint: "name" },
-    "cpu-template": { type: "string", description: `CPU template: auto, ${CPU_TEMPLATES.join(", ")}`, default: "auto", valueHint: "name" },
+    "cpuid-profile": { type: "string", description: `cpuid profile: auto, ${CPUID_PROFILES.join(", ")}`, default: "auto", valueHint: "name" },
     probe: { type: "string", description: `Boot a probe guest instead (${Object.keys(PROBES).join(", ")})`, valueHint: "name" },
     explain: { type: "boolean", description: "Narrate each setup step with the values written, then boot (--explain=json: one JSON object per step)" },
     "explain-only": { type: "boolean", description: "Narrate the setup as --explain does, and stop before the guest runs" },
@@ -102,7 +102,7 @@ export default defineCommand({
     let closeTrace: TraceCloser | undefined;
     try {
       ({ vm } = await bootLinux({
-        kernel, initrd: a.initrd, drives, cmdline: a.cmdline, memSize: a.memory * MiB, vcpus: a.vcpus, cpuTemplate: a["cpu-template"],
+        kernel, initrd: a.initrd, drives, cmdline: a.cmdline, memSize: a.memory * MiB, vcpus: a.vcpus, cpuidProfile: a["cpuid-profile"],
         protocol: a["boot-protocol"],
         consoleOutput: (b) => {
           process.stdout.write(b);
@@ -135,7 +135,7 @@ export default defineCommand({
   },
 });
 
-async function runOnTerminal(vm: Vm): Promise<VmExit> {
+async function runOnTerminal(vm: Vm): Promise<VmEnd> {
   const console_ = attachConsole((b) => vm.serial.queueInput(b), () => void vm.stop("quit from the console (Ctrl-A x)"));
   const onSignal = () => void vm.stop("interrupted by a signal");
   process.once("SIGTERM", onSignal);
@@ -165,7 +165,7 @@ async function bootProbeOnTerminal(name: string, trace?: string): Promise<void> 
 }
 
 /** Attach the exit trace to a running VM; a file that cannot be written stops it. */
-function finish(exit: VmExit): void {
+function finish(exit: VmEnd): void {
   const clean = exit.reason === "halt" || exit.reason === "reset" || exit.reason === "poweroff" || exit.reason === "stopped";
   if (!clean) {
     consola.error(`${exit.message}${exit.registers ? `\n${exit.registers}` : ""}`);

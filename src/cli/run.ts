@@ -7,10 +7,10 @@
 
 import { defineCommand, type ArgsDef } from "citty";
 import { consola } from "consola";
-import { checkInstanceId, MicroVM, MicroVMError, type VmExit } from "../microvm.ts";
+import { checkInstanceId, MicroVM, MicroVMError, type VmEnd } from "../microvm.ts";
 import { defaultApiSocket, serveApi, type ApiServer } from "../api/server.ts";
-import { loadConfigFile } from "../config.ts";
-import type { LogLevelName, MicroVMConfig } from "../api/schemas.ts";
+import { loadConfigFile } from "../config/file.ts";
+import type { LogLevelName, MicroVMConfig } from "../config/schemas.ts";
 import { attachConsole, ESCAPE_HELP } from "../console.ts";
 import { kvmAvailability, warnIfEmulatingHost } from "../host.ts";
 import { CliError, EXIT } from "./main.ts";
@@ -23,6 +23,7 @@ export const VMM_ARGS = {
   "boot-timer": { type: "boolean", description: "Log the guest's boot time when its init writes to the boot-timer device", default: false },
   "log-path": { type: "string", description: "Write kindling's log to this file or named pipe (at the --level level)", valueHint: "path" },
   "metrics-path": { type: "string", description: "Write metrics (JSON lines, every 60 s) to this file or named pipe", valueHint: "path" },
+  "enable-pci": { type: "boolean", description: "Firecracker's virtio-over-PCI transport: refused (kindling's devices are virtio-mmio)", default: false },
   seccomp: { type: "boolean", description: "Install kindling's seccomp filter once set up (docs/security-jail.md)", default: true, negativeDescription: "No seccomp filter" },
   "seccomp-filter": { type: "string", description: "Install this seccomp filter (JSON, docs/security-jail.md) instead of the built-in one", valueHint: "file" },
 } as const satisfies ArgsDef;
@@ -45,6 +46,8 @@ export interface VmmOptions {
   /** Boot at once (else wait for PUT /actions InstanceStart). */
   bootNow: boolean;
   bootTimer: boolean;
+  /** Firecracker's --enable-pci: refused. */
+  enablePci?: boolean;
   logPath?: string;
   metricsPath?: string;
   /** The seccomp filter to install once set up (default: kindling's). */
@@ -65,10 +68,11 @@ function withFlags(o: VmmOptions): MicroVMConfig {
   return c;
 }
 
-const CLEAN_EXITS: VmExit["reason"][] = ["halt", "reset", "poweroff", "stopped"];
+const CLEAN_EXITS: VmEnd["reason"][] = ["halt", "reset", "poweroff", "stopped"];
 
 export async function runVmm(o: VmmOptions): Promise<void> {
   // 1. Everything checked before anything starts: shapes, files, features.
+  if (o.enablePci) throw new CliError("--enable-pci: virtio over PCI is not supported by kindling: its devices are virtio-mmio, described on the kernel command line", EXIT.USAGE);
   let vm: MicroVM;
   try {
     checkInstanceId(o.id);
@@ -111,7 +115,7 @@ export async function runVmm(o: VmmOptions): Promise<void> {
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
 
-  let exit: VmExit;
+  let exit: VmEnd;
   try {
     // 3b. Set up: from here on every thread runs under the seccomp filter (src/seccomp/).
     const program = programFor(o.seccomp ?? { kind: "builtin" });
@@ -187,6 +191,7 @@ export default defineCommand({
       apiSock: args["api-sock"] ?? (args.api ? defaultApiSocket() : undefined),
       bootNow: true,
       bootTimer: args["boot-timer"],
+      enablePci: args["enable-pci"],
       logPath: args["log-path"],
       metricsPath: args["metrics-path"],
       seccomp: seccompChoice(args),

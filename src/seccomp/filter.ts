@@ -23,7 +23,8 @@
 import { z } from "zod";
 import { KVM } from "../kvm/ioctl.ts";
 import { TUNSETIFF, TUNSETPERSIST, TUNGETFEATURES, TUNSETOFFLOAD, TUNGETIFF, TUNGETVNETHDRSZ, TUNSETVNETHDRSZ } from "../net/uapi.ts";
-import { MicroVMError, parseWith } from "../api/schemas.ts";
+import { parseWith } from "../config/schemas.ts";
+import { MicroVMError } from "../config/errors.ts";
 import {
   AUDIT_ARCH_X86_64, BPF_ALU, BPF_AND, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, __X32_SYSCALL_BIT, jump, loadWord, ret, seccomp_data, stmt,
   SECCOMP_RET_ALLOW, SECCOMP_RET_DATA, SECCOMP_RET_ERRNO, SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_KILL_THREAD, SECCOMP_RET_LOG, SECCOMP_RET_TRAP, type Insn,

@@ -11,7 +11,7 @@
 import { readFileSync, statSync } from "node:fs";
 import { addressOf, prctl, PR_SET_NO_NEW_PRIVS, seccompSetModeFilter, SECCOMP_FILTER_FLAG_TSYNC } from "../kvm/libc.ts";
 import { StructView } from "../kvm/struct.ts";
-import { MicroVMError } from "../api/schemas.ts";
+import { MicroVMError } from "../config/errors.ts";
 import { encode, sock_fprog, type Insn } from "./bpf.ts";
 import { compileFilter, kindlingFilter, parseFilter, type SeccompFilter } from "./filter.ts";
 

@@ -106,8 +106,11 @@ export const KVM_TSS_SIZE = 3 * PAGE_SIZE;
 /** End of the 32-bit address space. */
 export const MMIO32_END = 4 * GiB;
 
-/** RAM that does not fit below MMIO32_START starts here. */
-export const HIGH_RAM_START = MMIO32_END;
+/**
+ * RAM that does not fit below MMIO32_START continues here, at 4 GiB (cloud-hypervisor's name). Not to be
+ * confused with HIMEM_START, the 1 MiB mark where the kernel loads.
+ */
+export const RAM_64BIT_START = MMIO32_END;
 
 /** The first GSI free for virtio devices (IRQs 0-4 are the PIT, keyboard, cascade, COM2 and COM1). */
 export const IRQ_BASE = 5;
@@ -118,7 +121,7 @@ export function ramRegions(memSize: number): { gpa: number; size: number }[] {
   if (memSize <= MMIO32_START) return [{ gpa: 0, size: memSize }];
   return [
     { gpa: 0, size: MMIO32_START },
-    { gpa: HIGH_RAM_START, size: memSize - MMIO32_START },
+    { gpa: RAM_64BIT_START, size: memSize - MMIO32_START },
   ];
 }
 
@@ -132,6 +135,8 @@ export const COM1_IRQ = 4;
 /** The i8042 keyboard controller: data at 0x60, status/command at 0x64 (0xFE there pulses CPU reset). */
 export const I8042_DATA_PORT = 0x60;
 export const I8042_COMMAND_PORT = 0x64;
+/** The keyboard behind the i8042 interrupts on ISA IRQ 1 (the mouse would use 12; there is none). */
+export const I8042_KEYBOARD_IRQ = 1;
 /** The CMOS/RTC (MC146818): write a register number to 0x70, then read or write it at 0x71. */
 export const CMOS_INDEX_PORT = 0x70;
 export const CMOS_DATA_PORT = 0x71;

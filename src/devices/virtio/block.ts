@@ -14,9 +14,10 @@
 // VIRTIO_BLK_F_FLUSH assumes there is no write cache (Linux's virtblk_get_cache_mode), so then every
 // write is followed by fsync before it completes.
 
+import { bool, checkKind, DeviceStateError, int } from "../state.ts";
 import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from "node:fs";
 import { StructView } from "../../kvm/struct.ts";
-import { readConfigBytes, type VirtioContext, type VirtioDevice } from "./device.ts";
+import { readConfigBytes, type VirtioContext, type VirtioDevice, type VirtioDeviceState } from "./device.ts";
 import type { DescriptorChain, Virtqueue } from "./queue.ts";
 import {
   bit, SECTOR_SHIFT, SECTOR_SIZE, virtio_blk_config, virtio_blk_outhdr, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
@@ -102,6 +103,12 @@ class BlockRequestError extends Error {
   }
 }
 
+/**
+ * Configuration (capacity, read-only), the serial GET_ID answers, and the write-cache mode the driver
+ * chose. Requests are carried out as they are popped, so none is ever pending between exits.
+ */
+export type VirtioBlockState = { kind: "virtio-blk"; capacity: number; readOnly: boolean; id: string; writethrough: boolean };
+
 export class VirtioBlock implements VirtioDevice {
   readonly name = "virtio-blk";
   readonly deviceId = VIRTIO_ID_BLOCK;
@@ -113,11 +120,13 @@ export class VirtioBlock implements VirtioDevice {
   private readonly config = new StructView(virtio_blk_config);
   private readonly log: (message: string) => void;
   private queue: Virtqueue | undefined;
+  private ctx: VirtioContext | undefined;
   /** VIRTIO_BLK_F_FLUSH not negotiated: the driver expects every write to be durable when it completes. */
   private writethrough = true;
 
   constructor(
-    readonly backend: BlockBackend,
+    /** Where the bytes are; replaceBackend() swaps it (PATCH /drives path_on_host). */
+    public backend: BlockBackend,
     opts: VirtioBlockOptions = {},
   ) {
     const queueSize = opts.queueSize ?? 256;
@@ -151,6 +160,24 @@ export class VirtioBlock implements VirtioDevice {
     return changed;
   }
 
+  /**
+   * Firecracker's drive update (PATCH /drives/{id} with path_on_host): the disk's bytes come from `backend`
+   * from the next request on; the old one is closed. firecracker-containerd and Kata attach placeholder
+   * drives at boot and put a container's image into one this way. The guest gets a configuration change
+   * interrupt, as Firecracker sends, so it re-reads `capacity` (§5.2.4).
+   */
+  replaceBackend(backend: BlockBackend): void {
+    if (backend.readOnly !== this.backend.readOnly) {
+      backend.close();
+      throw new Error(`${this.name}: the new file must be ${this.backend.readOnly ? "read-only" : "writable"} like the old one (VIRTIO_BLK_F_RO was offered at boot)`);
+    }
+    const old = this.backend;
+    this.backend = backend;
+    old.close();
+    this.updateCapacity();
+    this.ctx?.configChanged();
+  }
+
   readConfig(offset: number, data: Uint8Array): void {
     readConfigBytes(this.config.bytes, offset, data);
   }
@@ -164,6 +191,7 @@ export class VirtioBlock implements VirtioDevice {
     const q = ctx.queues[0];
     if (!q) throw new Error("queue 0 (requestq) is not ready");
     this.queue = q;
+    this.ctx = ctx;
     this.writethrough = (ctx.features & bit(VIRTIO_BLK_F_FLUSH)) === 0n;
   }
 
@@ -173,7 +201,30 @@ export class VirtioBlock implements VirtioDevice {
   }
 
   reset(): void {
+    this.ctx = undefined;
     this.queue = undefined;
+  }
+
+  describe(): VirtioBlockState {
+    return {
+      kind: "virtio-blk", capacity: this.capacity, readOnly: this.backend.readOnly,
+      id: new TextDecoder().decode(this.id).replace(/\0+$/, ""), writethrough: this.writethrough,
+    };
+  }
+
+  /** The backing file is wiring: it must be the same kind (read-only or not); its size is taken as described. */
+  restore(s: VirtioDeviceState): void {
+    const D = this.name;
+    checkKind(D, s, "virtio-blk");
+    const capacity = int(D, "capacity", s.capacity, 0, Number.MAX_SAFE_INTEGER);
+    if (bool(D, "readOnly", s.readOnly) !== this.backend.readOnly) throw new DeviceStateError(D, `readOnly: ${s.readOnly}, but the backing file given is ${this.backend.readOnly ? "" : "not "}read-only`);
+    if (typeof s.id !== "string" || s.id.length > VIRTIO_BLK_ID_BYTES || !/^[\x20-\x7e]*$/.test(s.id)) throw new DeviceStateError(D, "id: not printable ASCII of at most 20 bytes");
+    const writethrough = bool(D, "writethrough", s.writethrough);
+    this.id.fill(0);
+    this.id.set(new TextEncoder().encode(s.id));
+    this.capacity = capacity;
+    this.config.set("capacity", capacity);
+    this.writethrough = writethrough;
   }
 
   process(_queueIndex: number): boolean {

@@ -10,7 +10,8 @@
 
 import { closeSync, constants, openSync, writeSync } from "node:fs";
 import { consola } from "consola";
-import { MicroVMError, type LoggerConfig, type LogLevelName } from "./schemas.ts";
+import { MicroVMError } from "./errors.ts";
+import type { LoggerConfig, LogLevelName } from "./schemas.ts";
 
 export type Level = "error" | "warn" | "info" | "debug" | "trace";
 

@@ -6,9 +6,11 @@
 // Every object is strict: an unknown field is refused, as Firecracker's serde(deny_unknown_fields) does.
 // Rules the spec states (vcpu_count 1..32, mtu 68..65535, guest_cid >= 3) are here; rules of kindling's
 // own (the memory range, id characters) say so in a comment. What kindling does not implement of a valid
-// body (rate limiters, SMT, ...) is refused later, by src/api/resources.ts, with a message naming it.
+// body (rate limiters, SMT, ...) is refused later, by src/config/resources.ts, with a message naming it.
 
 import { z } from "zod";
+import { ValidationError } from "./errors.ts";
+import { CpuConfigSchema } from "../arch/x86_64/cpu-templates.ts";
 
 /** An integer in [min, max]; the error names the range. JSON has no integer type, so 1.5 is refused here. */
 export function int(min: number, max: number) {
@@ -133,6 +135,25 @@ export const SerialDevice = z.strictObject({
   rate_limiter: TokenBucket.optional(),
 });
 
+// ---- Balloon, BalloonUpdate, BalloonStatsUpdate ----
+
+// Firecracker's types: amount_mib is a u32, stats_polling_interval_s a u16.
+export const Balloon = z.strictObject({
+  amount_mib: int(0, 0xffff_ffff),
+  deflate_on_oom: z.boolean(),
+  stats_polling_interval_s: int(0, 0xffff).optional(),
+  free_page_hinting: z.boolean().optional(),
+  free_page_reporting: z.boolean().optional(),
+});
+
+export const BalloonUpdate = z.strictObject({ amount_mib: int(0, 0xffff_ffff) });
+
+export const BalloonStatsUpdate = z.strictObject({ stats_polling_interval_s: int(0, 0xffff) });
+
+// ---- CpuConfig (PUT /cpu-config): Firecracker's custom CPU template, src/arch/x86_64/cpu-templates.ts ----
+
+export const CpuConfig = CpuConfigSchema;
+
 // ---- InstanceActionInfo, Vm ----
 
 export const InstanceActionInfo = z.strictObject({
@@ -180,12 +201,12 @@ export const FullVmConfiguration = z.strictObject({
   logger: Logger.optional(),
   metrics: Metrics.optional(),
   entropy: EntropyDevice.optional(),
+  balloon: Balloon.optional(),
+  "cpu-config": CpuConfig.optional(),
 });
 
 /** Keys of the spec's FullVmConfiguration that kindling does not implement, and what each is. */
 export const UNSUPPORTED_CONFIG_KEYS: Record<string, string> = {
-  balloon: "the balloon device",
-  "cpu-config": "custom CPU templates (cpu-config)",
   "memory-hotplug": "memory hotplug (virtio-mem)",
   "mmds-config": "the microVM metadata service (MMDS)",
   pmem: "virtio-pmem devices",
@@ -200,6 +221,8 @@ export type NetworkInterface = z.output<typeof NetworkInterface>;
 export type PartialNetworkInterface = z.output<typeof PartialNetworkInterface>;
 export type Vsock = z.output<typeof Vsock>;
 export type EntropyDevice = z.output<typeof EntropyDevice>;
+export type Balloon = z.output<typeof Balloon>;
+export type CpuConfig = z.output<typeof CpuConfig>;
 export type SerialDevice = z.output<typeof SerialDevice>;
 export type LoggerConfig = z.output<typeof Logger>;
 export type MetricsConfig = z.output<typeof Metrics>;
@@ -208,25 +231,6 @@ export type FullVmConfiguration = z.output<typeof FullVmConfiguration>;
 export type MicroVMConfig = z.input<typeof FullVmConfiguration>;
 
 // ---- turning zod's issues into messages that name the field and the rule ----
-
-/**
- * A configuration or request kindling refuses: a broken rule, a feature it lacks, a call in the wrong state
- * (pre-boot only, not started). The API answers these with 400 and the message as `fault_message`.
- */
-export class MicroVMError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "MicroVMError";
-  }
-}
-
-/** A body or config that breaks a rule. The message names the field: `machine-config.vcpu_count: must be 1..32`. */
-export class ValidationError extends MicroVMError {
-  constructor(readonly problems: string[]) {
-    super(problems.join("; "));
-    this.name = "ValidationError";
-  }
-}
 
 const TYPE_RULE: Record<string, string> = {
   string: "must be a string",

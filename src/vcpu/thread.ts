@@ -1,11 +1,11 @@
 // The main thread's handle on one vCPU worker: start it, wait for its next exit, let it resume, kick it out
-// of KVM_RUN, stop it. The protocol is described at the top of vcpu-worker.ts.
+// of KVM_RUN, stop it. The protocol is described at the top of worker.ts.
 
-import { installKickHandler, kickSignal, pthreadKill, ERRNO } from "./libc.ts";
-import { StructView } from "./struct.ts";
-import { kvm_run } from "./uapi.ts";
-import { CONTROL, CONTROL_WORDS, TURN, type VcpuWorkerInit } from "./vcpu-protocol.ts";
-import type { VcpuFd } from "./vcpu-fd.ts";
+import { installKickHandler, kickSignal, pthreadKill, ERRNO } from "../kvm/libc.ts";
+import { StructView } from "../kvm/struct.ts";
+import { kvm_run } from "../kvm/uapi.ts";
+import { CONTROL, CONTROL_WORDS, TURN, type VcpuWorkerInit } from "./protocol.ts";
+import type { VcpuFd } from "../kvm/vcpu-fd.ts";
 
 const IMMEDIATE_EXIT = kvm_run.offsetOf("immediate_exit");
 
@@ -23,7 +23,7 @@ export class VcpuThread {
     installKickHandler();
     this.runBytes = new Uint8Array(vcpu.run.buffer);
     this.run = new StructView(kvm_run, this.runBytes);
-    this.worker = new Worker(new URL("./vcpu-worker.ts", import.meta.url).href);
+    this.worker = new Worker(new URL("./worker.ts", import.meta.url).href);
     this.ready = new Promise((resolve, reject) => {
       this.worker.onmessage = (e: MessageEvent<{ thread?: bigint }>) => {
         if (e.data.thread !== undefined) {
