@@ -26,8 +26,6 @@ import { collect, spawnKindling } from "./support/api.ts";
  * Keys: "<tool> <METHOD> <path>", "<tool> <--flag>", "<tool> config <key>".
  */
 export const AWAITING_OTHER_BRANCHES: Record<string, { branch: string; refusal: RegExp }> = {
-  "firecracker-go-sdk --no-seccomp": { branch: "jail (seccomp flags)", refusal: /unknown option --no-seccomp/ },
-  "firecracker-containerd --no-seccomp": { branch: "jail (seccomp flags)", refusal: /unknown option --no-seccomp/ },
   "firecracker-containerd PUT /mmds": { branch: "parity (MMDS)", refusal: /metadata service \(MMDS\)/ },
   "firecracker-containerd PATCH /mmds": { branch: "parity (MMDS)", refusal: /metadata service \(MMDS\)/ },
   "kata-containers (runtime-rs) PATCH /drives/drive1": { branch: "parity (rate limiters: null buckets)", refusal: /rate_limiter/ },
