@@ -4,6 +4,7 @@
 //
 //   9  cli/, index.ts          entry points: the command line, the library's exports
 //   8  api/, exec.ts           HTTP on a Unix socket, Firecracker's routes; one command in a fresh microVM
+//      seccomp/, jail/         the VMM's seccomp filter; the jailer
 //   7  microvm.ts              one microVM's configuration and life cycle
 //   6  config/, explain.ts     schemas, resources, logger, metrics, --config-file; --explain's decoding
 //   5  boot/, trace/           the recipe that builds and boots a machine; the exit trace and its replay
@@ -22,7 +23,7 @@ const SRC = resolve(import.meta.dir, "../src");
 
 const LAYERS: Record<string, number> = {
   "cli/": 9, "index.ts": 9,
-  "api/": 8, "exec.ts": 8,
+  "api/": 8, "exec.ts": 8, "seccomp/": 8, "jail/": 8,
   "microvm.ts": 7,
   "config/": 6, "explain.ts": 6,
   "boot/": 5, "trace/": 5,

@@ -26,8 +26,6 @@ import { collect, spawnKindling } from "./support/api.ts";
  * Keys: "<tool> <METHOD> <path>", "<tool> <--flag>", "<tool> config <key>".
  */
 export const AWAITING_OTHER_BRANCHES: Record<string, { branch: string; refusal: RegExp }> = {
-  "firecracker-go-sdk --no-seccomp": { branch: "jail (seccomp flags)", refusal: /unknown option --no-seccomp/ },
-  "firecracker-containerd --no-seccomp": { branch: "jail (seccomp flags)", refusal: /unknown option --no-seccomp/ },
   // flintlock sends network_interfaces only for interfaces that allow MMDS, and this replay has no TAP: without
   // the field Firecracker refuses the file too (serde: missing field `network_interfaces`), as kindling does.
   "flintlock config mmds-config": { branch: "a network interface in the replay (a TAP)", refusal: /mmds-config\.network_interfaces: required/ },

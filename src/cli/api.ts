@@ -11,7 +11,7 @@ import { loadConfigFile } from "../config/file.ts";
 import type { MicroVMConfig } from "../config/schemas.ts";
 import { ESCAPE_HELP } from "../console.ts";
 import { CliError, EXIT } from "./main.ts";
-import { runVmm, usageErrors, VMM_ARGS } from "./run.ts";
+import { runVmm, seccompChoice, usageErrors, VMM_ARGS } from "./run.ts";
 
 export default defineCommand({
   meta: { name: "api", description: `Serve Firecracker's REST API on a Unix socket and run the microVM it configures. ${ESCAPE_HELP}.` },
@@ -36,6 +36,7 @@ export default defineCommand({
       logPath: args["log-path"],
       metricsPath: args["metrics-path"],
       metadata: args.metadata,
+      seccomp: seccompChoice(args),
     });
   },
 });

@@ -16,6 +16,7 @@ import { attachConsole, ESCAPE_HELP, type AttachedConsole } from "../console.ts"
 import { kvmAvailability, warnIfEmulatingHost } from "../host.ts";
 import { CliError, EXIT } from "./main.ts";
 import { guardExit } from "./exit-guard.ts";
+import { installProgram, loadFilterFile, programFor, type SeccompChoice } from "../seccomp/install.ts";
 
 /** The flags `run` and `api` share: Firecracker's own. */
 export const VMM_ARGS = {
@@ -26,7 +27,17 @@ export const VMM_ARGS = {
   "metrics-path": { type: "string", description: "Write metrics (JSON lines, every 60 s) to this file or named pipe", valueHint: "path" },
   metadata: { type: "string", description: "A JSON file to fill the MMDS data store with (as PUT /mmds)", valueHint: "file" },
   "enable-pci": { type: "boolean", description: "Firecracker's virtio-over-PCI transport: refused (kindling's devices are virtio-mmio)", default: false },
+  seccomp: { type: "boolean", description: "Install kindling's seccomp filter once set up (docs/security-jail.md)", default: true, negativeDescription: "No seccomp filter" },
+  "seccomp-filter": { type: "string", description: "Install this seccomp filter (JSON, docs/security-jail.md) instead of the built-in one", valueHint: "file" },
 } as const satisfies ArgsDef;
+
+/** --no-seccomp and --seccomp-filter as a choice; the file is read and checked now (a usage error if bad). */
+export function seccompChoice(args: { seccomp: boolean; "seccomp-filter"?: string }): SeccompChoice {
+  const path = args["seccomp-filter"];
+  if (path !== undefined && !args.seccomp) throw new CliError("--no-seccomp and --seccomp-filter contradict each other", EXIT.USAGE);
+  if (path === undefined) return args.seccomp ? { kind: "builtin" } : { kind: "off" };
+  return { kind: "file", path, filter: usageErrors(() => loadFilterFile(path)) };
+}
 
 export interface VmmOptions {
   config: MicroVMConfig;
@@ -42,6 +53,8 @@ export interface VmmOptions {
   enablePci?: boolean;
   logPath?: string;
   metricsPath?: string;
+  /** The seccomp filter to install once set up (default: kindling's). */
+  seccomp?: SeccompChoice;
   /** --metadata: a JSON file for the MMDS store. */
   metadata?: string;
 }
@@ -129,6 +142,14 @@ export async function runVmm(o: VmmOptions): Promise<void> {
 
   let exit: VmEnd;
   try {
+    // 3b. Set up: from here on every thread runs under the seccomp filter (src/seccomp/).
+    const program = programFor(o.seccomp ?? { kind: "builtin" });
+    if (program) {
+      installProgram(program);
+      const from = o.seccomp?.kind === "file" ? o.seccomp.path : "the built-in filter";
+      consola.debug(`seccomp: ${program.length} BPF instructions from ${from} installed on every thread`);
+    }
+
     // 4. Boot now, or when the API says so; then wait for the end.
     if (o.bootNow) {
       warnIfEmulatingHost();
@@ -198,6 +219,7 @@ export default defineCommand({
       logPath: args["log-path"],
       metricsPath: args["metrics-path"],
       metadata: args.metadata,
+      seccomp: seccompChoice(args),
     });
   },
 });
