@@ -27,6 +27,7 @@ import type { VirtioDevice } from "./devices/virtio/device.ts";
 import { IoEventFd } from "./ioeventfd.ts";
 import { I8042 } from "./devices/i8042.ts";
 import { CmosRtc } from "./devices/rtc.ts";
+import { KVM_MEM_LOG_DIRTY_PAGES } from "./kvm/uapi.ts";
 
 export interface VmOptions {
   /** Guest RAM in bytes. */
@@ -47,6 +48,10 @@ export interface VmOptions {
    * measure what the ioeventfd saves (bench/virtio-blk.ts).
    */
   queueNotify?: "ioeventfd" | "exit";
+  /** Guest RAM made elsewhere (a snapshot's memory file, see snapshot/restore.ts) instead of fresh memory. */
+  memory?: GuestMemory;
+  /** Have KVM log the pages the guest writes (KVM_MEM_LOG_DIRTY_PAGES), and the VMM its own: diff snapshots. */
+  trackDirtyPages?: boolean;
 }
 
 /** A virtio device on the MMIO bus: where it is, its interrupt, and how the kernel learns of it. */
@@ -66,6 +71,7 @@ export class Vm {
   readonly vcpus: Vcpu[] = [];
   readonly serial: Serial;
   readonly irqchip: boolean;
+  readonly trackDirtyPages: boolean;
   private readonly queueNotify: "ioeventfd" | "exit";
   private readonly irqLines: IrqFdLine[] = [];
   private readonly ioEventFds: IoEventFd[] = [];
@@ -95,8 +101,11 @@ export class Vm {
       this.fd.createIrqchip();
       this.fd.createPit2();
     }
-    this.memory = allocateGuestMemory(ramRegions(opts.memSize));
-    this.memory.regions.forEach((r, slot) => this.fd.setUserMemoryRegion(slot, r.gpa, r.bytes.byteLength, r.hostAddr!));
+    this.memory = opts.memory ?? allocateGuestMemory(ramRegions(opts.memSize));
+    this.trackDirtyPages = opts.trackDirtyPages ?? false;
+    if (this.trackDirtyPages) this.memory.trackVmmWrites();
+    const slotFlags = this.trackDirtyPages ? KVM_MEM_LOG_DIRTY_PAGES : 0;
+    this.memory.regions.forEach((r, slot) => this.fd.setUserMemoryRegion(slot, r.gpa, r.bytes.byteLength, r.hostAddr!, slotFlags));
 
     this.pio = new Bus("pio", this.log);
     this.mmio = new Bus("mmio", this.log);

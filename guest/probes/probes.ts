@@ -30,6 +30,7 @@ export const PROBES: Record<string, ProbeSpec> = {
   "virtio-blk": { name: "virtio-blk", mode: "long", load: HIMEM_START, about: "a CPL3 virtio-blk driver: ioeventfd notifies, irqfd interrupts" },
   exits: { name: "exits", mode: "long", load: HIMEM_START, about: "EXIT_LOOPS port writes, then EXIT_LOOPS MMIO writes (bench)" },
   "first-write": { name: "first-write", mode: "long", load: HIMEM_START, about: "writes 123 to the boot timer first, then resets (bench)" },
+  counter: { name: "counter", mode: "long", load: HIMEM_START, about: "counts in memory, on a port and on the UART, forever (snapshots)" },
 };
 
 /** How many port writes, then MMIO writes, the exits probe makes. */
