@@ -33,3 +33,6 @@ self.onmessage = (e: MessageEvent<VcpuWorkerInit>) => {
   }
   postMessage({ stopped: true });
 };
+
+// Loaded and waiting for a vCPU (prewarmVcpuWorkers in vcpu-thread.ts waits for this).
+postMessage({ loaded: true });
