@@ -22,9 +22,11 @@ export interface MemoryWrite {
   pages?: PageRun[];
 }
 
-function isZeroPage(words: BigUint64Array, firstWord: number): boolean {
-  for (let i = firstWord, end = firstWord + PAGE_SIZE / 8; i < end; i++) if (words[i] !== 0n) return false;
-  return true;
+/** True when the page at `firstWord` (32-bit words) is all zeros. OR-ing 32-bit words: BigInt compares are ~10x slower. */
+function isZeroPage(words: Uint32Array, firstWord: number): boolean {
+  let acc = 0;
+  for (let i = firstWord, end = firstWord + PAGE_SIZE / 4; i < end; i++) acc |= words[i]!;
+  return acc === 0;
 }
 
 function pwriteAll(fd: number, bytes: Uint8Array, position: number): void {
@@ -38,7 +40,7 @@ export function writeFullMemory(mem: GuestMemory, path: string): MemoryWrite {
     ftruncateSync(fd, mem.size);
     let fileOffset = 0;
     for (const r of mem.regions) {
-      const words = new BigUint64Array(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength / 8);
+      const words = new Uint32Array(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength / 4);
       const pages = r.bytes.byteLength / PAGE_SIZE;
       // Write runs of non-zero pages with one write each.
       let run = -1;
@@ -49,7 +51,7 @@ export function writeFullMemory(mem: GuestMemory, path: string): MemoryWrite {
         run = -1;
       };
       for (let p = 0; p < pages; p++) {
-        if (isZeroPage(words, (p * PAGE_SIZE) / 8)) flush(p);
+        if (isZeroPage(words, (p * PAGE_SIZE) / 4)) flush(p);
         else if (run < 0) run = p;
       }
       flush(pages);
