@@ -75,6 +75,8 @@ export const ROUTES: Route[] = [
   { path: "/logger", method: "PUT", metric: "logger", handle: (vm, b) => vm.setLogger(b as never) },
   { path: "/metrics", method: "PUT", metric: "metrics", handle: (vm, b) => vm.setMetrics(b as never) },
   { path: "/serial", method: "PUT", metric: "serial", handle: (vm, b) => vm.setSerial(b as never) },
+  { path: "/snapshot/create", method: "PUT", metric: "create_snapshot", handle: (vm, b) => vm.createSnapshot(b) },
+  { path: "/snapshot/load", method: "PUT", metric: "load_snapshot", handle: (vm, b) => vm.loadSnapshot(b) },
 ];
 
 async function action(vm: MicroVM, body: unknown): Promise<undefined> {
@@ -99,7 +101,6 @@ export const NOT_SERVED: { pattern: RegExp; feature: string }[] = [
   { pattern: /^\/pmem\/[^/]+$/, feature: "virtio-pmem devices" },
   { pattern: /^\/mmds(\/config)?$/, feature: "the microVM metadata service (MMDS)" },
   { pattern: /^\/hotplug\/memory$/, feature: "memory hotplug (virtio-mem)" },
-  { pattern: /^\/snapshot\/(create|load)$/, feature: "snapshots" },
 ];
 
 /** "/drives/rootfs" against "/drives/{drive_id}": the id, or undefined if it does not match. */
