@@ -114,6 +114,7 @@ export const kindling = defineCommand({
     trace: lazyCommand({ name: "trace", description: "View an exit trace in a browser, or replay it against the device models" }, "trace.ts"),
     run: lazyCommand({ name: "run", description: "Boot a microVM from a JSON config file (Firecracker's shape) or from flags" }, "run.ts"),
     api: lazyCommand({ name: "api", description: "Serve Firecracker's REST API on a Unix socket and run the microVM it configures" }, "api.ts"),
+    snapshot: lazyCommand({ name: "snapshot", description: "Snapshots from scripts: create (through a VMM's API), load (in a new VMM), merge (a Diff onto its base)" }, "snapshot.ts"),
     guest: defineCommand({
       meta: { name: "guest", description: "Build the guest images the tests and `boot` use" },
       subCommands: { build: guestBuild },

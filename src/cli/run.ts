@@ -36,6 +36,8 @@ export interface VmmOptions {
   bootTimer: boolean;
   logPath?: string;
   metricsPath?: string;
+  /** Load this snapshot at once (PUT /snapshot/load's body) instead of booting: `kindling snapshot load`. */
+  loadSnapshot?: Record<string, unknown>;
 }
 
 /** consola's level as a Firecracker logger level (--level sets consola's; main.ts). */
@@ -101,7 +103,14 @@ export async function runVmm(o: VmmOptions): Promise<void> {
   let exit: VmExit;
   try {
     // 4. Boot now, or when the API says so; then wait for the end.
-    if (o.bootNow) {
+    if (o.loadSnapshot) {
+      const kvm = kvmAvailability();
+      if (!kvm.ok) throw new CliError(kvm.reason, EXIT.NO_KVM);
+      await vm.loadSnapshot(o.loadSnapshot).catch((e: Error) => {
+        throw new CliError(e.message, e instanceof MicroVMError ? EXIT.USAGE : EXIT.VM_ERROR);
+      });
+      consola.info(`snapshot loaded, ${vm.state} (${ESCAPE_HELP})`);
+    } else if (o.bootNow) {
       warnIfEmulatingHost();
       await vm.start().catch((e: Error) => {
         throw new CliError(e.message, EXIT.VM_ERROR);
