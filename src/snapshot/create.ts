@@ -90,6 +90,7 @@ export async function createSnapshot(vm: Vm, opts: CreateSnapshotOptions): Promi
       regions: vm.memory.regions.map((r) => ({ gpa: r.gpa, size: r.bytes.byteLength })),
       vcpus: vm.vcpus.length,
       irqchip: vm.irqchip,
+      syscall_assist: vm.vcpus.some((v) => v.syscallAssist !== undefined),
       kind: opts.kind,
       ...(opts.description ? { description: opts.description } : {}),
     },

@@ -71,6 +71,8 @@ export const snapshotStateSchema = z.object({
     regions: z.array(region).min(1),
     vcpus: z.number().int().min(1).max(254),
     irqchip: z.boolean(),
+    /** The VMM completes guest system calls this host cannot (src/arch/x86_64/syscall-assist.ts): re-armed on restore. */
+    syscall_assist: z.boolean().optional(),
     kind: z.string(),
     description: z.record(z.string(), z.unknown()).optional(),
   }),

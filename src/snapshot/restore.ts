@@ -66,6 +66,7 @@ export async function restoreSnapshot(opts: RestoreOptions): Promise<Restored> {
       memSize: state.machine.mem_size,
       vcpus: state.machine.vcpus,
       irqchip: state.machine.irqchip,
+      syscallAssist: state.machine.syscall_assist ?? false,
       memory,
       trackDirtyPages: opts.trackDirtyPages,
       consoleOutput: opts.consoleOutput,
