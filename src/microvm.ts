@@ -31,6 +31,7 @@ import { Logger, openAppend, writeQuietly } from "./api/logger.ts";
 import { Metrics } from "./api/metrics.ts";
 import { loadSnapshotBody, snapshotMicroVm } from "./snapshot/api.ts";
 import { SnapshotCreateParams, SnapshotLoadParams } from "./snapshot/params.ts";
+import { SnapshotError } from "./snapshot/errors.ts";
 
 export { MicroVMError, ValidationError } from "./api/schemas.ts";
 export type { VmExit } from "./vcpu.ts";
@@ -362,11 +363,15 @@ export class MicroVM {
 
   /** PUT /snapshot/create: only while Paused (Firecracker's rule). */
   async createSnapshot(body: unknown): Promise<void> {
-    parseWith(SnapshotCreateParams, body, "snapshot-create"); // a bad body is named before the state is
+    const p = parseWith(SnapshotCreateParams, body, "snapshot-create"); // a bad body is named before the state is
     const vm = this.requireStarted("snapshot/create");
     if (this.stateNow !== "Paused") throw new MicroVMError('snapshot/create: the microVM must be Paused first (PATCH /vm {"state": "Paused"}); it is Running');
-    const r = await snapshotMicroVm(vm, body, { config: this.config, kind: this.guestKind });
-    this.logger.info(`snapshot created: ${r.stateBytes} bytes of state, ${r.memoryBytes} bytes of guest memory written`);
+    try {
+      const r = await snapshotMicroVm(vm, p, { config: this.config, kind: this.guestKind });
+      this.logger.info(`snapshot created: ${r.stateBytes} bytes of state, ${r.memoryBytes} bytes of guest memory written`);
+    } catch (e) {
+      throw snapshotFault("snapshot/create", e);
+    }
   }
 
   /**
@@ -375,23 +380,24 @@ export class MicroVM {
    * "Not started", with nothing built.
    */
   async loadSnapshot(body: unknown): Promise<void> {
-    parseWith(SnapshotLoadParams, body, "snapshot-load");
+    const p = parseWith(SnapshotLoadParams, body, "snapshot-load");
     this.preBoot("snapshot/load");
     if (JSON.stringify(this.resources.toConfig()) !== JSON.stringify(new VmResources().toConfig())) {
       throw new MicroVMError("snapshot/load: the microVM has been configured (boot source, machine, devices); a snapshot can only be loaded before anything but the logger and metrics is");
     }
     this.stateNow = "Starting";
     try {
-      const loaded = await loadSnapshotBody(body, { consoleOutput: (bytes) => this.consoleOutput(bytes), log: (line) => this.logger.info(line) });
-      if (loaded.config?.["machine-config"]) this.resources.machine = { ...loaded.config["machine-config"] };
-      if (loaded.config?.["boot-source"]) this.resources.bootSource = { ...loaded.config["boot-source"] };
+      const loaded = await loadSnapshotBody(p, { consoleOutput: (bytes) => this.consoleOutput(bytes), log: (line) => this.logger.info(line) });
+      const config = loaded.state.machine.description as S.FullVmConfiguration | undefined;
+      if (config?.["machine-config"]) this.resources.machine = { ...config["machine-config"] };
+      if (config?.["boot-source"]) this.resources.bootSource = { ...config["boot-source"] };
       this.vm = loaded.vm;
       this.stateNow = loaded.resumed ? "Running" : "Paused";
       this.logger.info(`microVM ${this.id} loaded from a snapshot (${loaded.state.machine.kind}), ${this.stateNow}`);
       void loaded.vm.exited.then((exit) => this.ended(exit));
     } catch (e) {
       this.stateNow = "Not started";
-      throw e;
+      throw snapshotFault("snapshot/load", e);
     }
   }
 
@@ -488,6 +494,13 @@ export class MicroVM {
     this.emit("exit", exit);
     this.resolveExited(exit);
   }
+}
+
+/** A snapshot failure as the API's 400: the SnapshotError's code and message. */
+function snapshotFault(what: string, e: unknown): MicroVMError {
+  if (e instanceof MicroVMError) return e;
+  if (e instanceof SnapshotError) return new MicroVMError(`${what}: ${e.code}: ${e.message}`);
+  return new MicroVMError(`${what} failed: ${(e as Error).message}`);
 }
 
 /** Release what a device that never reached a VM holds (a TAP and its reader, a socket). */
