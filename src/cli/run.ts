@@ -13,6 +13,7 @@ import { loadConfigFile } from "../config.ts";
 import type { LogLevelName, MicroVMConfig } from "../api/schemas.ts";
 import { attachConsole, ESCAPE_HELP } from "../console.ts";
 import { kvmAvailability, warnIfEmulatingHost } from "../host.ts";
+import { prewarmVcpuWorkers } from "../kvm/vcpu-thread.ts";
 import { CliError, EXIT } from "./main.ts";
 
 /** The flags `run` and `api` share: Firecracker's own. */
@@ -117,6 +118,9 @@ export async function runVmm(o: VmmOptions): Promise<void> {
       });
       consola.info(`guest started (${ESCAPE_HELP})`);
     } else {
+      // While it waits for the API, load a vCPU worker, so that InstanceStart or a snapshot load need not
+      // wait the ~5 ms a Worker takes to load (src/kvm/vcpu-thread.ts).
+      void prewarmVcpuWorkers(1).catch(() => {});
       consola.info(`waiting for PUT /actions InstanceStart on ${o.apiSock} (${ESCAPE_HELP})`);
     }
     exit = await vm.exited;
