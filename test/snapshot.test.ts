@@ -16,6 +16,7 @@ import { SnapshotError } from "../src/snapshot/errors.ts";
 import { SCRATCH_PORT, PAGE_SIZE } from "../src/arch/x86_64/layout.ts";
 import { StructView } from "../src/kvm/struct.ts";
 import type { Vm } from "../src/vm.ts";
+import { prewarmVcpuWorkers } from "../src/kvm/vcpu-thread.ts";
 import { kvmTest } from "./support/kvm.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kindling-snapshot-"));
@@ -134,6 +135,8 @@ describe("snapshot and restore: the counter probe", () => {
   kvmTest("a restored VM is an independent copy: two restores in one process count on their own", async () => {
     const p = await goodSnapshot();
     const start = readSnapshotFile(p.snapshotPath);
+    // The first takes a spare worker (loaded beforehand, its thread known), the second a new one.
+    await prewarmVcpuWorkers(1);
     const vms: Vm[] = [];
     const lasts = [0, 0];
     for (const i of [0, 1]) {
@@ -149,6 +152,14 @@ describe("snapshot and restore: the counter probe", () => {
     vms[1]!.resume();
     await Bun.sleep(100);
     expect(lasts[1]).toBeGreaterThan(100);
+    // A pause reaches the spare worker's thread too: its count stops while the other goes on.
+    vms[0]!.pause();
+    await Bun.sleep(50);
+    const held = lasts[0];
+    const other = lasts[1]!;
+    await Bun.sleep(100);
+    expect(lasts[0]).toBe(held);
+    expect(lasts[1]).toBeGreaterThan(other);
     for (const vm of vms) await vm.stop();
     expect(start.machine.kind).toBe("counter");
   }, 30_000);

@@ -15,7 +15,7 @@ const WORKER_URL = new URL("./vcpu-worker.ts", import.meta.url).href;
  * restore's time; a process that expects to restore (an idle `kindling api`, a clone pool) starts them
  * while it waits, and each new VcpuThread takes one.
  */
-const spareWorkers: Worker[] = [];
+const spareWorkers: { worker: Worker; thread: bigint }[] = [];
 
 /** Start `n` spare vCPU workers; resolves once each has loaded its modules and waits for a vCPU. */
 export async function prewarmVcpuWorkers(n = 1): Promise<void> {
@@ -23,10 +23,10 @@ export async function prewarmVcpuWorkers(n = 1): Promise<void> {
     Array.from({ length: n }, () => {
       const w = new Worker(WORKER_URL);
       return new Promise<void>((resolve, reject) => {
-        w.onmessage = (e: MessageEvent<{ loaded?: boolean }>) => {
-          if (!e.data.loaded) return;
+        w.onmessage = (e: MessageEvent<{ loaded?: boolean; thread?: bigint }>) => {
+          if (!e.data.loaded || e.data.thread === undefined) return;
           w.unref(); // a spare does not keep the process alive
-          spareWorkers.push(w);
+          spareWorkers.push({ worker: w, thread: e.data.thread });
           resolve();
         };
         w.onerror = (e) => reject(new Error(`spare vCPU worker failed: ${e.message}`));
@@ -50,11 +50,14 @@ export class VcpuThread {
     this.runBytes = new Uint8Array(vcpu.run.buffer);
     this.run = new StructView(kvm_run, this.runBytes);
     const spare = spareWorkers.pop();
-    spare?.ref();
-    this.worker = spare ?? new Worker(WORKER_URL);
+    spare?.worker.ref();
+    this.worker = spare?.worker ?? new Worker(WORKER_URL);
+    // A spare has told its thread already; a new worker tells it once it has its vCPU.
+    this.thread = spare?.thread;
     this.ready = new Promise((resolve, reject) => {
-      this.worker.onmessage = (e: MessageEvent<{ thread?: bigint }>) => {
-        if (e.data.thread !== undefined) {
+      if (spare) resolve();
+      this.worker.onmessage = (e: MessageEvent<{ thread?: bigint; loaded?: boolean }>) => {
+        if (e.data.thread !== undefined && !e.data.loaded) {
           this.thread = e.data.thread;
           resolve();
         }
