@@ -67,7 +67,7 @@ describe("snapshots through the API", () => {
     writeFileSync(kernel, "");
     const vm = new MicroVM({ "boot-source": { kernel_image_path: kernel } }, {
       guestKind: "counter",
-      boot: async (opts: LinuxBootOptions) => ({ vm: await bootProbe("counter", { consoleOutput: opts.consoleOutput }) }),
+      boot: async (opts: LinuxBootOptions) => ({ vm: await bootProbe("counter", { consoleOutput: opts.consoleOutput }), devices: { virtio: [] } }),
     });
     vm.on("serial", (b) => out.push(...b));
     const { server, call } = await serveFake(vm, dir);

@@ -16,7 +16,7 @@ import { SnapshotError } from "../src/snapshot/errors.ts";
 import { SCRATCH_PORT, PAGE_SIZE } from "../src/arch/x86_64/layout.ts";
 import { StructView } from "../src/kvm/struct.ts";
 import type { Vm } from "../src/vm.ts";
-import { prewarmVcpuWorkers } from "../src/kvm/vcpu-thread.ts";
+import { prewarmVcpuWorkers } from "../src/vcpu/thread.ts";
 import { kvmTest } from "./support/kvm.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kindling-snapshot-"));

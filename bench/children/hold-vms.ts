@@ -47,7 +47,7 @@ if (mode === "vms") {
   }
   await Promise.all(waiting); // every guest has reached its CPL3 spin loop
 } else if (mode === "workers") {
-  const url = new URL("../../src/kvm/vcpu-worker.ts", import.meta.url).href;
+  const url = new URL("../../src/vcpu/worker.ts", import.meta.url).href;
   const ready: Promise<void>[] = [];
   for (let i = 0; i < count; i++) {
     const w = new Worker(url);

@@ -11,7 +11,7 @@
 import { writeSync } from "node:fs";
 import { restoreSnapshot, type Restored } from "../../src/snapshot/restore.ts";
 import { SCRATCH_PORT } from "../../src/arch/x86_64/layout.ts";
-import { prewarmVcpuWorkers } from "../../src/kvm/vcpu-thread.ts";
+import { prewarmVcpuWorkers } from "../../src/vcpu/thread.ts";
 import { exitWhenOrphaned } from "./orphan-guard.ts";
 
 exitWhenOrphaned();

@@ -7,7 +7,7 @@
 import { Kvm } from "../../src/kvm/system.ts";
 import { VmFd } from "../../src/kvm/vm-fd.ts";
 import { VcpuFd } from "../../src/kvm/vcpu-fd.ts";
-import { VcpuThread } from "../../src/kvm/vcpu-thread.ts";
+import { VcpuThread } from "../../src/vcpu/thread.ts";
 import { Vm } from "../../src/vm.ts";
 
 export type PartTimes = Map<string, number>;

@@ -8,8 +8,7 @@ import {
   kvm_fpu, kvm_guest_debug, kvm_lapic_state, kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs, kvm_vcpu_events,
   kvm_cpuid2, kvm_cpuid_entry2, kvm_debugregs, kvm_mp_state, kvm_xcrs, kvm_xsave,
 } from "./uapi.ts";
-import { readCpuidEntries, writeCpuidEntries, type CpuidEntry } from "./system.ts";
-
+import { readCpuidEntries, writeCpuidEntries, type CpuidEntry } from "./cpuid.ts";
 
 export class VcpuFd {
   /** The shared kvm_run page(s): the size comes from KVM_GET_VCPU_MMAP_SIZE. */

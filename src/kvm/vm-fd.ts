@@ -9,13 +9,13 @@ import {
   KVM_PIT_SPEAKER_DUMMY, kvm_ioeventfd, kvm_irq_level, kvm_irqfd, kvm_pit_config, kvm_userspace_memory_region,
   kvm_clock_data, kvm_dirty_log, kvm_irqchip, kvm_pit_state2,
 } from "./uapi.ts";
-import type { Kvm } from "./system.ts";
 import { VcpuFd } from "./vcpu-fd.ts";
 
 export class VmFd {
   constructor(
     readonly fd: number,
-    readonly kvm: Kvm,
+    /** What the VM needs of its /dev/kvm fd (system.ts's Kvm): the size of each vCPU's kvm_run mapping. */
+    readonly kvm: { readonly vcpuMmapSize: number },
   ) {}
 
   /**

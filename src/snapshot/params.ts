@@ -1,6 +1,6 @@
 // The bodies of PUT /snapshot/create and PUT /snapshot/load, from firecracker-api.yaml's
 // SnapshotCreateParams and SnapshotLoadParams (with MemoryBackend, NetworkOverride, VsockOverride), checked
-// with zod like every other body (src/api/schemas.ts). Unknown fields are refused, as Firecracker does.
+// with zod like every other body (src/config/schemas.ts). Unknown fields are refused, as Firecracker does.
 
 import { z } from "zod";
 

@@ -83,8 +83,7 @@ export async function restoreSnapshot(opts: RestoreOptions): Promise<Restored> {
     const t4 = performance.now();
     await opts.restoreDevices?.(vm, state);
     const t5 = performance.now();
-    if (!opts.resume) vm.pause();
-    await vm.start();
+    await vm.start({ paused: !opts.resume });
     const t6 = performance.now();
     return {
       vm, state,

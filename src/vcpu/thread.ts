@@ -1,14 +1,14 @@
 // The main thread's handle on one vCPU worker: start it, wait for its next exit, let it resume, kick it out
-// of KVM_RUN, stop it. The protocol is described at the top of vcpu-worker.ts.
+// of KVM_RUN, stop it. The protocol is described at the top of worker.ts.
 
-import { installKickHandler, kickSignal, pthreadKill, ERRNO } from "./libc.ts";
-import { StructView } from "./struct.ts";
-import { kvm_run } from "./uapi.ts";
-import { CONTROL, CONTROL_WORDS, TURN, type VcpuWorkerInit } from "./vcpu-protocol.ts";
-import type { VcpuFd } from "./vcpu-fd.ts";
+import { installKickHandler, kickSignal, pthreadKill, ERRNO } from "../kvm/libc.ts";
+import { StructView } from "../kvm/struct.ts";
+import { kvm_run } from "../kvm/uapi.ts";
+import { CONTROL, CONTROL_WORDS, TURN, type VcpuWorkerInit } from "./protocol.ts";
+import type { VcpuFd } from "../kvm/vcpu-fd.ts";
 
 const IMMEDIATE_EXIT = kvm_run.offsetOf("immediate_exit");
-const WORKER_URL = new URL("./vcpu-worker.ts", import.meta.url).href;
+const WORKER_URL = new URL("./worker.ts", import.meta.url).href;
 
 /**
  * vCPU workers loaded ahead of need. Loading a Worker's modules takes ~5 ms here, most of a snapshot

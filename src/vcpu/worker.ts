@@ -1,16 +1,16 @@
 // The body of a vCPU thread. KVM_RUN blocks the thread that calls it until the guest exits, so each vCPU
 // runs in its own Bun Worker and the main thread stays free for devices, timers and the API.
 //
-// The two threads take turns through a small SharedArrayBuffer (see vcpu-thread.ts for the other side):
+// The two threads take turns through a small SharedArrayBuffer (see thread.ts for the other side):
 //   1. the worker calls KVM_RUN; the guest runs until an exit;
 //   2. the worker stores KVM_RUN's result, flips `turn` to MAIN and waits;
 //   3. the main thread reads the exit from the shared kvm_run page, emulates the access (a UART register,
 //      an MMIO device), writes any result back into kvm_run, and flips `turn` to WORKER (or STOP);
 //   4. the worker enters KVM_RUN again, which first completes the access (e.g. loads an IN's value into AL).
 
-import { KVM } from "./ioctl.ts";
-import { installKickHandler, ioctlRaw, kickSignal, pthreadSelf, unblockSignal } from "./libc.ts";
-import { CONTROL, TURN, type VcpuWorkerInit } from "./vcpu-protocol.ts";
+import { KVM } from "../kvm/ioctl.ts";
+import { installKickHandler, ioctlRaw, kickSignal, pthreadSelf, unblockSignal } from "../kvm/libc.ts";
+import { CONTROL, TURN, type VcpuWorkerInit } from "./protocol.ts";
 
 declare const self: Worker;
 
@@ -34,7 +34,7 @@ self.onmessage = (e: MessageEvent<VcpuWorkerInit>) => {
   postMessage({ stopped: true });
 };
 
-// Loaded and waiting for a vCPU (prewarmVcpuWorkers in vcpu-thread.ts waits for this). A spare worker
+// Loaded and waiting for a vCPU (prewarmVcpuWorkers in thread.ts waits for this). A spare worker
 // gives its thread now, so that the VcpuThread that takes it need not wait for the init round trip.
 installKickHandler();
 unblockSignal(kickSignal());
