@@ -327,7 +327,9 @@ export class MicroVM {
     const vm = this.requireStarted("snapshot/create");
     if (this.lifecycle.state !== "Paused") throw new MicroVMError('snapshot/create: the microVM must be Paused first (PATCH /vm {"state": "Paused"}); it is Running');
     try {
-      const r = await snapshotMicroVm(vm, p, { config: this.config, kind: this.guestKind });
+      const r = await snapshotMicroVm(vm, p, {
+        config: this.config as Record<string, unknown>, machine: this.bootOptions(), names: this.devices.map((d) => d.name), kind: this.guestKind,
+      });
       this.logger.info(`snapshot created: ${r.stateBytes} bytes of state, ${r.memoryBytes} bytes of guest memory written`);
     } catch (e) {
       throw snapshotFault("snapshot/create", e);
@@ -347,10 +349,12 @@ export class MicroVM {
     }
     this.lifecycle.to("Starting");
     try {
-      const loaded = await loadSnapshotBody(p, { consoleOutput: (bytes) => this.consoleOutput(bytes), log: (line) => this.logger.info(line) });
-      const config = loaded.state.machine.description as S.FullVmConfiguration | undefined;
-      if (config?.["machine-config"]) this.resources.machine = { ...config["machine-config"] };
-      if (config?.["boot-source"]) this.resources.bootSource = { ...config["boot-source"] };
+      const loaded = await loadSnapshotBody(p, {
+        consoleOutput: (bytes) => this.consoleOutput(bytes), log: (line) => this.logger.info(line), models: this.models,
+        onBootComplete: (info) => this.emit("boot-complete", info),
+      });
+      this.adoptSnapshotConfig(loaded.description?.config, p);
+      this.devices = loaded.devices;
       this.vm = loaded.vm;
       this.lifecycle.to("Running");
       if (!loaded.resumed) this.lifecycle.to("Paused");
@@ -359,6 +363,22 @@ export class MicroVM {
     } catch (e) {
       this.lifecycle.to("Not started");
       throw snapshotFault("snapshot/load", e);
+    }
+  }
+
+  /**
+   * After a load: the snapshot's configuration becomes this microVM's (GET /vm/config), with the overrides
+   * the load applied; its logger and metrics stay this process's own.
+   */
+  private adoptSnapshotConfig(config: Record<string, unknown> | undefined, p: { network_overrides?: { iface_id: string; host_dev_name: string }[]; vsock_override?: { uds_path: string } }): void {
+    if (!config) return;
+    const c = { ...(config as S.FullVmConfiguration), logger: undefined, metrics: undefined };
+    c["network-interfaces"] = c["network-interfaces"]?.map((n) => ({ ...n, host_dev_name: p.network_overrides?.find((o) => o.iface_id === n.iface_id)?.host_dev_name ?? n.host_dev_name }));
+    if (c.vsock && p.vsock_override) c.vsock = { ...c.vsock, uds_path: p.vsock_override.uds_path };
+    try {
+      this.applyConfig(c);
+    } catch (e) {
+      this.logger.warn(`the snapshot's configuration could not be adopted for GET /vm/config: ${(e as Error).message}`);
     }
   }
 
