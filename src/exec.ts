@@ -255,12 +255,12 @@ export async function exec(argv: string[], opts: ExecOptions): Promise<ExecResul
 //   saveExecSnapshot(DIR):  boot the guest with no command (guest/init.sh then runs an interactive shell on
 //                           the console), wait until the shell answers, pause, snapshot into DIR/vm.state and
 //                           DIR/vm.mem (`kindling exec --save-snapshot DIR`).
-//   execFromSnapshot(argv): a fresh microVM loads DIR with resume_vm; one line is typed into its shell that
-//                           runs argv as init.sh's kindling.exec does (stdin /dev/null, every stdout line as
-//                           RS "1" line, every stderr line as RS "2" line, then "kindling: exit status N"),
-//                           so exec.ts's ExecFrames splits the output the same way; then the VM is stopped.
-// The typed line is echoed by the guest's tty: it holds no RS byte and no status line of digits, so it
-// lands among the console lines.
+//   execFromSnapshot(argv): a fresh microVM loads DIR with resume_vm; one line is typed into its shell: a
+//                           begin marker, argv (stdin /dev/null, stderr into stdout), its exit status as
+//                           "kindling: exit status N" (typedExecLine); what the console shows between the
+//                           marker and that line is the command's output. Then the VM is stopped.
+// The typed line is echoed by the guest's tty before it runs: it holds no RS byte and no status line of
+// digits, so it lands among the console lines.
 
 
 export const EXEC_SNAPSHOT_STATE = "vm.state";
@@ -321,18 +321,17 @@ export async function saveExecSnapshot(dir: string, o: SaveExecSnapshotOptions):
   return performance.now() - t0;
 }
 
-/** The line typed into the restored shell: argv run as init.sh's kindling.exec runs it. */
+/** The line the restored shell prints before the command's output: RS "S". */
+const BEGIN_MARKER = "S";
+
+/**
+ * The line typed into the restored shell. Every process costs seconds where the host emulates the guest
+ * kernel (a fork, an exec and their page faults), so the line starts none of its own: a begin marker
+ * (RS "S", by the shell's printf builtin), argv (one process if it is not a builtin), its status. The
+ * command's stderr goes to its stdout: keeping them apart, as kindling.exec does, takes two `sed`s.
+ */
 export function typedExecLine(argv: string[]): string {
-  const encoded = Buffer.from(quoteArgs(argv), "utf8").toString("base64");
-  return [
-    `c=$(echo ${encoded} | base64 -d)`,
-    "rs=$(printf '\\036')",
-    "rm -f /tmp/.ke; mkfifo /tmp/.ke",
-    'sed "s/^/${rs}2/" < /tmp/.ke &',
-    '{ sh -c "$c" < /dev/null 2> /tmp/.ke; echo $? > /tmp/.ks; } | sed "s/^/${rs}1/"',
-    "wait",
-    'echo "kindling: exit status $(cat /tmp/.ks)"',
-  ].join("; ") + "\n";
+  return `printf '\\036${BEGIN_MARKER}\\n'; ${quoteArgs(argv)} < /dev/null 2>&1; echo "kindling: exit status $?"\n`;
 }
 
 export interface ExecFromSnapshotOptions {
@@ -374,10 +373,23 @@ export async function execFromSnapshot(argv: string[], dir: string, o: ExecFromS
     },
     console: (line) => {
       const m = STATUS_LINE.exec(line);
-      if (m) done.resolve(Number(m[1]));
-      o.onConsole?.(line);
+      if (m && inCommand) {
+        inCommand = false;
+        done.resolve(Number(m[1]));
+      } else if (line === BEGIN_MARKER) {
+        inCommand = true;
+      } else if (inCommand) {
+        // Between the marker and the status line: the command's output (see typedExecLine).
+        firstOutputMs ??= since();
+        const bytes = new TextEncoder().encode(`${line}\n`);
+        stdout += `${line}\n`;
+        o.onStdout?.(bytes);
+      } else {
+        o.onConsole?.(line);
+      }
     },
   });
+  let inCommand = false;
   vm.on("serial", (b) => frames.push(b));
   let timedOut = false;
   const timer = o.timeoutMs === undefined ? undefined : setTimeout(() => {
