@@ -13,6 +13,7 @@ import { bootProbe } from "../src/boot/probe.ts";
 import type { LinuxBootOptions } from "../src/boot/linux.ts";
 import { kvmTest } from "./support/kvm.ts";
 import { serveFake, spawnKindling } from "./support/api.ts";
+import { encodeSnapshot, readSnapshotFile } from "../src/snapshot/format.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kindling-snapshot-api-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -172,6 +173,28 @@ describe("snapshots through the API", () => {
     } finally {
       loaded.kill("SIGKILL");
       await loaded.exited;
+    }
+  }, 30_000);
+
+  kvmTest("devices on load: a disk of another size, an override naming no device, are refused by name and leave a fresh microVM", async () => {
+    const base = readSnapshotFile(snapshot!.state);
+    const disk = join(dir, "disk.img");
+    writeFileSync(disk, new Uint8Array(8192));
+    // The recorded machine says the snapshot had this disk at 4096 bytes; it is 8192 now.
+    const withDisk = structuredClone(base);
+    (withDisk.machine.description as { machine: { drives: unknown[] } }).machine.drives = [{ id: "data", path: disk, readOnly: true, size: 4096 }];
+    const changed = join(dir, "changed-disk.state");
+    writeFileSync(changed, encodeSnapshot(withDisk));
+    const cases: [unknown, RegExp][] = [
+      [{ snapshot_path: changed, mem_file_path: snapshot!.mem }, /INCOMPATIBLE: drive data: .* is 8192 bytes, the snapshot's disk was 4096/],
+      [{ snapshot_path: snapshot!.state, mem_file_path: snapshot!.mem, network_overrides: [{ iface_id: "eth0", host_dev_name: "tap9" }] }, /network_overrides: the snapshot has no network interface eth0/],
+      [{ snapshot_path: snapshot!.state, mem_file_path: snapshot!.mem, vsock_override: { uds_path: "/tmp/v.sock" } }, /vsock_override: the snapshot has no vsock device/],
+    ];
+    for (const [body, message] of cases) {
+      const vm = new MicroVM();
+      const err = await vm.loadSnapshot(body).catch((e: Error) => e);
+      expect((err as Error).message).toMatch(message);
+      expect(vm.state).toBe("Not started");
     }
   }, 30_000);
 });
