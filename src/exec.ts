@@ -133,7 +133,9 @@ export interface ExecOptions {
   /** The kernel (ELF vmlinux or bzImage). */
   kernel: string;
   /** The root filesystem image (ext4), attached read-only as /dev/vda unless `rootfsReadWrite`. */
-  rootfs: string;
+  rootfs?: string;
+  /** Boot from this initramfs instead (its /init must be guest/init.sh's); give it or `rootfs`. */
+  initrd?: string;
   rootfsReadWrite?: boolean;
   memoryMib?: number;
   vcpus?: number;
@@ -181,10 +183,12 @@ export async function exec(argv: string[], opts: ExecOptions): Promise<ExecResul
   const since = () => Math.round(performance.now() - t0);
   const cmdArg = execCmdlineArg(argv);
   const extra = opts.config ?? {};
+  if (!opts.rootfs && !opts.initrd) throw new MicroVMError("exec: give a root filesystem (rootfs) or an initramfs (initrd) to boot from");
+  const root = opts.rootfs ? [{ drive_id: "rootfs", path_on_host: opts.rootfs, is_root_device: true, is_read_only: !opts.rootfsReadWrite }] : [];
   const vm = new MicroVM({
-    "boot-source": { kernel_image_path: opts.kernel, boot_args: [DEFAULT_CMDLINE, opts.bootArgs, "quiet", cmdArg].filter(Boolean).join(" ") },
+    "boot-source": { kernel_image_path: opts.kernel, ...(opts.initrd ? { initrd_path: opts.initrd } : {}), boot_args: [DEFAULT_CMDLINE, opts.bootArgs, "quiet", cmdArg].filter(Boolean).join(" ") },
     "machine-config": { vcpu_count: opts.vcpus ?? 1, mem_size_mib: opts.memoryMib ?? 128 },
-    drives: [{ drive_id: "rootfs", path_on_host: opts.rootfs, is_root_device: true, is_read_only: !opts.rootfsReadWrite }, ...(extra.drives ?? [])],
+    drives: [...root, ...(extra.drives ?? [])],
     ...(extra["network-interfaces"] ? { "network-interfaces": extra["network-interfaces"] } : {}),
     ...(extra.vsock ? { vsock: extra.vsock } : {}),
     ...(extra.entropy ? { entropy: extra.entropy } : {}),
