@@ -220,6 +220,15 @@ describe("bad snapshots are refused by name, before anything runs", () => {
     expectRefused(bad, p.memFilePath, "INCOMPATIBLE", /CPU/);
   }, 30_000);
 
+  kvmTest("a snapshot that puts guest RAM where kindling's layout does not", async () => {
+    const p = await goodSnapshot();
+    const state = readSnapshotFile(p.snapshotPath);
+    state.machine.regions = [{ gpa: 0x1000, size: state.memory.size }];
+    const bad = join(dir, "regions.state");
+    writeFileSync(bad, encodeSnapshot(state));
+    expectRefused(bad, p.memFilePath, "INVALID", /not kindling's layout/);
+  }, 30_000);
+
   kvmTest("create while running is refused; the VM keeps running", async () => {
     const { seen, device } = counterPort(50);
     const vm = await bootProbe("counter", { beforeStart: (v) => v.pio.register(SCRATCH_PORT, 4, device) });

@@ -19,6 +19,7 @@ import { checkCompatible } from "./compat.ts";
 import { restoreVmState } from "./vm-state.ts";
 import { restoreVcpuState } from "./vcpu-state.ts";
 import { SnapshotError } from "./errors.ts";
+import { ramRegions } from "../arch/x86_64/layout.ts";
 
 export interface RestoreOptions extends Pick<VmOptions, "consoleOutput" | "log" | "queueNotify"> {
   snapshotPath: string;
@@ -50,6 +51,12 @@ export function checkSnapshotFiles(snapshotPath: string, memFilePath: string): S
   const regionsTotal = state.machine.regions.reduce((n, r) => n + r.size, 0);
   if (regionsTotal !== state.memory.size || state.machine.mem_size !== state.memory.size) {
     throw new SnapshotError("INVALID", `${snapshotPath}: the memory regions add up to ${regionsTotal} bytes, the memory to ${state.memory.size}`);
+  }
+  // The layout must be the one kindling gives a guest of that size (layout.ts): a snapshot names no RAM
+  // at addresses of its own choosing.
+  const expected = ramRegions(state.machine.mem_size);
+  if (JSON.stringify(state.machine.regions) !== JSON.stringify(expected)) {
+    throw new SnapshotError("INVALID", `${snapshotPath}: memory regions ${JSON.stringify(state.machine.regions)} are not kindling's layout for ${state.machine.mem_size} bytes (${JSON.stringify(expected)})`);
   }
   return state;
 }
