@@ -5,7 +5,7 @@
 // resume_vm the VM comes up Paused; a failed load leaves a fresh microVM behind that can still load.
 
 import { afterAll, describe, expect } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MicroVM } from "../src/microvm.ts";
@@ -14,6 +14,7 @@ import type { LinuxBootOptions } from "../src/boot/linux.ts";
 import { kvmTest } from "./support/kvm.ts";
 import { serveFake, spawnKindling } from "./support/api.ts";
 import { encodeSnapshot, readSnapshotFile } from "../src/snapshot/format.ts";
+import { mergeDiff } from "../src/snapshot/memory-file.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kindling-snapshot-api-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -196,5 +197,33 @@ describe("snapshots through the API", () => {
       expect((err as Error).message).toMatch(message);
       expect(vm.state).toBe("Not started");
     }
+  }, 30_000);
+
+  kvmTest("a load with track_dirty_pages can make a Diff snapshot: a few pages, and merged onto the loaded memory it loads", async () => {
+    const vm = new MicroVM();
+    const out: number[] = [];
+    vm.on("serial", (b) => out.push(...b));
+    await vm.loadSnapshot({ snapshot_path: snapshot!.state, mem_file_path: snapshot!.mem, track_dirty_pages: true, resume_vm: true });
+    while (out.length < 200) await Bun.sleep(5);
+    vm.pause();
+    await Bun.sleep(20);
+    const diff = { state: join(dir, "diff.state"), mem: join(dir, "diff.mem") };
+    await vm.createSnapshot({ snapshot_path: diff.state, mem_file_path: diff.mem, snapshot_type: "Diff" });
+    const last = out.at(-1)!;
+    await vm.stop();
+    const pages = readSnapshotFile(diff.state).memory.pages!;
+    const count = pages.reduce((n, [, c]) => n + c, 0);
+    expect(count).toBeGreaterThan(0);
+    expect(count).toBeLessThan(16); // the counter's page, the stack, the UART's: not the guest's 16 MiB
+    const merged = join(dir, "merged.mem");
+    copyFileSync(snapshot!.mem, merged);
+    mergeDiff(merged, diff.mem, pages);
+    const again = new MicroVM();
+    const out2: number[] = [];
+    again.on("serial", (b) => out2.push(...b));
+    await again.loadSnapshot({ snapshot_path: diff.state, mem_file_path: merged, resume_vm: true });
+    while (out2.length < 3) await Bun.sleep(5);
+    await again.stop();
+    expect(out2[0]).toBe((last + 1) & 0xff);
   }, 30_000);
 });
