@@ -14,6 +14,7 @@ import { restoreSnapshot, type Restored } from "./restore.ts";
 import { SnapshotError } from "./errors.ts";
 import { describeDevices, machineRecord, rebuildDevices, type DevicesState, type MachineRecord, type RebuildOptions } from "./devices.ts";
 import type { SnapshotCreateParams, SnapshotLoadParams } from "./params.ts";
+import type { MachineDevices } from "../boot/machine.ts";
 
 /** What a microVM snapshot records besides the KVM state: the configuration and the machine's devices. */
 export interface MicroVmDescription {
@@ -47,8 +48,8 @@ export interface LoadContext extends Pick<RebuildOptions, "models" | "onBootComp
 
 export interface Loaded extends Restored {
   resumed: boolean;
-  /** The rebuilt virtio devices by the recipe's names, in window order. */
-  devices: { name: string; device: unknown }[];
+  /** The rebuilt devices by the recipe's names (virtio: in window order); none for a snapshot made below the API. */
+  devices: MachineDevices;
   description?: MicroVmDescription;
 }
 
@@ -62,7 +63,7 @@ export async function loadSnapshotBody(p: SnapshotLoadParams, ctx: LoadContext):
   if (p.huge_pages !== undefined && p.huge_pages !== "None" && p.huge_pages !== "Snapshot") {
     throw new SnapshotError("INVALID", `huge_pages: ${p.huge_pages} is not supported by kindling (guest memory uses 4 KiB pages)`);
   }
-  let devices: { name: string; device: unknown }[] = [];
+  let devices: MachineDevices = { drives: new Map(), nets: new Map(), virtio: [] };
   let description: MicroVmDescription | undefined;
   const restored = await restoreSnapshot({
     snapshotPath: p.snapshot_path,

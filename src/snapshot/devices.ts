@@ -22,7 +22,10 @@ import type { I8042State } from "../devices/i8042.ts";
 import type { CmosRtcState } from "../devices/rtc.ts";
 import type { VirtioMmioState } from "../devices/virtio/mmio.ts";
 import { VirtioVsock } from "../devices/virtio/vsock.ts";
-import { attachVirtioDevices, createVirtioDevices, type DeviceModels, type DriveConfig, type MachineConfig, type NetConfig, type VsockConfig } from "../boot/machine.ts";
+import {
+  attachVirtioDevices, createVirtioDevices, type BalloonConfig, type DeviceModels, type DriveConfig, type MachineConfig, type MachineDevices,
+  type NetConfig, type VsockConfig,
+} from "../boot/machine.ts";
 import { SnapshotError } from "./errors.ts";
 
 /** The machine's devices as the snapshot records them: the recipe's description, each drive with its size. */
@@ -31,6 +34,7 @@ export interface MachineRecord {
   entropy: boolean;
   nets: NetConfig[];
   vsock?: VsockConfig;
+  balloon?: BalloonConfig;
 }
 
 export interface DevicesState {
@@ -41,12 +45,13 @@ export interface DevicesState {
 }
 
 /** The device part of a machine description, as plain data, with each drive's size now. */
-export function machineRecord(m: Pick<MachineConfig, "drives" | "entropy" | "nets" | "vsock">): MachineRecord {
+export function machineRecord(m: Pick<MachineConfig, "drives" | "entropy" | "nets" | "vsock" | "balloon">): MachineRecord {
   return {
     drives: (m.drives ?? []).map((d) => ({ ...d, size: statSync(d.path).size })),
     entropy: m.entropy ?? false,
     nets: (m.nets ?? []).map((n) => ({ ...n })),
     ...(m.vsock ? { vsock: { ...m.vsock } } : {}),
+    ...(m.balloon ? { balloon: { ...m.balloon } } : {}),
   };
 }
 
@@ -83,7 +88,7 @@ export interface RebuildOptions {
  * Build the recorded devices again on a restored VM and put each back in its state. Throws SnapshotError
  * naming the device (the caller takes the VM down: nothing is left half-restored).
  */
-export function rebuildDevices(vm: Vm, machine: MachineRecord, state: DevicesState, o: RebuildOptions = {}): { name: string; device: unknown }[] {
+export function rebuildDevices(vm: Vm, machine: MachineRecord, state: DevicesState, o: RebuildOptions = {}): MachineDevices {
   // Overrides must name what the snapshot has (Firecracker refuses unknown ones too).
   const nets = machine.nets.map((n) => ({ ...n }));
   for (const ov of o.networkOverrides ?? []) {
@@ -114,7 +119,7 @@ export function rebuildDevices(vm: Vm, machine: MachineRecord, state: DevicesSta
     timer.restore(state.bootTimer);
   }
 
-  const devices = createVirtioDevices({ kernel: "", drives: machine.drives, entropy: machine.entropy, nets, vsock }, { models: o.models, log: o.log });
+  const devices = createVirtioDevices({ kernel: "", drives: machine.drives, entropy: machine.entropy, nets, vsock, balloon: machine.balloon }, { models: o.models, log: o.log });
   const attached = attachVirtioDevices(vm, devices);
   if (attached.length !== state.virtio.length) throw new SnapshotError("INVALID", `${state.virtio.length} virtio device states for ${attached.length} devices`);
   attached.forEach((a, i) => {
@@ -124,5 +129,5 @@ export function rebuildDevices(vm: Vm, machine: MachineRecord, state: DevicesSta
     }
     a.transport.restore(s.state);
   });
-  return devices.virtio;
+  return devices;
 }
