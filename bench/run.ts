@@ -3,7 +3,7 @@
 // Prints a table, writes <out>/<date>-<host>.json (raw samples, medians, p90, the host, kindling's git
 // revision) and <out>/latest.svg. bench/README.md says how each figure is measured.
 //
-//   bun bench/run.ts [--quick] [--only first,linux,memory,exits,creation,restore,clones] [--no-qemu] [--out DIR] [--markdown]
+//   bun bench/run.ts [--quick] [--only first,linux,memory,exits,creation,restore,clones,exec-snapshot] [--no-qemu] [--out DIR] [--markdown]
 //   bun bench/run.ts --from RESULTS.json [--out DIR] [--markdown]     table and chart again, measuring nothing
 
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -20,11 +20,11 @@ import { linuxBoot } from "./metrics/linux-boot.ts";
 import { memory } from "./metrics/memory.ts";
 import { exitRtt } from "./metrics/exit-rtt.ts";
 import { creation } from "./metrics/creation.ts";
-import { cloneMemory, restoreLatency } from "./metrics/snapshot.ts";
+import { cloneMemory, execSnapshot, restoreLatency } from "./metrics/snapshot.ts";
 import { buildGuest, guestArtifactsIfBuilt } from "../guest/build.ts";
 import { MiB } from "../src/arch/x86_64/layout.ts";
 
-const METRICS = ["first", "linux", "memory", "exits", "creation", "restore", "clones"] as const;
+const METRICS = ["first", "linux", "memory", "exits", "creation", "restore", "clones", "exec-snapshot"] as const;
 type Metric = (typeof METRICS)[number];
 
 /** How much of each metric a run does. */
@@ -37,7 +37,7 @@ const CONFIG = {
   quick: {
     startRuns: 3, breakdownRuns: 2, memoryCounts: [1, 4], exitRuns: 1, creationSeconds: 2, creationBreakdown: 3,
     linuxRuns: 0, qemuLinuxRuns: 0, restoreRuns: 2, restoreWarm: 2, cloneCounts: [1, 4], cloneProcessCounts: [] as number[],
-    metrics: METRICS.filter((m) => m !== "linux"),
+    metrics: METRICS.filter((m) => m !== "linux" && m !== "exec-snapshot"),
   },
 };
 
@@ -130,6 +130,10 @@ async function measure(args: ReturnType<typeof parseArgs>): Promise<Report> {
   if (metrics.includes("clones")) {
     log(`clone memory: N = ${config.cloneCounts.join(", ")} in one process${config.cloneProcessCounts.length ? `, ${config.cloneProcessCounts.join(", ")} processes` : ""}`);
     results.clones = await cloneMemory({ counts: config.cloneCounts, processCounts: config.cloneProcessCounts, log });
+  }
+  if (metrics.includes("exec-snapshot")) {
+    log(`exec --snapshot (Linux at its shell): ${config.restoreRuns} runs`);
+    results.execSnapshot = await execSnapshot({ runs: config.restoreRuns, log });
   }
   if (metrics.includes("linux")) {
     const guest = guestArtifactsIfBuilt() ?? (log("building the guest kernel and initramfs first (guest/build.ts): this takes long, once"), await buildGuest({ log }));

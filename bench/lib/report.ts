@@ -6,7 +6,7 @@ import type { LinuxBootResult } from "../metrics/linux-boot.ts";
 import type { MemoryResult } from "../metrics/memory.ts";
 import type { ExitRttResult } from "../metrics/exit-rtt.ts";
 import type { CreationResult } from "../metrics/creation.ts";
-import type { ClonesResult, RestoreResult } from "../metrics/snapshot.ts";
+import type { ClonesResult, ExecSnapshotResult, RestoreResult } from "../metrics/snapshot.ts";
 import { round } from "./stats.ts";
 import { MILESTONES } from "../../src/boot/milestones.ts";
 
@@ -18,6 +18,7 @@ export interface Results {
   creation?: CreationResult;
   restore?: RestoreResult;
   clones?: ClonesResult;
+  execSnapshot?: ExecSnapshotResult;
 }
 
 export interface Row {
@@ -138,6 +139,14 @@ export function headlineRows(r: Results): Row[] {
     });
     rows.push({ metric: "  guest pages each clone wrote", unit: "MiB", kindling: p.guestWritten, better: "lower", chart: false });
     if (cl.processes) rows.push({ metric: "  a process per clone: PSS", unit: "MiB", kindling: cl.processes.perCloneMiB.pss, better: "lower", chart: false });
+  }
+  const ex = r.execSnapshot;
+  if (ex) {
+    rows.push({
+      metric: "exec --snapshot echo hi: call to first output (Linux at its shell)", title: "exec --snapshot: echo hi", unit: "ms",
+      kindling: ex.firstOutputMs.median, better: "lower", chart: true, target: { text: "<= 50 ms", met: ex.firstOutputMs.median <= 50 },
+    });
+    rows.push({ metric: "  of which the load (restore)", unit: "ms", kindling: ex.loadMs.median, better: "lower", chart: false });
   }
   return rows;
 }

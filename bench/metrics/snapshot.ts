@@ -23,9 +23,9 @@
 // QEMU runs with `-cpu host,-arch-capabilities`: on this project's (PVM) host QEMU 7.2 aborts setting
 // IA32_ARCH_CAPABILITIES (MSR 0x10a) with plain `-cpu host`.
 
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { overhead, readSmaps, residentKiB, type Overhead } from "../lib/smaps.ts";
 import { timedSpawn } from "../lib/timed-spawn.ts";
 import { linearFit, round, summarize, type Summary } from "../lib/stats.ts";
@@ -256,4 +256,48 @@ export async function cloneMemory(opts: { counts: number[]; processCounts: numbe
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+// ---- Linux at its shell: `kindling exec --snapshot DIR -- echo hi` ----
+//
+// The snapshot is the guest's shell (src/exec.ts, saveExecSnapshot), made once per guest build and kept in
+// the cache (<cache>/exec-snapshot/<guest hash>/): making it boots Linux, minutes on an emulating host.
+// Each run spawns `kindling exec --snapshot` and reads its own report: the load (restore) time in the new
+// process and the command's first output, both from the call; plus spawn to exit. QEMU has no counterpart
+// here: it cannot run the guest's userland on an emulating host (no syscall assist).
+
+export interface ExecSnapshotResult {
+  loadMs: Summary;
+  firstOutputMs: Summary;
+  spawnToExitMs: Summary;
+  snapshotMadeMs?: number;
+}
+
+export async function execSnapshot(opts: { runs: number; log: (s: string) => void }): Promise<ExecSnapshotResult> {
+  const { buildGuest } = await import("../../guest/build.ts");
+  const { cacheRoot } = await import("../../guest/cache.ts");
+  const { saveExecSnapshot, EXEC_SNAPSHOT_STATE } = await import("../../src/exec.ts");
+  const g = await buildGuest({ log: opts.log });
+  // The guest build's own directory is named by its hash: the snapshot is kept per build.
+  const dir = join(cacheRoot(), "exec-snapshot", basename(dirname(g.vmlinux)));
+  let snapshotMadeMs: number | undefined;
+  if (!existsSync(join(dir, EXEC_SNAPSHOT_STATE))) {
+    opts.log(`making the shell snapshot in ${dir} (one Linux boot)`);
+    snapshotMadeMs = await saveExecSnapshot(dir, { kernel: g.vmlinux, rootfs: g.rootfs, log: () => {} });
+  }
+  const cli = join(import.meta.dir, "../../src/cli/main.ts");
+  const load: number[] = [];
+  const first: number[] = [];
+  const wall: number[] = [];
+  for (let i = 0; i < opts.runs; i++) {
+    const r = await timedSpawn([process.execPath, cli, "exec", "--snapshot", dir, "--timeout", "120", "--", "echo", "hi"], { signal: /snapshot loaded/, timeoutMs: 180_000 });
+    const m = /snapshot loaded (\d+) ms, first output (\d+) ms/.exec(r.stdout + r.stderr);
+    if (r.exitCode !== 0 || !m || !r.stdout.startsWith("hi\n")) throw new Error(`exec --snapshot failed (exit ${r.exitCode}): ${r.stdout}\n${r.stderr}`);
+    load.push(Number(m[1]));
+    first.push(Number(m[2]));
+    wall.push(r.exitMs);
+  }
+  const result = { loadMs: summarize(load, "ms"), firstOutputMs: summarize(first, "ms"), spawnToExitMs: summarize(wall, "ms"), snapshotMadeMs };
+  opts.log(`exec --snapshot echo hi: load ${result.loadMs.median} ms, first output ${result.firstOutputMs.median} ms after the call, ${result.spawnToExitMs.median} ms spawn to exit`);
+  return result;
 }
