@@ -19,6 +19,7 @@ import { checkCompatible } from "./compat.ts";
 import { restoreVmState } from "./vm-state.ts";
 import { restoreVcpuState } from "./vcpu-state.ts";
 import { SnapshotError } from "./errors.ts";
+import { DeviceStateError } from "../devices/state.ts";
 import { ramRegions } from "../arch/x86_64/layout.ts";
 
 export interface RestoreOptions extends Pick<VmOptions, "consoleOutput" | "log" | "queueNotify"> {
@@ -100,6 +101,8 @@ export async function restoreSnapshot(opts: RestoreOptions): Promise<Restored> {
     if (memory) freeGuestMemory(memory);
     if (vm) await vm.stop(`restore failed: ${(e as Error).message}`);
     if (e instanceof SnapshotError) throw e;
-    throw new SnapshotError("INVALID", `restoring ${opts.snapshotPath} failed: ${(e as Error).message}`);
+    // A device state this build cannot read most often comes from another build of kindling.
+    const hint = e instanceof DeviceStateError ? ` (the snapshot was made by kindling ${state.kindling_version} at ${state.created_at}; a device's state format may have changed since: make the snapshot again)` : "";
+    throw new SnapshotError("INVALID", `restoring ${opts.snapshotPath} failed: ${(e as Error).message}${hint}`);
   }
 }
