@@ -5,8 +5,8 @@
 //   3. the memory file (Full, or Diff: pages dirtied since the last snapshot), written atomically
 //   4. the state file last, atomically: a state file never names a memory file that is not all there
 
-import { kvm_regs } from "../kvm/uapi.ts";
-import { KVM_CAP_STATE } from "../kvm/uapi.ts";
+import { KVM_CAP_STATE, kvm_regs } from "../kvm/uapi.ts";
+import { PAGE_SIZE } from "../arch/x86_64/layout.ts";
 import type { Vm } from "../vm.ts";
 import { dirtyBitmap } from "../memory.ts";
 import { saveVcpuState, type VcpuStateCaps } from "./vcpu-state.ts";
@@ -76,7 +76,7 @@ export async function createSnapshot(vm: Vm, opts: CreateSnapshotOptions): Promi
   // Dirty pages since the last snapshot: KVM's log of guest writes (cleared as it is read), OR-ed with the
   // pages the VMM touched. A Full snapshot reads (and so clears) them too: the next Diff starts from it.
   const bitmaps = vm.trackDirtyPages
-    ? vm.memory.regions.map((r, slot) => orBitmaps(vm.fd.getDirtyLog(slot, r.bytes.byteLength / 4096), vm.memory.takeVmmDirty(slot)))
+    ? vm.memory.regions.map((r, slot) => orBitmaps(vm.fd.getDirtyLog(slot, r.bytes.byteLength / PAGE_SIZE), vm.memory.takeVmmDirty(slot)))
     : vm.memory.regions.map((r) => dirtyBitmap(r.bytes.byteLength));
   const written = type === "Full" ? writeFullMemory(vm.memory, opts.memFilePath) : writeDiffMemory(vm.memory, opts.memFilePath, bitmaps);
   const t2 = performance.now();
