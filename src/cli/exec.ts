@@ -42,6 +42,8 @@ export default defineCommand({
     "save-snapshot": { type: "string", description: "Boot the guest to its shell prompt and snapshot it into this directory (no command)", valueHint: "dir" },
   },
   async run({ args, rawArgs }) {
+    // stdout is the guest command's alone: kindling's own log goes to stderr.
+    consola.options.stdout = process.stderr;
     const parsed = ExecArgs.safeParse(args);
     if (!parsed.success) throw new CliError(parsed.error.issues.map((i) => i.message).join("; "), EXIT.USAGE);
     const a = parsed.data;
