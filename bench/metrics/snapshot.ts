@@ -290,7 +290,7 @@ export async function execSnapshot(opts: { runs: number; log: (s: string) => voi
   const first: number[] = [];
   const wall: number[] = [];
   for (let i = 0; i < opts.runs; i++) {
-    const r = await timedSpawn([process.execPath, cli, "exec", "--snapshot", dir, "--timeout", "120", "--", "echo", "hi"], { signal: /snapshot loaded/, timeoutMs: 180_000 });
+    const r = await timedSpawn([process.execPath, cli, "exec", "--snapshot", dir, "--timeout", "120", "--", "echo", "hi"], { signal: /^hi\n/, timeoutMs: 180_000 });
     const m = /snapshot loaded (\d+) ms, first output (\d+) ms/.exec(r.stdout + r.stderr);
     if (r.exitCode !== 0 || !m || !r.stdout.startsWith("hi\n")) throw new Error(`exec --snapshot failed (exit ${r.exitCode}): ${r.stdout}\n${r.stderr}`);
     load.push(Number(m[1]));
