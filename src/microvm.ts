@@ -32,6 +32,9 @@ import type { StaticCpuTemplate } from "./arch/x86_64/cpu-templates.ts";
 import { Logger, openAppend, writeQuietly } from "./config/logger.ts";
 import { Metrics } from "./config/metrics.ts";
 import { rateLimitedLog, SERIAL_OUT_BURST_BYTES, SERIAL_OUT_BYTES_PER_SECOND, TokenBucket } from "./rate-limit.ts";
+import { loadSnapshotBody, snapshotMicroVm } from "./snapshot/api.ts";
+import { SnapshotCreateParams, SnapshotLoadParams } from "./snapshot/params.ts";
+import { SnapshotError } from "./snapshot/errors.ts";
 
 export { MicroVMError, ValidationError } from "./config/errors.ts";
 export type { VmEnd } from "./lifecycle.ts";
@@ -63,6 +66,8 @@ export interface MicroVMOptions {
   boot?: BootFn;
   /** Device models for network interfaces and the vsock (tests pass stand-ins). Default: VirtioNet and VirtioVsock. */
   deviceModels?: DeviceModels;
+  /** What `boot` boots, recorded in snapshots (default "linux"; a test booting a probe names the probe). */
+  guestKind?: string;
 }
 
 export interface MicroVMEvents {
@@ -97,6 +102,7 @@ export class MicroVM {
   readonly mmds = new MmdsStore();
   private readonly bootFn: BootFn;
   private readonly models: NonNullable<MicroVMOptions["deviceModels"]>;
+  private readonly guestKind: string;
   /** Not started -> Starting -> Running <-> Paused -> Stopped (src/lifecycle.ts), the same table as Vm's. */
   private readonly lifecycle = new Lifecycle();
   private starting?: Promise<void>;
@@ -123,6 +129,7 @@ export class MicroVM {
     this.id = checkInstanceId(opts.id ?? DEFAULT_ID);
     this.bootFn = opts.boot ?? (bootLinux as BootFn);
     this.models = opts.deviceModels ?? {};
+    this.guestKind = opts.guestKind ?? "linux";
     this.logger = new Logger(this.id);
     this.metrics = new Metrics(this.id, {
       exitCounts: () => this.vm?.vcpus.map((v) => v.exitCounts) ?? [],
@@ -488,6 +495,70 @@ export class MicroVM {
     this.logger.info(`microVM ${this.id} resumed`);
   }
 
+  // ---- snapshots (src/snapshot/api.ts) ----
+
+  /** PUT /snapshot/create: only while Paused (Firecracker's rule). */
+  async createSnapshot(body: unknown): Promise<void> {
+    const p = parseWith(SnapshotCreateParams, body, "snapshot-create"); // a bad body is named before the state is
+    const vm = this.requireStarted("snapshot/create");
+    if (this.lifecycle.state !== "Paused") throw new MicroVMError('snapshot/create: the microVM must be Paused first (PATCH /vm {"state": "Paused"}); it is Running');
+    try {
+      const r = await snapshotMicroVm(vm, p, {
+        config: this.config as Record<string, unknown>, machine: this.bootOptions(), names: this.devices.map((d) => d.name), kind: this.guestKind,
+      });
+      this.logger.info(`snapshot created: ${r.stateBytes} bytes of state, ${r.memoryBytes} bytes of guest memory written`);
+    } catch (e) {
+      throw snapshotFault("snapshot/create", e);
+    }
+  }
+
+  /**
+   * PUT /snapshot/load: only in a fresh microVM, with nothing configured but the logger and metrics (and
+   * where the console goes). Without resume_vm the microVM comes up Paused. A failed load leaves it
+   * "Not started", with nothing built.
+   */
+  async loadSnapshot(body: unknown): Promise<void> {
+    const p = parseWith(SnapshotLoadParams, body, "snapshot-load");
+    this.preBoot("snapshot/load");
+    if (JSON.stringify(this.resources.toConfig()) !== JSON.stringify(new VmResources().toConfig())) {
+      throw new MicroVMError("snapshot/load: the microVM has been configured (boot source, machine, devices); a snapshot can only be loaded before anything but the logger and metrics is");
+    }
+    this.lifecycle.to("Starting");
+    try {
+      const loaded = await loadSnapshotBody(p, {
+        consoleOutput: (bytes) => this.consoleOutput(bytes), log: (line) => this.logger.info(line), models: this.models,
+        onBootComplete: (info) => this.emit("boot-complete", info),
+      });
+      this.adoptSnapshotConfig(loaded.description?.config, p);
+      this.devices = loaded.devices.virtio;
+      this.named = { drives: loaded.devices.drives, balloon: loaded.devices.balloon };
+      this.vm = loaded.vm;
+      this.lifecycle.to("Running");
+      if (!loaded.resumed) this.lifecycle.to("Paused");
+      this.logger.info(`microVM ${this.id} loaded from a snapshot (${loaded.state.machine.kind}), ${this.lifecycle.state}`);
+      void loaded.vm.exited.then((exit) => this.ended(exit));
+    } catch (e) {
+      this.lifecycle.to("Not started");
+      throw snapshotFault("snapshot/load", e);
+    }
+  }
+
+  /**
+   * After a load: the snapshot's configuration becomes this microVM's (GET /vm/config), with the overrides
+   * the load applied; its logger and metrics stay this process's own.
+   */
+  private adoptSnapshotConfig(config: Record<string, unknown> | undefined, p: { network_overrides?: { iface_id: string; host_dev_name: string }[]; vsock_override?: { uds_path: string } }): void {
+    if (!config) return;
+    const c = { ...(config as S.FullVmConfiguration), logger: undefined, metrics: undefined };
+    c["network-interfaces"] = c["network-interfaces"]?.map((n) => ({ ...n, host_dev_name: p.network_overrides?.find((o) => o.iface_id === n.iface_id)?.host_dev_name ?? n.host_dev_name }));
+    if (c.vsock && p.vsock_override) c.vsock = { ...c.vsock, uds_path: p.vsock_override.uds_path };
+    try {
+      this.applyConfig(c);
+    } catch (e) {
+      this.logger.warn(`the snapshot's configuration could not be adopted for GET /vm/config: ${(e as Error).message}`);
+    }
+  }
+
   /** Stop the VM (or, before start, mark it stopped). Resolves with how it ended. */
   async stop(message = "stopped by the VMM"): Promise<VmEnd> {
     if (this.lifecycle.state === "Starting") await this.starting?.catch(() => {});
@@ -608,4 +679,11 @@ function mergeLimiter(old: S.RateLimiter | undefined, patch: S.RateLimiter): S.R
     out[k] = b.size === 0 || b.refill_time === 0 ? undefined : { ...b };
   }
   return out;
+}
+
+/** A snapshot failure as the API's 400: the SnapshotError's code and message. */
+function snapshotFault(what: string, e: unknown): MicroVMError {
+  if (e instanceof MicroVMError) return e;
+  if (e instanceof SnapshotError) return new MicroVMError(`${what}: ${e.code}: ${e.message}`);
+  return new MicroVMError(`${what} failed: ${(e as Error).message}`);
 }

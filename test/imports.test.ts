@@ -6,7 +6,8 @@
 //   8  api/, exec.ts           HTTP on a Unix socket, Firecracker's routes; one command in a fresh microVM
 //      seccomp/, jail/         the VMM's seccomp filter; the jailer
 //   7  microvm.ts              one microVM's configuration and life cycle
-//   6  config/, explain.ts     schemas, resources, logger, metrics, --config-file; --explain's decoding
+//   6  config/, explain.ts, snapshot/  schemas, resources, logger, metrics, --config-file; --explain's decoding;
+//                              snapshots (KVM state, files, create, restore onto the recipe's devices)
 //   5  boot/, trace/           the recipe that builds and boots a machine; the exit trace and its replay
 //   4  vm.ts                   one VM: KVM objects, RAM, buses, legacy devices, vCPUs
 //   3  vcpu/, devices/, loader/  the exit loop and its thread; device models; kernel loaders
@@ -25,7 +26,7 @@ const LAYERS: Record<string, number> = {
   "cli/": 9, "index.ts": 9,
   "api/": 8, "exec.ts": 8, "seccomp/": 8, "jail/": 8,
   "microvm.ts": 7,
-  "config/": 6, "explain.ts": 6,
+  "config/": 6, "explain.ts": 6, "snapshot/": 6,
   "boot/": 5, "trace/": 5,
   "vm.ts": 4,
   "vcpu/": 3, "devices/": 3, "loader/": 3,

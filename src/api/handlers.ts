@@ -86,6 +86,8 @@ export const ROUTES: Route[] = [
   { path: "/mmds", method: "PUT", metric: "mmds", handle: (vm, b) => vm.putMmds(b) },
   { path: "/mmds", method: "PATCH", metric: "mmds", handle: (vm, b) => vm.patchMmds(b) },
   { path: "/mmds/config", method: "PUT", metric: "mmds", handle: (vm, b) => vm.setMmdsConfig(b as never) },
+  { path: "/snapshot/create", method: "PUT", metric: "create_snapshot", handle: (vm, b) => vm.createSnapshot(b) },
+  { path: "/snapshot/load", method: "PUT", metric: "load_snapshot", handle: (vm, b) => vm.loadSnapshot(b) },
 ];
 
 async function action(vm: MicroVM, body: unknown): Promise<undefined> {
@@ -108,7 +110,6 @@ export const NOT_SERVED: { pattern: RegExp; feature: string }[] = [
   { pattern: /^\/balloon\/hinting\/(start|status|stop)$/, feature: "the balloon's free page hinting" },
   { pattern: /^\/pmem\/[^/]+$/, feature: "virtio-pmem devices" },
   { pattern: /^\/hotplug\/memory$/, feature: "memory hotplug (virtio-mem)" },
-  { pattern: /^\/snapshot\/(create|load)$/, feature: "snapshots" },
 ];
 
 /** "/drives/rootfs" against "/drives/{drive_id}": the id, or undefined if it does not match. */

@@ -117,6 +117,7 @@ export const kindling = defineCommand({
     run: lazyCommand({ name: "run", description: "Boot a microVM from a JSON config file (Firecracker's shape) or from flags" }, "run.ts"),
     api: lazyCommand({ name: "api", description: "Serve Firecracker's REST API on a Unix socket and run the microVM it configures" }, "api.ts"),
     jailer: lazyCommand({ name: "jailer", description: "Start the VMM in a chroot, namespaces and a cgroup as an unprivileged user (Firecracker's jailer)" }, "jailer.ts"),
+    snapshot: lazyCommand({ name: "snapshot", description: "Snapshots from scripts: create (through a VMM's API), load (in a new VMM), merge (a Diff onto its base)" }, "snapshot.ts"),
     guest: defineCommand({
       meta: { name: "guest", description: "Build the guest images the tests and `boot` use" },
       subCommands: { build: guestBuild },

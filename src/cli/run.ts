@@ -14,6 +14,7 @@ import { CONFIG_FILE_MAX_SIZE, loadConfigFile } from "../config/file.ts";
 import type { LogLevelName, MicroVMConfig } from "../config/schemas.ts";
 import { attachConsole, ESCAPE_HELP, type AttachedConsole } from "../console.ts";
 import { kvmAvailability, warnIfEmulatingHost } from "../host.ts";
+import { prewarmVcpuWorkers } from "../vcpu/thread.ts";
 import { CliError, EXIT } from "./main.ts";
 import { guardExit } from "./exit-guard.ts";
 import { installProgram, loadFilterFile, programFor, type SeccompChoice } from "../seccomp/install.ts";
@@ -55,6 +56,8 @@ export interface VmmOptions {
   metricsPath?: string;
   /** The seccomp filter to install once set up (default: kindling's). */
   seccomp?: SeccompChoice;
+  /** Load this snapshot at once (PUT /snapshot/load's body) instead of booting: `kindling snapshot load`. */
+  loadSnapshot?: Record<string, unknown>;
   /** --metadata: a JSON file for the MMDS store. */
   metadata?: string;
 }
@@ -151,13 +154,23 @@ export async function runVmm(o: VmmOptions): Promise<void> {
     }
 
     // 4. Boot now, or when the API says so; then wait for the end.
-    if (o.bootNow) {
+    if (o.loadSnapshot) {
+      const kvm = kvmAvailability();
+      if (!kvm.ok) throw new CliError(kvm.reason, EXIT.NO_KVM);
+      await vm.loadSnapshot(o.loadSnapshot).catch((e: Error) => {
+        throw new CliError(e.message, e instanceof MicroVMError ? EXIT.USAGE : EXIT.VM_ERROR);
+      });
+      consola.info(`snapshot loaded, ${vm.state} (${ESCAPE_HELP})`);
+    } else if (o.bootNow) {
       warnIfEmulatingHost();
       await vm.start().catch((e: Error) => {
         throw new CliError(e.message, EXIT.VM_ERROR);
       });
       consola.info(`guest started (${ESCAPE_HELP})`);
     } else {
+      // While it waits for the API, load a vCPU worker, so that InstanceStart or a snapshot load need not
+      // wait the ~5 ms a Worker takes to load (src/vcpu/thread.ts).
+      void prewarmVcpuWorkers(1).catch(() => {});
       consola.info(`waiting for PUT /actions InstanceStart on ${o.apiSock} (${ESCAPE_HELP})`);
     }
     exit = await vm.exited;

@@ -8,6 +8,32 @@ import { CONTROL, CONTROL_WORDS, TURN, type VcpuWorkerInit } from "./protocol.ts
 import type { VcpuFd } from "../kvm/vcpu-fd.ts";
 
 const IMMEDIATE_EXIT = kvm_run.offsetOf("immediate_exit");
+const WORKER_URL = new URL("./worker.ts", import.meta.url).href;
+
+/**
+ * vCPU workers loaded ahead of need. Loading a Worker's modules takes ~5 ms here, most of a snapshot
+ * restore's time; a process that expects to restore (an idle `kindling api`, a clone pool) starts them
+ * while it waits, and each new VcpuThread takes one.
+ */
+const spareWorkers: { worker: Worker; thread: bigint }[] = [];
+
+/** Start `n` spare vCPU workers; resolves once each has loaded its modules and waits for a vCPU. */
+export async function prewarmVcpuWorkers(n = 1): Promise<void> {
+  await Promise.all(
+    Array.from({ length: n }, () => {
+      const w = new Worker(WORKER_URL);
+      return new Promise<void>((resolve, reject) => {
+        w.onmessage = (e: MessageEvent<{ loaded?: boolean; thread?: bigint }>) => {
+          if (!e.data.loaded || e.data.thread === undefined) return;
+          w.unref(); // a spare does not keep the process alive
+          spareWorkers.push({ worker: w, thread: e.data.thread });
+          resolve();
+        };
+        w.onerror = (e) => reject(new Error(`spare vCPU worker failed: ${e.message}`));
+      });
+    }),
+  );
+}
 
 export class VcpuThread {
   private readonly worker: Worker;
@@ -23,10 +49,15 @@ export class VcpuThread {
     installKickHandler();
     this.runBytes = new Uint8Array(vcpu.run.buffer);
     this.run = new StructView(kvm_run, this.runBytes);
-    this.worker = new Worker(new URL("./worker.ts", import.meta.url).href);
+    const spare = spareWorkers.pop();
+    spare?.worker.ref();
+    this.worker = spare?.worker ?? new Worker(WORKER_URL);
+    // A spare has told its thread already; a new worker tells it once it has its vCPU.
+    this.thread = spare?.thread;
     this.ready = new Promise((resolve, reject) => {
-      this.worker.onmessage = (e: MessageEvent<{ thread?: bigint }>) => {
-        if (e.data.thread !== undefined) {
+      if (spare) resolve();
+      this.worker.onmessage = (e: MessageEvent<{ thread?: bigint; loaded?: boolean }>) => {
+        if (e.data.thread !== undefined && !e.data.loaded) {
           this.thread = e.data.thread;
           resolve();
         }

@@ -33,3 +33,9 @@ self.onmessage = (e: MessageEvent<VcpuWorkerInit>) => {
   }
   postMessage({ stopped: true });
 };
+
+// Loaded and waiting for a vCPU (prewarmVcpuWorkers in thread.ts waits for this). A spare worker
+// gives its thread now, so that the VcpuThread that takes it need not wait for the init round trip.
+installKickHandler();
+unblockSignal(kickSignal());
+postMessage({ loaded: true, thread: pthreadSelf() });

@@ -31,7 +31,7 @@ import type { DescriptorChain, Virtqueue } from "./queue.ts";
 import {
   virtio_vsock_config, virtio_vsock_hdr, VIRTIO_ID_VSOCK, VIRTIO_VSOCK_OP_CREDIT_REQUEST, VIRTIO_VSOCK_OP_CREDIT_UPDATE,
   VIRTIO_VSOCK_OP_REQUEST, VIRTIO_VSOCK_OP_RESPONSE, VIRTIO_VSOCK_OP_RST, VIRTIO_VSOCK_OP_RW, VIRTIO_VSOCK_OP_SHUTDOWN,
-  VIRTIO_VSOCK_TYPE_STREAM, VMADDR_CID_HOST,
+  VIRTIO_VSOCK_TYPE_STREAM, VMADDR_CID_HOST, virtio_vsock_event, VIRTIO_VSOCK_EVENT_TRANSPORT_RESET,
 } from "./uapi.ts";
 import {
   VSOCK_BUF_ALLOC, VSOCK_MAX_PKT_DATA, VsockConnection, type ConnectionOwner, type HostSocket, type HostSocketData,
@@ -189,6 +189,31 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
     this.pendingRst.splice(0, this.pendingRst.length, ...rst);
     Object.assign(this.counters, counters);
     if (rst.length > 0 && this.ctx) this.scheduleFill();
+  }
+
+  /**
+   * VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the event queue (virtio 1.2 §5.10.6.6): the guest driver drops
+   * every connection and re-reads its CID. Firecracker sends it when it takes a snapshot, since host
+   * sockets cannot be carried into the restored VM; the host side of each connection is closed here too.
+   * Returns false when the driver is not running or left no event buffer.
+   */
+  sendTransportReset(): boolean {
+    const ctx = this.ctx;
+    const eventq = ctx?.queues[VSOCK_EVENT_QUEUE];
+    if (!ctx || !eventq || !ctx.running()) return false;
+    const chain = eventq.pop();
+    if (!chain) return false;
+    const event = new StructView(virtio_vsock_event).set("id", VIRTIO_VSOCK_EVENT_TRANSPORT_RESET);
+    let written = 0;
+    try {
+      chain.write(0, event.bytes);
+      written = event.bytes.byteLength;
+    } finally {
+      eventq.push(chain, written);
+    }
+    for (const c of [...this.connections.values()]) c.close();
+    ctx.signalUsed();
+    return written > 0;
   }
 
   reset(): void {
