@@ -249,7 +249,7 @@ describe("every path and method of firecracker-api.yaml", () => {
 
   test("paths kindling does not serve yet answer 400 naming the missing feature", async () => {
     const missing = ops.filter((o) => !served(o));
-    expect(missing.map((o) => o.key)).toContain("PUT /mmds");
+    expect(missing.map((o) => o.key)).toContain("PUT /hotplug/memory");
     for (const o of missing) {
       await withVm(o, async (call) => {
         expectFault(await call(o.method, o.url, o.body ? example(o.body, defName(o.body)) : undefined), /kindling does not implement .+ yet/, o.key);

@@ -187,6 +187,8 @@ const ALLOWED: Record<string, string[]> = {
     "ftruncate", "fallocate", "flock", "fadvise64", "fcntl", "dup", "dup2", "dup3", "close", "close_range", "open", "openat",
     "fstat", "newfstatat", "stat", "lstat", "statx", "access", "faccessat", "faccessat2", "readlink", "readlinkat", "getdents64",
     "unlink", "unlinkat", "chmod", "fchmod", "mkdir", "umask", "getcwd",
+    // Snapshot and probe-cache files are written atomically: a temporary file, then rename.
+    "rename", "renameat", "renameat2", "mkdirat", "fchmodat",
   ],
   "Unix sockets (the API, vsock's host side; socket() itself is limited to AF_UNIX below)": [
     "socketpair", "bind", "listen", "accept", "accept4", "connect", "getsockname", "getpeername", "getsockopt", "setsockopt",

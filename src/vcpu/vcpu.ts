@@ -105,8 +105,8 @@ export class Vcpu {
   async start(): Promise<void> {
     if (this.syscallAssist) {
       this.syscallAssist.refreshIfDue();
-      this.assistTimer = setInterval(() => this.thread.kick(), SYSCALL_ASSIST_KICK_MS);
-      this.assistTimer.unref?.();
+      if (process.env.KINDLING_ASSIST_KICK) this.assistTimer = setInterval(() => this.thread.kick(), SYSCALL_ASSIST_KICK_MS);
+      this.assistTimer?.unref?.();
     }
     await this.thread.start();
     this.loopDone = this.loop();
@@ -126,7 +126,10 @@ export class Vcpu {
       for (;;) {
         const r = await this.thread.nextExit();
         if (this.host.stopping) break;
-        this.syscallAssist?.refreshIfDue();
+        // Not after EINTR/EAGAIN: the vCPU may have stopped anywhere, at CPL3 too, and reading its segment
+        // state there (KVM_GET_SREGS) corrupts the guest's user state on the PVM host: user programs then
+        // fault on their TLS. Port, MMIO and debug exits stop it in kernel code.
+        if (r !== -EINTR && r !== -EAGAIN) this.syscallAssist?.refreshIfDue();
         if (r === -EINTR || r === -EAGAIN) {
           // EINTR: a kick (pause) or a signal that was not ours. EAGAIN: a secondary vCPU left its wait for
           // INIT/SIPI (api.rst 4.10, KVM_RUN). Either way the guest goes on, once the VM is not paused.

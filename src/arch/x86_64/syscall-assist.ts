@@ -79,6 +79,7 @@ export class SyscallAssist {
   handler?: bigint;
   readonly counts: SyscallAssistCounts = { syscalls: 0, otherFaults: 0, debugExits: 0, rearmed: 0 };
   private stepping = false;
+  debugMismatch?: number;
   private lastRefresh = -Infinity;
 
   constructor(
@@ -146,7 +147,7 @@ export class SyscallAssist {
     const sregs = this.vcpu.getSregs();
     const frame = readFrame(this.mem, sregs.getBig("cr3"), regs.getBig("rsp"));
     if (!frame) return false;
-    const msrs = this.vcpu.getMsrs([MSR_LSTAR, MSR_STAR, MSR_SYSCALL_MASK]);
+    const msrs = this.vcpu.getMsrs([MSR_LSTAR, MSR_STAR, MSR_SYSCALL_MASK, 0xc0000100, 0xc0000101, 0xc0000102]);
     const lstar = msrs.get(MSR_LSTAR);
     const star = msrs.get(MSR_STAR);
     const sfmask = msrs.get(MSR_SYSCALL_MASK) ?? 0n;
@@ -160,6 +161,11 @@ export class SyscallAssist {
     const kernelCs = Number((star >> 32n) & 0xfffcn);
     copySegment(sregs, "cs", segmentFromGdt(gdtEntry(KERNEL_CODE64, 0, 0xfffff), kernelCs));
     copySegment(sregs, "ss", segmentFromGdt(gdtEntry(KERNEL_DATA, 0, 0xfffff), kernelCs + 8));
+    const fsMsr = msrs.get(0xc0000100), gsMsr = msrs.get(0xc0000101);
+    if (fsMsr !== sregs.getBig("fs.base") || gsMsr !== sregs.getBig("gs.base")) {
+      this.debugMismatch = (this.debugMismatch ?? 0) + 1;
+      if (this.debugMismatch < 5) this.log(`DEBUG fs.base sregs 0x${sregs.getBig("fs.base").toString(16)} msr 0x${fsMsr?.toString(16)} gs.base sregs 0x${sregs.getBig("gs.base").toString(16)} msr 0x${gsMsr?.toString(16)}`);
+    }
     this.vcpu.setSregs(sregs);
     this.vcpu.setRegs(regs);
     return true;
