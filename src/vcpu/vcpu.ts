@@ -25,11 +25,6 @@ import type { VmEnd } from "../lifecycle.ts";
 
 export type { VmEnd } from "../lifecycle.ts";
 
-/**
- * With the syscall assist on, how often (ms) a vCPU that has not exited for a while is kicked out of KVM_RUN
- * so the assist can look at the guest's IDT again (a kernel installs its final #PF handler during boot).
- */
-const SYSCALL_ASSIST_KICK_MS = 100;
 
 /** One exit, as the exit trace records it (see --trace). Only built when a tracer is set. */
 export interface ExitRecord {
@@ -81,7 +76,6 @@ export class Vcpu {
   private loopDone?: Promise<void>;
   /** True while this vCPU waits out a pause, out of KVM_RUN with no exit pending: its state can be read. */
   parked = false;
-  private assistTimer?: Timer;
 
   constructor(
     readonly fd: VcpuFd,
@@ -105,8 +99,6 @@ export class Vcpu {
   async start(): Promise<void> {
     if (this.syscallAssist) {
       this.syscallAssist.refreshIfDue();
-      if (process.env.KINDLING_ASSIST_KICK) this.assistTimer = setInterval(() => this.thread.kick(), SYSCALL_ASSIST_KICK_MS);
-      this.assistTimer?.unref?.();
     }
     await this.thread.start();
     this.loopDone = this.loop();
@@ -126,9 +118,7 @@ export class Vcpu {
       for (;;) {
         const r = await this.thread.nextExit();
         if (this.host.stopping) break;
-        // Not after EINTR/EAGAIN: the vCPU may have stopped anywhere, at CPL3 too, and reading its segment
-        // state there (KVM_GET_SREGS) corrupts the guest's user state on the PVM host: user programs then
-        // fault on their TLS. Port, MMIO and debug exits stop it in kernel code.
+        // Port, MMIO and debug exits stop a Linux guest in kernel code: a good moment to look at its IDT.
         if (r !== -EINTR && r !== -EAGAIN) this.syscallAssist?.refreshIfDue();
         if (r === -EINTR || r === -EAGAIN) {
           // EINTR: a kick (pause) or a signal that was not ours. EAGAIN: a secondary vCPU left its wait for
@@ -155,7 +145,6 @@ export class Vcpu {
     } catch (e) {
       this.host.end({ reason: "error", vcpu: this.id, message: `vCPU ${this.id}: ${(e as Error).message}`, registers: this.safeDump() });
     }
-    clearInterval(this.assistTimer);
     await this.thread.stop();
   }
 

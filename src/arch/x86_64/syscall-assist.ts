@@ -10,8 +10,8 @@
 //
 // The VMM finishes the job:
 //   1. It finds the guest's #PF handler: the target of gate 14 of the IDT the vCPU has loaded (SDM vol. 3A
-//      6.14.1, Figure 6-8), read through the guest's page tables. It looks again now and then (refresh()),
-//      since a kernel moves its IDT during boot.
+//      6.14.1, Figure 6-8), read through the guest's page tables. It looks again at port, MMIO and debug
+//      exits (refreshIfDue()), since a kernel moves its IDT during boot.
 //   2. It puts a hardware breakpoint on that handler with KVM_SET_GUEST_DEBUG (api.rst 4.59; DR0, DR7.L0).
 //      On these hosts a breakpoint on LSTAR itself never fires, as CPL3 fetches run natively and are not
 //      checked; the handler is CPL0 code, which the host emulates, so a breakpoint there does fire.
@@ -55,7 +55,7 @@ export const X86_EFLAGS_RF = 1n << 16n;
 /** Words of the exception frame the CPU pushes when an exception with an error code arrives from CPL3. */
 const FRAME = { error_code: 0, rip: 1, cs: 2, rflags: 3, rsp: 4, ss: 5 } as const;
 const FRAME_WORDS = 6;
-/** Look at the IDT at most this often (ms) from refresh(); see Vcpu. */
+/** Look at the IDT at most this often (ms) once a handler is armed; see refreshIfDue(). */
 export const REFRESH_INTERVAL_MS = 10;
 
 export interface SyscallAssistCounts {
@@ -79,7 +79,6 @@ export class SyscallAssist {
   handler?: bigint;
   readonly counts: SyscallAssistCounts = { syscalls: 0, otherFaults: 0, debugExits: 0, rearmed: 0 };
   private stepping = false;
-  debugMismatch?: number;
   private lastRefresh = -Infinity;
 
   constructor(
@@ -90,9 +89,11 @@ export class SyscallAssist {
 
   /**
    * Re-read the guest's #PF handler and re-arm if it moved: at every call until a handler is found, then at
-   * most every REFRESH_INTERVAL_MS. The vCPU calls this on each exit it hands to the VMM (and kicks a quiet
-   * vCPU now and then), so a guest must make one exit between installing its #PF gate and its first
-   * syscall: a kernel prints, probes devices and takes seconds in between; the syscall probe prints a line.
+   * most every REFRESH_INTERVAL_MS. The vCPU calls this on each port, MMIO and debug exit, so a guest must
+   * make one such exit between installing its #PF gate and its first syscall: a kernel prints, probes
+   * devices and takes seconds in between; the syscall probe prints a line. kindling never kicks a vCPU
+   * out of KVM_RUN to look sooner: on the PVM host a signal that interrupts KVM_RUN while the guest runs
+   * user code was measured to break that process's thread-local storage (it segfaults on %fs reads).
    */
   refreshIfDue(now = performance.now()): void {
     if (this.stepping || (this.handler !== undefined && now - this.lastRefresh < REFRESH_INTERVAL_MS)) return;
@@ -147,7 +148,7 @@ export class SyscallAssist {
     const sregs = this.vcpu.getSregs();
     const frame = readFrame(this.mem, sregs.getBig("cr3"), regs.getBig("rsp"));
     if (!frame) return false;
-    const msrs = this.vcpu.getMsrs([MSR_LSTAR, MSR_STAR, MSR_SYSCALL_MASK, 0xc0000100, 0xc0000101, 0xc0000102]);
+    const msrs = this.vcpu.getMsrs([MSR_LSTAR, MSR_STAR, MSR_SYSCALL_MASK]);
     const lstar = msrs.get(MSR_LSTAR);
     const star = msrs.get(MSR_STAR);
     const sfmask = msrs.get(MSR_SYSCALL_MASK) ?? 0n;
@@ -161,11 +162,6 @@ export class SyscallAssist {
     const kernelCs = Number((star >> 32n) & 0xfffcn);
     copySegment(sregs, "cs", segmentFromGdt(gdtEntry(KERNEL_CODE64, 0, 0xfffff), kernelCs));
     copySegment(sregs, "ss", segmentFromGdt(gdtEntry(KERNEL_DATA, 0, 0xfffff), kernelCs + 8));
-    const fsMsr = msrs.get(0xc0000100), gsMsr = msrs.get(0xc0000101);
-    if (fsMsr !== sregs.getBig("fs.base") || gsMsr !== sregs.getBig("gs.base")) {
-      this.debugMismatch = (this.debugMismatch ?? 0) + 1;
-      if (this.debugMismatch < 5) this.log(`DEBUG fs.base sregs 0x${sregs.getBig("fs.base").toString(16)} msr 0x${fsMsr?.toString(16)} gs.base sregs 0x${sregs.getBig("gs.base").toString(16)} msr 0x${gsMsr?.toString(16)}`);
-    }
     this.vcpu.setSregs(sregs);
     this.vcpu.setRegs(regs);
     return true;
