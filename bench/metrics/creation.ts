@@ -53,7 +53,7 @@ async function processRate(cmd: string[], signal: RegExp, seconds: number, concu
   return { vms, seconds: round(s), perSecond: round(vms / s) };
 }
 
-export async function creation(opts: { seconds: number; breakdownCount: number; concurrency?: number; qemuElf?: string; log: (s: string) => void }): Promise<CreationResult> {
+export async function creation(opts: { seconds: number; breakdownCount: number; concurrency?: number; qemuElf?: string; qemuCpu?: string; log: (s: string) => void }): Promise<CreationResult> {
   const concurrency = opts.concurrency ?? availableParallelism();
   const r = await timedSpawn([process.execPath, LOOP, String(opts.seconds), String(concurrency)], { signal: /^\{.*\}\n/m, timeoutMs: (opts.seconds + 60) * 1000 });
   if (r.exitCode !== 0 || r.signalMs === undefined) throw new Error(`create-loop failed (exit ${r.exitCode})\n${r.stderr}`);
@@ -69,7 +69,7 @@ export async function creation(opts: { seconds: number; breakdownCount: number; 
   const breakdown = JSON.parse(b.stdout.split("\n")[0]!) as CreationResult["breakdown"];
   const kindlingProcesses = await processRate([process.execPath, CHILD], /^first-write /m, opts.seconds, concurrency);
   const qemuProcesses = opts.qemuElf
-    ? await processRate(qemuCommand({ kernel: opts.qemuElf, memSize: 16 * MiB }), /!/, opts.seconds, concurrency)
+    ? await processRate(qemuCommand({ kernel: opts.qemuElf, memSize: 16 * MiB, cpu: opts.qemuCpu }), /!/, opts.seconds, concurrency)
     : undefined;
   opts.log(`creation: kindling ${kindlingInProcess.perSecond}/s in one process, ${kindlingProcesses.perSecond}/s as processes; QEMU ${qemuProcesses?.perSecond ?? "-"}/s`);
   return { windowSeconds: opts.seconds, concurrency, kindlingInProcess, breakdown, kindlingProcesses, qemuProcesses };

@@ -26,13 +26,13 @@ export interface ExitRttResult {
   qemu?: { pioUs: Summary; mmioUs: Summary; loopMs: Record<"both" | "mmio" | "none", Summary> };
 }
 
-async function qemuLoopMs(elf: string): Promise<number> {
-  const r = await timedSpawn(qemuCommand({ kernel: elf, memSize: 16 * MiB }), { signal: new RegExp(PVH_MARKER), timeoutMs: 120_000 });
+async function qemuLoopMs(elf: string, cpu?: string): Promise<number> {
+  const r = await timedSpawn(qemuCommand({ kernel: elf, memSize: 16 * MiB, cpu }), { signal: new RegExp(PVH_MARKER), timeoutMs: 120_000 });
   if (r.signalMs === undefined || r.exitCode !== 0) throw new Error(`QEMU exits probe failed (exit ${r.exitCode})\n${r.stderr}`);
   return r.exitMs - r.signalMs;
 }
 
-export async function exitRtt(opts: { runs: number; qemu?: PvhProbes["exits"]; log: (s: string) => void }): Promise<ExitRttResult> {
+export async function exitRtt(opts: { runs: number; qemu?: PvhProbes["exits"]; qemuCpu?: string; log: (s: string) => void }): Promise<ExitRttResult> {
   const k = { pio: [] as number[], mmio: [] as number[] };
   const q = { pio: [] as number[], mmio: [] as number[], both: [] as number[], mmioLoop: [] as number[], none: [] as number[] };
   for (let i = 0; i < opts.runs; i++) {
@@ -40,9 +40,9 @@ export async function exitRtt(opts: { runs: number; qemu?: PvhProbes["exits"]; l
     k.pio.push(r.pioUs);
     k.mmio.push(r.mmioUs);
     if (opts.qemu) {
-      const none = await qemuLoopMs(opts.qemu.none);
-      const mmio = await qemuLoopMs(opts.qemu.mmio);
-      const both = await qemuLoopMs(opts.qemu.both);
+      const none = await qemuLoopMs(opts.qemu.none, opts.qemuCpu);
+      const mmio = await qemuLoopMs(opts.qemu.mmio, opts.qemuCpu);
+      const both = await qemuLoopMs(opts.qemu.both, opts.qemuCpu);
       q.none.push(none);
       q.mmioLoop.push(mmio);
       q.both.push(both);

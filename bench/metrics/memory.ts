@@ -122,7 +122,7 @@ async function series(measure: (n: number) => Promise<MemoryPoint>, counts: numb
   return analyse(points);
 }
 
-export async function memory(opts: { counts: number[]; qemuElf?: string; breakdown: boolean; log: (s: string) => void }): Promise<MemoryResult> {
+export async function memory(opts: { counts: number[]; qemuElf?: string; qemuCpu?: string; breakdown: boolean; log: (s: string) => void }): Promise<MemoryResult> {
   const kindling = await series((n) => measureChild("vms", n), opts.counts);
   // The breakdown starts at 0 so that the slope is the cost of one more, with nothing else around it.
   const breakdown = opts.breakdown
@@ -130,7 +130,7 @@ export async function memory(opts: { counts: number[]; qemuElf?: string; breakdo
     : undefined;
   let qemu: MemoryResult["qemu"];
   if (opts.qemuElf) {
-    const command = qemuCommand({ kernel: opts.qemuElf, memSize: GUEST_MEM, i8042: false });
+    const command = qemuCommand({ kernel: opts.qemuElf, memSize: GUEST_MEM, i8042: false, cpu: opts.qemuCpu });
     qemu = { ...(await series((n) => measureQemu(command, n), opts.counts)), command };
   }
   const m = (s?: MemorySeries) => (s?.marginalMiB ? `${s.marginalMiB.rss} MiB RSS, ${s.marginalMiB.pss} MiB PSS` : "-");

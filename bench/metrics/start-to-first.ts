@@ -36,10 +36,10 @@ function check(r: TimedRun, what: string): number {
   return r.signalMs;
 }
 
-export async function startToFirst(opts: { runs: number; breakdownRuns: number; qemuElf?: string; log: (s: string) => void }): Promise<StartToFirstResult> {
+export async function startToFirst(opts: { runs: number; breakdownRuns: number; qemuElf?: string; qemuCpu?: string; log: (s: string) => void }): Promise<StartToFirstResult> {
   const k = { wall: [] as number[], cpu: [] as number[], exit: [] as number[], inChild: [] as number[], inChildCpu: [] as number[] };
   const q = { wall: [] as number[], cpu: [] as number[], exit: [] as number[] };
-  const qcmd = opts.qemuElf ? qemuCommand({ kernel: opts.qemuElf, memSize: PROBE_MEM }) : undefined;
+  const qcmd = opts.qemuElf ? qemuCommand({ kernel: opts.qemuElf, memSize: PROBE_MEM, cpu: opts.qemuCpu }) : undefined;
   for (let i = 0; i < opts.runs; i++) {
     const r = await timedSpawn([process.execPath, CHILD], { signal: /^first-write .*\n/m, timeoutMs: 20_000 });
     k.wall.push(check(r, "kindling first-write"));
