@@ -27,6 +27,7 @@ import type { VirtioDevice } from "./devices/virtio/device.ts";
 import { IoEventFd } from "./ioeventfd.ts";
 import { I8042 } from "./devices/i8042.ts";
 import { CmosRtc } from "./devices/rtc.ts";
+import { prestartVcpuWorkers } from "./kvm/vcpu-worker-pool.ts";
 
 export interface VmOptions {
   /** Guest RAM in bytes. */
@@ -80,6 +81,8 @@ export class Vm {
 
   constructor(opts: VmOptions) {
     this.log = opts.log ?? (() => {});
+    // The vCPU threads load their script while the VM is set up below (vcpu-worker-pool.ts).
+    prestartVcpuWorkers(opts.vcpus ?? 1);
     this.irqchip = opts.irqchip ?? true;
     this.queueNotify = opts.queueNotify ?? "ioeventfd";
     this.exited = new Promise((resolve) => (this.endedResolve = resolve));
@@ -181,9 +184,9 @@ export class Vm {
     this.ending = exit;
     this.resume(); // a paused vCPU must wake to see that it has to stop
     for (const v of this.vcpus) v.thread.kick();
-    void Promise.all(this.vcpus.map((v) => v.done)).then(() => {
+    void Promise.all(this.vcpus.map((v) => v.done)).then(async () => {
       this.serial.flush?.();
-      this.close();
+      await this.close();
       this.endedResolve(exit);
     });
   }
@@ -194,8 +197,11 @@ export class Vm {
     return this.exited;
   }
 
-  /** Release KVM fds, eventfds and guest RAM. Called once the vCPUs have stopped. */
-  private close(): void {
+  /**
+   * Release KVM fds, eventfds and guest RAM. Called once the vCPUs have stopped. The VM fd goes last and off
+   * this thread (VmFd.closeOffThread): its close is where KVM destroys the VM.
+   */
+  private async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     for (const v of this.vcpus) v.fd.close();
@@ -209,8 +215,8 @@ export class Vm {
       // Then let the device release what it holds on the host (a file, a TAP and its reader, a socket).
       void Promise.resolve(a.transport.device.close?.()).catch((e) => this.log(`${a.transport.name}: close failed: ${(e as Error).message}`));
     }
-    this.fd.close();
     this.kvm.close();
     freeGuestMemory(this.memory);
+    await this.fd.closeOffThread().catch((e) => this.log(`closing the VM fd failed: ${(e as Error).message}`));
   }
 }

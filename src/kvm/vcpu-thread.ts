@@ -1,15 +1,18 @@
 // The main thread's handle on one vCPU worker: start it, wait for its next exit, let it resume, kick it out
-// of KVM_RUN, stop it. The protocol is described at the top of vcpu-worker.ts.
+// of KVM_RUN, stop it. The protocol is described at the top of vcpu-worker.ts. The worker thread comes from
+// this process's pool (vcpu-worker-pool.ts) and goes back to it when the vCPU stops.
 
 import { installKickHandler, kickSignal, pthreadKill, ERRNO } from "./libc.ts";
 import { StructView } from "./struct.ts";
 import { kvm_run } from "./uapi.ts";
 import { CONTROL, CONTROL_WORDS, TURN, type VcpuWorkerInit } from "./vcpu-protocol.ts";
 import type { VcpuFd } from "./vcpu-fd.ts";
+import { giveBackVcpuWorker, takeVcpuWorker, type PooledWorker } from "./vcpu-worker-pool.ts";
 
 const IMMEDIATE_EXIT = kvm_run.offsetOf("immediate_exit");
 
 export class VcpuThread {
+  private readonly pooled: PooledWorker;
   private readonly worker: Worker;
   private readonly ctl = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
   private thread?: bigint;
@@ -23,16 +26,13 @@ export class VcpuThread {
     installKickHandler();
     this.runBytes = new Uint8Array(vcpu.run.buffer);
     this.run = new StructView(kvm_run, this.runBytes);
-    this.worker = new Worker(new URL("./vcpu-worker.ts", import.meta.url).href);
-    this.ready = new Promise((resolve, reject) => {
-      this.worker.onmessage = (e: MessageEvent<{ thread?: bigint }>) => {
-        if (e.data.thread !== undefined) {
-          this.thread = e.data.thread;
-          resolve();
-        }
-      };
-      this.worker.onerror = (e) => reject(new Error(`vCPU ${vcpu.id} worker failed: ${e.message}`));
-    });
+    this.pooled = takeVcpuWorker();
+    this.worker = this.pooled.worker;
+    this.ready = this.pooled.thread.then(
+      (thread) => void (this.thread = thread),
+      (e: Error) => Promise.reject(new Error(`vCPU ${vcpu.id} worker failed: ${e.message}`)),
+    );
+    this.ready.catch(() => {}); // start() reports it
     // Until started, it is the main thread's turn: the worker would otherwise run before registers are set.
     Atomics.store(this.ctl, CONTROL.TURN, TURN.WORKER);
   }
@@ -41,7 +41,7 @@ export class VcpuThread {
   async start(): Promise<void> {
     const init: VcpuWorkerInit = { fd: this.vcpu.fd, control: this.ctl.buffer as SharedArrayBuffer };
     this.worker.postMessage(init);
-    await this.ready;
+    await this.ready; // the thread id, for kicks; the worker may already be in KVM_RUN
   }
 
   /**
@@ -82,7 +82,7 @@ export class VcpuThread {
     this.stopped = new Promise<void>((resolve) => {
       this.worker.onmessage = (e: MessageEvent<{ stopped?: boolean }>) => {
         if (e.data.stopped) {
-          this.worker.terminate();
+          giveBackVcpuWorker(this.pooled); // idle again, for the next vCPU of this process
           resolve();
         }
       };
@@ -92,9 +92,11 @@ export class VcpuThread {
     return this.stopped;
   }
 
-  /** Terminate a worker that never started. */
+  /** Give back a worker that never started (it is idle, waiting for a vCPU). */
   terminate(): void {
-    this.worker.terminate();
+    if (this.stopped) return;
+    this.stopped = Promise.resolve();
+    void this.ready.then(() => giveBackVcpuWorker(this.pooled), () => this.worker.terminate());
   }
 }
 

@@ -1,5 +1,7 @@
 // The body of a vCPU thread. KVM_RUN blocks the thread that calls it until the guest exits, so each vCPU
-// runs in its own Bun Worker and the main thread stays free for devices, timers and the API.
+// runs in its own Bun Worker and the main thread stays free for devices, timers and the API. A worker runs
+// one vCPU at a time, and another after it (vcpu-worker-pool.ts): once loaded it reports its pthread_t, then
+// each init message runs one vCPU until STOP.
 //
 // The two threads take turns through a small SharedArrayBuffer (see vcpu-thread.ts for the other side):
 //   1. the worker calls KVM_RUN; the guest runs until an exit;
@@ -14,13 +16,14 @@ import { CONTROL, TURN, type VcpuWorkerInit } from "./vcpu-protocol.ts";
 
 declare const self: Worker;
 
+installKickHandler();
+unblockSignal(kickSignal());
+// The main thread needs this thread's pthread_t to interrupt KVM_RUN with the kick signal.
+postMessage({ thread: pthreadSelf() });
+
 self.onmessage = (e: MessageEvent<VcpuWorkerInit>) => {
   const { fd, control } = e.data;
   const ctl = new Int32Array(control);
-  installKickHandler();
-  unblockSignal(kickSignal());
-  // The main thread needs this thread's pthread_t to interrupt KVM_RUN with the kick signal.
-  postMessage({ thread: pthreadSelf() });
   for (;;) {
     const r = ioctlRaw(fd, KVM.RUN);
     Atomics.store(ctl, CONTROL.RESULT, r);
