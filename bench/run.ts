@@ -16,6 +16,7 @@ import { dirname, join } from "node:path";
 import { describeEnvironment, machineLine, type Environment } from "./lib/environment.ts";
 import { formatMarkdown, formatTable, headlineRows, type Results } from "./lib/report.ts";
 import { renderChart } from "./lib/chart.ts";
+import { bundledChildren } from "./lib/bundled-children.ts";
 import { timedSpawn } from "./lib/timed-spawn.ts";
 import { QEMU_CPU_MODELS, qemuCommand } from "./qemu/command.ts";
 import { buildPvhProbes, type PvhProbes } from "./qemu/pvh.ts";
@@ -175,6 +176,7 @@ async function measure(args: ReturnType<typeof parseArgs>): Promise<Report> {
     });
   }
   if (qemu.probes) rmSync(qemu.probes.dir, { recursive: true, force: true });
+  if (metrics.includes("first") || metrics.includes("creation")) rmSync((await bundledChildren()).dir, { recursive: true, force: true });
   env.load.end = loadavg().map((x) => Math.round(x * 100) / 100);
   return {
     kind: args.quick ? "quick" : "full", metrics, environment: env, config,

@@ -51,6 +51,9 @@ export function headlineRows(r: Results): Row[] {
       target: { text: "<= 20 ms and <= 1/3 of QEMU", met: k <= 20 && (q === undefined || k <= q / 3) },
     });
     rows.push({ metric: "  p90", unit: "ms", kindling: s.kindling.wallMs.p90, qemu: s.qemu?.wallMs.p90, better: "lower", chart: false });
+    if (s.kindlingFromSource) {
+      rows.push({ metric: "  kindling run from TypeScript source (not bundled)", unit: "ms", kindling: s.kindlingFromSource.wallMs.median, qemu: q, better: "lower", chart: false });
+    }
     rows.push({
       metric: "  CPU until the process exited", title: "start to first instruction: CPU, until exit", unit: "ms",
       kindling: s.kindling.cpuMs.median, qemu: s.qemu?.cpuMs.median, better: "lower", chart: true,
