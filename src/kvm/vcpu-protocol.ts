@@ -15,4 +15,7 @@ export interface VcpuWorkerInit {
   /** The vCPU fd; file descriptors are shared by every thread of the process. */
   fd: number;
   control: SharedArrayBuffer;
+  /** KVM_RUN's request number and the kick signal, so that the worker loads neither ioctl.ts nor libc.ts. */
+  runRequest: number;
+  kickSignal: number;
 }

@@ -3,6 +3,7 @@
 // this process's pool (vcpu-worker-pool.ts) and goes back to it when the vCPU stops.
 
 import { installKickHandler, kickSignal, pthreadKill, ERRNO } from "./libc.ts";
+import { KVM } from "./ioctl.ts";
 import { StructView } from "./struct.ts";
 import { kvm_run } from "./uapi.ts";
 import { CONTROL, CONTROL_WORDS, TURN, type VcpuWorkerInit } from "./vcpu-protocol.ts";
@@ -39,7 +40,7 @@ export class VcpuThread {
 
   /** Start the worker; it enters KVM_RUN at once. */
   async start(): Promise<void> {
-    const init: VcpuWorkerInit = { fd: this.vcpu.fd, control: this.ctl.buffer as SharedArrayBuffer };
+    const init: VcpuWorkerInit = { fd: this.vcpu.fd, control: this.ctl.buffer as SharedArrayBuffer, runRequest: KVM.RUN, kickSignal: kickSignal() };
     this.worker.postMessage(init);
     await this.ready; // the thread id, for kicks; the worker may already be in KVM_RUN
   }

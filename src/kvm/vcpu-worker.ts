@@ -10,22 +10,21 @@
 //      an MMIO device), writes any result back into kvm_run, and flips `turn` to WORKER (or STOP);
 //   4. the worker enters KVM_RUN again, which first completes the access (e.g. loads an IN's value into AL).
 
-import { KVM } from "./ioctl.ts";
-import { installKickHandler, ioctlRaw, kickSignal, pthreadSelf, unblockSignal } from "./libc.ts";
+import { ioctlNoArg, pthreadSelf, unblockSignal } from "./worker-libc.ts";
 import { CONTROL, TURN, type VcpuWorkerInit } from "./vcpu-protocol.ts";
 
 declare const self: Worker;
 
-installKickHandler();
-unblockSignal(kickSignal());
-// The main thread needs this thread's pthread_t to interrupt KVM_RUN with the kick signal.
+// The main thread needs this thread's pthread_t to interrupt KVM_RUN with the kick signal (whose handler it
+// has installed for the whole process).
 postMessage({ thread: pthreadSelf() });
 
 self.onmessage = (e: MessageEvent<VcpuWorkerInit>) => {
-  const { fd, control } = e.data;
+  const { fd, control, runRequest, kickSignal } = e.data;
   const ctl = new Int32Array(control);
+  unblockSignal(kickSignal);
   for (;;) {
-    const r = ioctlRaw(fd, KVM.RUN);
+    const r = ioctlNoArg(fd, runRequest);
     Atomics.store(ctl, CONTROL.RESULT, r);
     Atomics.store(ctl, CONTROL.TURN, TURN.MAIN);
     Atomics.notify(ctl, CONTROL.TURN);
