@@ -34,7 +34,7 @@ type Metric = (typeof METRICS)[number];
 /** How much of each metric a run does. */
 const CONFIG = {
   full: {
-    startRuns: 20, breakdownRuns: 10, memoryCounts: [1, 4, 16, 32], exitRuns: 3, creationSeconds: 10, creationBreakdown: 20,
+    startRuns: 20, breakdownRuns: 10, memoryCounts: [1, 4, 16, 64], exitRuns: 3, creationSeconds: 10, creationBreakdown: 20,
     linuxRuns: 1, qemuLinuxRuns: 2, metrics: [...METRICS],
   },
   quick: {

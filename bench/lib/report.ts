@@ -95,6 +95,21 @@ export function headlineRows(r: Results): Row[] {
         kindling: k.pss, qemu: qm?.pss, better: "lower", chart: true,
       });
     }
+    const p16 = m.kindling.points.find((p) => p.n === 16);
+    const p64 = m.kindling.points.find((p) => p.n === 64);
+    const q16 = m.qemu?.points.find((p) => p.n === 16);
+    const q64 = m.qemu?.points.find((p) => p.n === 64);
+    if (p16 && p64) {
+      const per = (a: number, b: number) => MiB((b - a) / 48);
+      rows.push({
+        metric: "  per extra VM, N=16 to 64: RSS", unit: "MiB", kindling: per(p16.rssKiB, p64.rssKiB),
+        qemu: q16 && q64 ? per(q16.rssKiB, q64.rssKiB) : undefined, better: "lower", chart: false,
+      });
+      rows.push({
+        metric: "  per extra VM, N=16 to 64: PSS", unit: "MiB", kindling: per(p16.pssKiB, p64.pssKiB),
+        qemu: q16 && q64 ? per(q16.pssKiB, q64.pssKiB) : undefined, better: "lower", chart: false,
+      });
+    }
     rows.push({ metric: "  slope over all N (RSS)", unit: "MiB", kindling: m.kindling.slopeMiB.rss, qemu: m.qemu?.slopeMiB.rss, better: "lower", chart: false });
     const biggest = Math.max(...m.kindling.points.map((p) => p.n));
     rows.push({ metric: `  average per VM at N=${biggest} (RSS)`, unit: "MiB", kindling: m.kindling.averageMiB[biggest], qemu: m.qemu?.averageMiB[biggest], better: "lower", chart: false });

@@ -1,6 +1,6 @@
 // Metric 3: memory overhead, Firecracker's way (tests/host_tools/memory.py): the sum of Rss over every
 // mapping in /proc/<pid>/smaps except guest RAM, for 1-vCPU, 128 MiB VMs whose guests are up and running.
-//   kindling: bench/children/hold-vms.ts with N = 1, 4, 16, 32 VMs in one process (the irq probe, spinning
+//   kindling: bench/children/hold-vms.ts with N = 1, 4, 16, 64 VMs in one process (the irq probe, spinning
 //             at CPL3); it reports the addresses of its guest RAM mappings, and exactly those are left out.
 //   QEMU:     N microvm processes, each with the first-write probe as a PVH ELF and no i8042, so its reset
 //             goes nowhere and the vCPU stays halted; guest RAM is the mapping exactly as large as -m.
