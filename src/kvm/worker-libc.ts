@@ -4,7 +4,7 @@
 // what the worker would otherwise compute (the KVM_RUN request number, the kick signal) in its first
 // message (vcpu-protocol.ts); the kick signal's handler is process-wide and installed by the main thread.
 
-import { dlopen, FFIType, read } from "bun:ffi";
+import { dlopen, FFIType, read, toArrayBuffer, type Pointer } from "bun:ffi";
 
 const libc = dlopen("libc.so.6", {
   ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.u64], returns: FFIType.i32 },
@@ -17,6 +17,11 @@ const libc = dlopen("libc.so.6", {
 export function ioctlNoArg(fd: number, request: number): number {
   const r = libc.ioctl(fd, request, 0);
   return r < 0 ? -read.i32(libc.__errno_location()!, 0) : r;
+}
+
+/** The memory at a host address as an ArrayBuffer (the vCPU's kvm_run mapping, which the main thread made). */
+export function viewAt(addr: number, size: number): ArrayBuffer {
+  return toArrayBuffer(addr as Pointer, 0, size);
 }
 
 export function pthreadSelf(): bigint {
