@@ -7,8 +7,6 @@
 // Idle workers are unref'd (they do not keep the process alive) and at most MAX_IDLE are kept: a process
 // that held many VMs does not keep a thread per VM once they are gone.
 
-import { availableParallelism } from "node:os";
-
 /**
  * Where the worker's script is. A bundled build (scripts/bundle.ts) defines KINDLING_VCPU_WORKER_URL as the
  * bundled worker beside it; from source, it is vcpu-worker.ts beside this file.
@@ -17,7 +15,7 @@ declare const KINDLING_VCPU_WORKER_URL: string | undefined;
 const WORKER_URL = typeof KINDLING_VCPU_WORKER_URL === "string" ? KINDLING_VCPU_WORKER_URL : new URL("./vcpu-worker.ts", import.meta.url).href;
 
 /** Idle workers kept at most: one per core covers a process that makes VMs one per core at a time. */
-const MAX_IDLE = Math.max(2, availableParallelism());
+const MAX_IDLE = Math.max(2, navigator.hardwareConcurrency);
 
 /** A started worker and its thread's pthread_t (what the kick signal is sent to). */
 export interface PooledWorker {
