@@ -117,6 +117,20 @@ export function detectHost(paths: Partial<HostPaths> = {}): HostFacts {
   };
 }
 
+let emulatesCached: boolean | undefined;
+
+/**
+ * Whether this host emulates guest kernel code (detectHost().emulatesGuestKernel without opening /dev/kvm),
+ * read once per process: boot code asks it to decide on the emulated-host CPU template and the assists.
+ */
+export function hostEmulatesGuestKernel(): boolean {
+  if (emulatesCached === undefined) {
+    const flags = readCpuinfo(DEFAULT_HOST_PATHS.cpuinfo).flags;
+    emulatesCached = existsSync(DEFAULT_HOST_PATHS.pvmModule) || !(flags.has("vmx") || flags.has("svm"));
+  }
+  return emulatesCached;
+}
+
 /** Whether guests can run here at all; `reason` names what is missing. Tests under CI=true fail on !ok. */
 export function kvmAvailability(device = DEFAULT_HOST_PATHS.kvmDevice): { ok: true } | { ok: false; reason: string } {
   const kvm = detectKvm(device);

@@ -3,6 +3,7 @@
 // The loop waits for the worker to report an exit, then does what the exit asks:
 //   KVM_EXIT_IO    a port access (in/out) -> the port-IO bus
 //   KVM_EXIT_MMIO  a load/store to an address with no RAM -> the MMIO bus
+//   KVM_EXIT_DEBUG a hardware breakpoint of the syscall assist (emulating hosts only) -> syscall-assist.ts
 //   KVM_EXIT_HLT   the guest halted with no in-kernel irqchip to wait for interrupts -> the VM ends
 //   KVM_EXIT_SHUTDOWN, _SYSTEM_EVENT, _INTERNAL_ERROR, _FAIL_ENTRY -> the VM ends, reported with registers
 // and lets the worker enter the guest again (api.rst 5, "struct kvm_run").
@@ -16,6 +17,13 @@ import type { VcpuFd } from "./kvm/vcpu-fd.ts";
 import type { Bus } from "./bus.ts";
 import type { GuestMemory } from "./memory.ts";
 import { emulationAssist } from "./arch/x86_64/emulation-assist.ts";
+import { SyscallAssist } from "./arch/x86_64/syscall-assist.ts";
+
+/**
+ * With the syscall assist on, how often (ms) a vCPU that has not exited for a while is kicked out of KVM_RUN
+ * so the assist can look at the guest's IDT again (a kernel installs its final #PF handler during boot).
+ */
+const SYSCALL_ASSIST_KICK_MS = 100;
 
 /** One exit, as the exit trace records it (see --trace). Only built when a tracer is set. */
 export interface ExitRecord {
@@ -81,9 +89,12 @@ export class Vcpu {
   tracerEpoch = 0;
   /** Instructions the emulation assist completed, by description kind (see emulation-assist.ts). */
   readonly assists = new Map<string, number>();
+  /** Completes CPL3 system calls on hosts that leave them at LSTAR (see syscall-assist.ts); off unless enabled. */
+  syscallAssist?: SyscallAssist;
   private readonly bytes: Uint8Array;
   private readonly dv: DataView;
   private loopDone?: Promise<void>;
+  private assistTimer?: Timer;
 
   constructor(
     readonly fd: VcpuFd,
@@ -98,8 +109,18 @@ export class Vcpu {
     return this.fd.id;
   }
 
+  /** Turn the syscall assist on. Only for hosts that emulate guest kernel code: see syscall-assist.ts. */
+  enableSyscallAssist(): void {
+    this.syscallAssist ??= new SyscallAssist(this.fd, this.host.memory, (l) => this.host.log(`vCPU ${this.id}: ${l}`));
+  }
+
   /** Start the worker and the exit loop. */
   async start(): Promise<void> {
+    if (this.syscallAssist) {
+      this.syscallAssist.refreshIfDue();
+      this.assistTimer = setInterval(() => this.thread.kick(), SYSCALL_ASSIST_KICK_MS);
+      this.assistTimer.unref?.();
+    }
     await this.thread.start();
     this.loopDone = this.loop();
   }
@@ -118,6 +139,7 @@ export class Vcpu {
       for (;;) {
         const r = await this.thread.nextExit();
         if (this.host.stopping) break;
+        this.syscallAssist?.refreshIfDue();
         if (r === -EINTR || r === -EAGAIN) {
           // EINTR: a kick (pause) or a signal that was not ours. EAGAIN: a secondary vCPU left its wait for
           // INIT/SIPI (api.rst 4.10, KVM_RUN). Either way the guest goes on, once the VM is not paused.
@@ -139,6 +161,7 @@ export class Vcpu {
     } catch (e) {
       this.host.end({ reason: "error", vcpu: this.id, message: `vCPU ${this.id}: ${(e as Error).message}`, registers: this.safeDump() });
     }
+    clearInterval(this.assistTimer);
     await this.thread.stop();
   }
 
@@ -170,6 +193,13 @@ export class Vcpu {
         const data = this.bytes.subarray(OFF.mmio_data, OFF.mmio_data + Math.min(len, 8));
         if (this.bytes[OFF.mmio_is_write]) this.host.mmio.write(addr, data);
         else this.host.mmio.read(addr, data);
+        return undefined;
+      }
+      case KVM_EXIT.DEBUG: {
+        if (!this.syscallAssist) {
+          return { reason: "error", vcpu: this.id, message: "unexpected KVM_EXIT_DEBUG: no debug registers were armed", registers: this.dumpRegisters() };
+        }
+        this.syscallAssist.onDebugExit(this.thread.run);
         return undefined;
       }
       case KVM_EXIT.HLT:

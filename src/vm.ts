@@ -48,6 +48,11 @@ export interface VmOptions {
    * measure what the ioeventfd saves (bench/virtio-blk.ts).
    */
   queueNotify?: "ioeventfd" | "exit";
+  /**
+   * Complete guest system calls that this host leaves at LSTAR in CPL3 (src/arch/x86_64/syscall-assist.ts).
+   * For hosts that emulate guest kernel code only; on others it would only add exits.
+   */
+  syscallAssist?: boolean;
 }
 
 /** A virtio device on the MMIO bus: where it is, its interrupt, and how the kernel learns of it. */
@@ -112,6 +117,7 @@ export class Vm {
     this.pio.register(POST_CODE_PORT, 1, { name: "post-code", read: (_o, d) => d.fill(0xff), write: () => {} });
 
     for (let i = 0; i < (opts.vcpus ?? 1); i++) this.vcpus.push(new Vcpu(this.fd.createVcpu(i), this));
+    if (opts.syscallAssist) for (const v of this.vcpus) v.enableSyscallAssist();
   }
 
   /** An interrupt line on `gsi`: an eventfd registered with KVM_IRQFD, or a no-op without an irqchip. */

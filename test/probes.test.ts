@@ -67,6 +67,30 @@ describe("probe guests", () => {
     expect(vm.vcpus[0]!.assists.get("int3 at CPL0") ?? 0).toBe(detectHost().emulatesGuestKernel ? 1 : 0);
   });
 
+  kvmTest("syscall: CPL3 system calls reach a CPL0 entry and return; other page faults stay the guest's", async () => {
+    const emulating = detectHost().emulatesGuestKernel;
+    const { exit, text, vm } = await run("syscall");
+    expect(text()).toBe("syscall: #PF gate and syscall MSRs set\nsyscall: 3 system calls returned their answers; 1 page fault reached the guest's handler\n");
+    expect(exit.reason).toBe("reset");
+    // Where the host leaves `syscall` at CPL3, the VMM completed each one (one debug exit each) and stepped
+    // the guest's handler over the one genuine fault (two exits); on hardware nothing was armed.
+    const assist = vm.vcpus[0]!.syscallAssist;
+    if (emulating) {
+      expect(assist?.counts).toMatchObject({ syscalls: 3, otherFaults: 1, debugExits: 5 });
+    } else {
+      expect(assist).toBeUndefined();
+    }
+  });
+
+  kvmTest("syscall: without the assist, an emulating host delivers the syscall to the guest's #PF handler", async () => {
+    const { text } = await run("syscall", { syscallAssist: false });
+    expect(text()).toBe("syscall: #PF gate and syscall MSRs set\n" + (
+      detectHost().emulatesGuestKernel
+        ? "syscall: the #PF at LSTAR reached the guest: nothing completed the system call\n"
+        : "syscall: 3 system calls returned their answers; 1 page fault reached the guest's handler\n"),
+    );
+  });
+
   kvmTest("irq: a byte fed to the UART raises IRQ 4 through irqfd; the guest's handler takes it", async () => {
     let text = "";
     const decoder = new TextDecoder();

@@ -15,10 +15,11 @@ const layouts: Record<string, Layout> = {
   kvm_userspace_memory_region: uapi.kvm_userspace_memory_region, kvm_irqfd: uapi.kvm_irqfd,
   kvm_ioeventfd: uapi.kvm_ioeventfd, kvm_irq_level: uapi.kvm_irq_level, kvm_pit_config: uapi.kvm_pit_config,
   kvm_lapic_state: uapi.kvm_lapic_state, kvm_vcpu_events: uapi.kvm_vcpu_events, kvm_run: uapi.kvm_run,
+  kvm_guest_debug: uapi.kvm_guest_debug,
 };
 
 /** kvm_run's exit union is anonymous in C and named `exit` in kindling. */
-const EXIT_MEMBERS = new Set(["hw", "fail_entry", "ex", "io", "mmio", "internal", "emulation_failure", "system_event"]);
+const EXIT_MEMBERS = new Set(["hw", "fail_entry", "ex", "debug", "io", "mmio", "internal", "emulation_failure", "system_event"]);
 const kindlingPath = (struct: string, path: string) =>
   struct === "kvm_run" && EXIT_MEMBERS.has(path.split(".")[0]!) ? `exit.${path}` : path;
 

@@ -119,7 +119,8 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
   const initrdImage = opts.initrd === undefined ? undefined : bytesOf(opts.initrd);
 
   // 1. The VM.
-  const vm = new Vm({ memSize, vcpus, consoleOutput: opts.consoleOutput, log });
+  // The syscall assist goes with the emulated-host template: only hosts that need it pay for its exits.
+  const vm = new Vm({ memSize, vcpus, consoleOutput: opts.consoleOutput, log, syscallAssist: cpuTemplate === "emulated-host" });
   // The values for --explain are gathered only when someone listens: some take ioctls and copies.
   const explain = (n: number, title: string, data: () => Record<string, unknown>) => opts.explain?.({ n, title, data: data() });
   try {

@@ -8,6 +8,7 @@ import { setupMsrs } from "../arch/x86_64/msrs.ts";
 import { setupLapic } from "../arch/x86_64/lapic.ts";
 import { MiB } from "../arch/x86_64/layout.ts";
 import { Vm, type VmOptions } from "../vm.ts";
+import { hostEmulatesGuestKernel } from "../host.ts";
 
 export interface ProbeBootOptions extends Partial<VmOptions> {
   /** General-purpose registers to set after the standard entry state (probes read parameters from them). */
@@ -21,7 +22,8 @@ export async function bootProbe(name: string, opts: ProbeBootOptions = {}): Prom
   if (!spec) throw new Error(`no probe guest named "${name}" (have: ${Object.keys(PROBES).join(", ")})`);
   const image = probeBinary(spec);
   // hello ends with HLT, which only reaches the VMM when no in-kernel irqchip handles it.
-  const vm = new Vm({ memSize: 16 * MiB, irqchip: spec.mode !== "real", ...opts });
+  // The syscall assist is on where the host needs it (as for Linux with the emulated-host template).
+  const vm = new Vm({ memSize: 16 * MiB, irqchip: spec.mode !== "real", syscallAssist: hostEmulatesGuestKernel(), ...opts });
   try {
     vm.memory.write(spec.load, image);
     const vcpu = vm.vcpus[0]!.fd;

@@ -9,7 +9,7 @@
 
 import type { Layout } from "./struct.ts";
 import {
-  kvm_cpuid2, kvm_fpu, kvm_ioeventfd, kvm_irq_level, kvm_irqfd, kvm_lapic_state, kvm_msrs, kvm_pit_config,
+  kvm_cpuid2, kvm_fpu, kvm_guest_debug, kvm_ioeventfd, kvm_irq_level, kvm_irqfd, kvm_lapic_state, kvm_msrs, kvm_pit_config,
   kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_vcpu_events,
 } from "./uapi.ts";
 
@@ -63,6 +63,7 @@ export const KVM = {
   GET_CPUID2: _IOWR(KVMIO, 0x91, kvm_cpuid2),
   GET_VCPU_EVENTS: _IOR(KVMIO, 0x9f, kvm_vcpu_events),
   SET_VCPU_EVENTS: _IOW(KVMIO, 0xa0, kvm_vcpu_events),
+  SET_GUEST_DEBUG: _IOW(KVMIO, 0x9b, kvm_guest_debug),
 } as const;
 
 /** Request number to `KVM_NAME`, so an error can say which ioctl failed. */

@@ -106,12 +106,24 @@ export const KVM_VCPUEVENT_VALID_NMI_PENDING = 0x1;
 export const KVM_VCPUEVENT_VALID_SIPI_VECTOR = 0x2;
 export const KVM_VCPUEVENT_VALID_SHADOW = 0x4;
 
+// ---- Guest debugging (api.rst 4.59, KVM_SET_GUEST_DEBUG) ----
+
+/** x86's part of kvm_guest_debug: the eight debug registers DR0-DR7 (DR4/DR5 unused), as the VMM wants them. */
+export const kvm_guest_debug_arch = struct("kvm_guest_debug_arch", [["debugreg", array("u64", 8)]]);
+export const kvm_guest_debug = struct("kvm_guest_debug", [["control", "u32"], ["pad", "u32"], ["arch", kvm_guest_debug_arch]]);
+/** kvm_guest_debug.control bits (<linux/kvm.h>, <asm/kvm.h>). */
+export const KVM_GUESTDBG_ENABLE = 0x1;
+export const KVM_GUESTDBG_SINGLESTEP = 0x2;
+export const KVM_GUESTDBG_USE_HW_BP = 0x20000;
+
 // ---- struct kvm_run: the page shared with the kernel, mmap'd from the vCPU fd (api.rst 5) ----
 
 const kvm_run_exit = union("kvm_run.exit", [
   ["hw", struct("hw", [["hardware_exit_reason", "u64"]])],
   ["fail_entry", struct("fail_entry", [["hardware_entry_failure_reason", "u64"], ["cpu", "u32"]])],
   ["ex", struct("ex", [["exception", "u32"], ["error_code", "u32"]])],
+  // KVM_EXIT_DEBUG: which exception (1 = #DB, 3 = #BP), where, and DR6/DR7 at the time (struct kvm_debug_exit_arch).
+  ["debug", struct("debug", [["arch", struct("kvm_debug_exit_arch", [["exception", "u32"], ["pad", "u32"], ["pc", "u64"], ["dr6", "u64"], ["dr7", "u64"]])]])],
   ["io", struct("io", [["direction", "u8"], ["size", "u8"], ["port", "u16"], ["count", "u32"], ["data_offset", "u64"]])],
   ["mmio", struct("mmio", [["phys_addr", "u64"], ["data", array("u8", 8)], ["len", "u32"], ["is_write", "u8"]])],
   ["internal", struct("internal", [["suberror", "u32"], ["ndata", "u32"], ["data", array("u64", 16)]])],

@@ -5,7 +5,7 @@ import { close, ioctl, mmap, munmap, MAP_SHARED, PROT_READ, PROT_WRITE, type Map
 import { KVM } from "./ioctl.ts";
 import { StructView, type Layout } from "./struct.ts";
 import {
-  kvm_fpu, kvm_lapic_state, kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs, kvm_vcpu_events,
+  kvm_fpu, kvm_guest_debug, kvm_lapic_state, kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs, kvm_vcpu_events,
 } from "./uapi.ts";
 import { writeCpuidEntries, type CpuidEntry } from "./system.ts";
 
@@ -56,6 +56,16 @@ export class VcpuFd {
   }
   setVcpuEvents(v: StructView): void {
     ioctl(this.fd, KVM.SET_VCPU_EVENTS, v.bytes);
+  }
+
+  /**
+   * KVM_SET_GUEST_DEBUG (api.rst 4.59): `control` is KVM_GUESTDBG_* bits; `debugreg` DR0-DR7 as the guest
+   * will run with them while the VMM owns them (the guest's own debug registers are set aside meanwhile).
+   */
+  setGuestDebug(control: number, debugreg: (number | bigint)[] = []): void {
+    const v = new StructView(kvm_guest_debug).set("control", control);
+    debugreg.forEach((value, i) => v.set(`arch.debugreg.${i}`, value));
+    ioctl(this.fd, KVM.SET_GUEST_DEBUG, v.bytes);
   }
 
   /** KVM_SET_CPUID2: the CPUID leaves this vCPU's guest will see (api.rst 4.46). */

@@ -9,6 +9,7 @@ export const MSR_IA32_SYSENTER_ESP = 0x175;
 export const MSR_IA32_SYSENTER_EIP = 0x176;
 export const MSR_IA32_MISC_ENABLE = 0x1a0;
 export const MSR_IA32_MISC_ENABLE_FAST_STRING = 1;
+export const MSR_EFER = 0xc0000080;
 export const MSR_STAR = 0xc0000081;
 export const MSR_LSTAR = 0xc0000082;
 export const MSR_CSTAR = 0xc0000083;

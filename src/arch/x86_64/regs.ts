@@ -19,6 +19,7 @@ export const X86_CR0_PG = 2 ** 31; // paging
 export const X86_CR4_PAE = 1 << 5; // physical address extension: required for long mode
 export const X86_CR4_OSFXSR = 1 << 9; // the OS saves SSE state with FXSAVE: SSE instructions allowed
 export const X86_CR4_OSXMMEXCPT = 1 << 10;
+export const EFER_SCE = 1 << 0; // syscall/sysret enabled
 export const EFER_LME = 1 << 8; // long mode enable
 export const EFER_LMA = 1 << 10; // long mode active
 /** RFLAGS bit 1 is reserved and always 1 (SDM vol. 1 3.4.3). */
