@@ -10,7 +10,7 @@ import { rmSync } from "node:fs";
 import { Bus } from "../src/bus.ts";
 import { GuestMemory } from "../src/memory.ts";
 import { Serial } from "../src/devices/serial.ts";
-import type { ExitRecord } from "../src/vcpu.ts";
+import type { ExitRecord } from "../src/vcpu/vcpu.ts";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bootProbe } from "../src/boot/probe.ts";

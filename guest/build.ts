@@ -14,6 +14,7 @@ import { ensureKernel, kernelHash, type PhaseTimes } from "./kernel.ts";
 import { writeInitramfs } from "./initramfs.ts";
 import { writeRootfs } from "./rootfs.ts";
 import { INIT_SCRIPT } from "./userland.ts";
+import { toolSources } from "./tools/build.ts";
 
 /** Absolute paths of a built guest. `config` is the kernel's resolved .config. */
 export interface GuestArtifacts {
@@ -28,7 +29,7 @@ export interface GuestArtifacts {
 const KERNEL_FILES_COPIED = ["vmlinux", "bzImage", "config", "System.map"] as const;
 const GUEST_FILES = [...KERNEL_FILES_COPIED, "initramfs.cpio", "rootfs.ext4"] as const;
 /** The scripts whose code shapes the initramfs and root filesystem (kernel.ts hashes its own inputs). */
-const USERLAND_SCRIPTS = ["build.ts", "cache.ts", "cpio.ts", "userland.ts", "initramfs.ts", "rootfs.ts"];
+const USERLAND_SCRIPTS = ["build.ts", "cache.ts", "cpio.ts", "userland.ts", "initramfs.ts", "rootfs.ts", "tools/build.ts"];
 
 function defaultLog(line: string): void {
   process.stderr.write(`[guest] ${line}\n`);
@@ -42,6 +43,7 @@ function guestHash(): string | undefined {
   const inputs: Record<string, string> = { kernel, "init.sh": hashFile(INIT_SCRIPT) };
   USERLAND_PACKAGES.forEach((p, i) => (inputs[p] = versions[i]!));
   for (const s of USERLAND_SCRIPTS) inputs[s] = hashFile(join(import.meta.dir, s));
+  for (const t of toolSources()) inputs[t.slice(import.meta.dir.length + 1)] = hashFile(t);
   return hashInputs(inputs);
 }
 

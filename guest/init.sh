@@ -4,9 +4,14 @@
 # 1. mount /proc, /sys, /dev (devtmpfs) and a tmpfs on /tmp
 # 2. write 123 to the boot-timer device: "boot complete" for the VMM's boot-time measurement
 # 3. print the marker line "kindling: init ready" on the console
-# 4. with kindling.cmd=<base64 of a shell command> on the kernel command line: run it with sh -c,
-#    print "kindling: exit status <n>", end the VM. Without it: an interactive shell on the serial
-#    console; the VM ends when it exits, or on `reboot`/`poweroff`/`halt` typed in it.
+# 4. with kindling.cmd=<base64 of a shell command> on the kernel command line: run it with sh -c on the
+#    console, print "kindling: exit status <n>", end the VM.
+#    With kindling.exec=<base64 of a shell command> (what `kindling exec` sends): the same, but the
+#    command's stdin is /dev/null and its output is framed so the host can tell it from the kernel's log:
+#    every line of its stdout arrives as RS "1" line, of its stderr as RS "2" line (RS = byte 0x1e, the
+#    ASCII record separator), and the kernel's console messages are turned down to emergencies first.
+#    Without either: an interactive shell on the serial console; the VM ends when it exits, or on
+#    `reboot`/`poweroff`/`halt` typed in it.
 #
 # "End the VM" is `reboot -f`, not `poweroff -f`: with no ACPI there is no way to power off, and the
 # kernel turns a power-off into a halt that would leave the VM idling forever. A reboot with reboot=k on
@@ -41,21 +46,36 @@ trap end_vm TERM USR1 USR2
 # left for /proc/cmdline and not passed to init. base64 has no spaces, so any command survives intact.
 set -f  # no globbing while splitting the command line into words
 encoded=
+framed=
 for word in $(cat /proc/cmdline); do
   case "$word" in
     kindling.cmd=*) encoded="${word#kindling.cmd=}" ;;
+    kindling.exec=*) encoded="${word#kindling.exec=}"; framed=1 ;;
   esac
 done
 set +f
 
+# kindling.exec: run "$1" with its stdout and stderr framed (see the header), print its exit status.
+run_framed() {
+  echo 1 > /proc/sys/kernel/printk  # console_loglevel 1: only KERN_EMERG reaches the console now
+  rs=$(printf '\036')
+  mkfifo /tmp/.kindling-stderr
+  sed "s/^/${rs}2/" < /tmp/.kindling-stderr > /dev/console &
+  { sh -c "$1" < /dev/null 2> /tmp/.kindling-stderr; echo $? > /tmp/.kindling-status; } | sed "s/^/${rs}1/" > /dev/console
+  wait
+  echo "kindling: exit status $(cat /tmp/.kindling-status)" > /dev/console
+}
+
 if [ -n "$encoded" ]; then
-  if cmd=$(printf '%s' "$encoded" | base64 -d) && [ -n "$cmd" ]; then
+  if ! cmd=$(printf '%s' "$encoded" | base64 -d) || [ -z "$cmd" ]; then
+    echo "kindling: the command on the kernel command line is not valid base64" > /dev/console
+    echo "kindling: exit status 127" > /dev/console
+  elif [ -n "$framed" ]; then
+    run_framed "$cmd"
+  else
     # cttyhack gives the command the serial port as its controlling tty, so ^C reaches it.
     setsid cttyhack sh -c "$cmd" < /dev/console > /dev/console 2>&1
     echo "kindling: exit status $?" > /dev/console
-  else
-    echo "kindling: kindling.cmd is not valid base64" > /dev/console
-    echo "kindling: exit status 127" > /dev/console
   fi
   end_vm
 fi

@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { BOOT_TIMER_START } from "../src/arch/x86_64/layout.ts";
 import type { CpioEntry } from "./cpio.ts";
+import { buildGuestTools } from "./tools/build.ts";
 
 /** Debian's busybox-static installs this statically linked binary; it needs no libraries in the guest. */
 export const BUSYBOX_PATH = "/bin/busybox";
@@ -62,6 +63,8 @@ export function userlandEntries(): CpioEntry[] {
     { type: "symlink", path: "sbin/init", target: "/init" },
     { type: "file", path: "bin/busybox", mode: 0o755, data: new Uint8Array(readFileSync(BUSYBOX_PATH)) },
   ];
+  // kindling's own tools (guest/tools/): what busybox lacks, e.g. a vsock client and server.
+  for (const tool of buildGuestTools()) entries.push({ type: "file", path: `bin/${tool.name}`, mode: 0o755, data: tool.elf });
   const taken = new Set(entries.map((e) => e.path));
   // busybox looks at argv[0] to pick the applet, so each applet is a symlink to the one binary. Skipped:
   // busybox itself, sbin/init (ours instead) and linuxrc (busybox's init again, for old initrds).

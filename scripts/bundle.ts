@@ -10,7 +10,7 @@
 //
 // What a bundle needs that the source tree gets for free:
 //   - the vCPU worker's script: KINDLING_VCPU_WORKER_URL is defined as the bundled worker's absolute path
-//     (src/kvm/vcpu-worker-pool.ts reads it);
+//     (src/vcpu/worker-pool.ts reads it);
 //   - bytecode needs CommonJS, so an entry point has no top-level await;
 //   - `import.meta.dir` in CommonJS output is the source file's directory, fixed at build time: the bundle
 //     finds the probe sources and the guest cache where the source tree has them, and must be rebuilt
@@ -20,7 +20,7 @@ import { mkdirSync, rmSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 
 const ROOT = join(import.meta.dir, "..");
-const WORKER = join(ROOT, "src/kvm/vcpu-worker.ts");
+const WORKER = join(ROOT, "src/vcpu/worker.ts");
 
 export interface Bundle {
   /** The bundled entry point: run it with `bun`. */

@@ -28,11 +28,12 @@ const CPIO: DebianPackage = { name: "cpio", command: "cpio", why: "`cpio` packs 
 const IPROUTE2: DebianPackage = { name: "iproute2", command: "ip", why: "`ip netns` makes the network namespaces the virtio-net tests use" };
 const DNSMASQ: DebianPackage = { name: "dnsmasq-base", command: "dnsmasq", why: "`dnsmasq` answers the guest kernel's DHCP request in the Linux boot test" };
 const CHROMIUM: DebianPackage = { name: "chromium", command: "chromium", why: "the trace viewer test drives headless Chromium through playwright-core" };
+const TMUX: DebianPackage = { name: "tmux", command: "tmux", why: "the terminal test types into `bun run boot` through a tmux pane" };
 const QEMU: DebianPackage = { name: "qemu-system-x86", command: "qemu-system-x86_64", why: "the benchmarks compare kindling with QEMU's microvm machine" };
 
 const DEBIAN_PACKAGES: Record<Purpose, DebianPackage[]> = {
   boot: [BINUTILS], // `boot --probe NAME` boots a probe guest
-  test: [BINUTILS, E2FSPROGS, CPIO, IPROUTE2, DNSMASQ, CHROMIUM, QEMU], // QEMU: the bench smoke test's side-by-side run
+  test: [BINUTILS, E2FSPROGS, CPIO, IPROUTE2, DNSMASQ, CHROMIUM, QEMU, TMUX], // QEMU: the bench smoke test's side-by-side run
   bench: [BINUTILS, QEMU],
 };
 

@@ -6,7 +6,7 @@
 // mptable.ts), so every name printed is the kernel's or the spec's, and renders the result as text for a
 // terminal or as one JSON object per step for tools.
 
-import type { BootStep } from "./boot/linux.ts";
+import { BOOT_STEP_COUNT, BOOT_STEPS, type BootStep, type BootStepData, type BootStepNumber } from "./boot/steps.ts";
 import { StructView, type Layout } from "./kvm/struct.ts";
 import { kvm_fpu, kvm_lapic_state, kvm_regs, kvm_sregs } from "./kvm/uapi.ts";
 import * as BP from "./arch/x86_64/boot-params.ts";
@@ -25,7 +25,6 @@ export interface Table { columns: string[]; rows: string[][] }
 export interface Section { heading: string; fields?: Field[]; table?: Table; lines?: string[] }
 export interface ExplainedStep { n: number; title: string; intro: string; sections: Section[] }
 
-const STEPS = 9;
 
 // ---- number formatting ----
 
@@ -52,31 +51,17 @@ function bits(value: number | bigint, names: [number | bigint, string][]): strin
 }
 const ascii = (b: Uint8Array) => new TextDecoder().decode(b).replace(/\0+$/, "");
 const u32s = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
-const bytesOf = (v: unknown) => v as Uint8Array;
 
 // ---- the steps ----
 
-const INTRO: Record<number, string> = {
-  1: "A VM is a file descriptor: open /dev/kvm, then KVM_CREATE_VM. KVM_CREATE_IRQCHIP and KVM_CREATE_PIT2 put the interrupt controllers (8259 PIC pair, IOAPIC, a local APIC per vCPU) and the 8254 timer inside the kernel. Guest RAM is ordinary host memory (mmap) that KVM_SET_USER_MEMORY_REGION maps at a guest-physical address, one slot per region. The devices kindling emulates itself sit on its port-IO bus: a guest `in` or `out` on their ports stops the vCPU with KVM_EXIT_IO. Code: src/vm.ts.",
-  2: "An MMIO device is a guest-physical range with no RAM behind it: a load or store there stops the vCPU with KVM_EXIT_MMIO and kindling answers it. The boot timer is one page; the guest's init writes 123 to it to say it is up. Code: src/devices/boot-timer.ts.",
-  3: "The kernel image is copied into guest RAM where the image asks to be: an ELF vmlinux by its PT_LOAD program headers (p_paddr), a bzImage's protected-mode part at 1 MiB. Nothing runs yet. Code: src/loader/.",
-  4: "The initramfs goes as high in RAM below the MMIO gap as the kernel allows; step 6 tells the kernel where. Each virtio device gets a 4 KiB MMIO window and an IRQ; its queue notifications become ioeventfds and its interrupt an irqfd. Code: src/loader/initrd.ts, Vm.addVirtioDevice in src/vm.ts.",
-  5: "The command line is a NUL-terminated string in guest memory; boot_params.hdr.cmd_line_ptr (step 6) points at it. A microVM has no bus to enumerate, so virtio devices are announced here too. Code: src/arch/x86_64/cmdline.ts.",
-  6: "struct boot_params, \"the zero page\", is everything a boot loader tells the kernel (Documentation/x86/boot.rst and zero-page.rst). kindling zeroes a page, copies a bzImage's setup header into it, then fills the loader's fields and the e820 memory map. Below: every field that is not zero. The kernel finds the page through RSI (step 8). Code: src/arch/x86_64/zero-page.ts, boot-params.ts, e820.ts.",
-  7: "Without ACPI, Linux learns its CPUs and interrupt wiring from the MP table (Intel MultiProcessor Specification 1.4): a floating pointer \"_MP_\" that it finds by scanning the EBDA, pointing at a \"PCMP\" configuration table of entries. Code: src/arch/x86_64/mptable.ts.",
-  8: "Each vCPU gets its CPUID (KVM_SET_CPUID2), MSRs (KVM_SET_MSRS), local APIC wiring (KVM_SET_LAPIC) and FPU state (KVM_SET_FPU). The boot vCPU then skips real and protected mode: kindling writes a GDT and identity-mapping page tables into guest memory and loads registers that are already in 64-bit mode at the kernel's entry (KVM_SET_SREGS, KVM_SET_REGS), as boot.rst's \"64-bit Boot Protocol\" allows. Code: src/arch/x86_64/cpuid.ts, msrs.ts, lapic.ts, regs.ts, gdt.ts, paging.ts.",
-  9: "Each vCPU gets a worker thread that loops on KVM_RUN. The guest runs until it touches a port or an MMIO address kindling emulates; KVM_RUN then returns, the exit is described in the vCPU's shared kvm_run page, kindling handles it and enters again. Code: src/vcpu.ts, src/kvm/vcpu-worker.ts. `kindling boot --trace FILE` records every exit.",
-};
-
-type Decoder = (d: Record<string, unknown>) => Section[];
-
-const DECODERS: Record<number, Decoder> = {
+/** One decoder per step (src/boot/steps.ts), typed by the step's data. */
+const DECODERS: { [N in BootStepNumber]: (d: BootStepData[N]) => Section[] } = {
   1: (d) => [
     {
-      heading: `${d.vcpus} vCPU(s), ${size(d.memSize as number)} of RAM, CPU template ${d.cpuTemplate}`,
+      heading: `${d.vcpus} vCPU(s), ${size(d.memSize)} of RAM, cpuid profile ${d.cpuidProfile}`,
       table: {
         columns: ["slot", "guest_phys_addr", "memory_size", "userspace_addr"],
-        rows: (d.slots as { slot: number; gpa: number; size: number; hostAddr?: number }[]).map((s) => [
+        rows: d.slots.map((s) => [
           String(s.slot), hex64(s.gpa), `${hex(s.size)} (${size(s.size)})`, s.hostAddr === undefined ? "-" : hex(s.hostAddr),
         ]),
       },
@@ -86,7 +71,7 @@ const DECODERS: Record<number, Decoder> = {
       heading: "port-IO devices kindling emulates (KVM_EXIT_IO)",
       table: {
         columns: ["ports", "device", "IRQ"],
-        rows: (d.pio as { base: number; size: number; name: string }[]).map((p) => [
+        rows: d.pio.map((p) => [
           p.size === 1 ? hex(p.base) : `${hex(p.base)}-${hex(p.base + p.size - 1)}`, p.name, p.name === "8250" ? String(COM1_IRQ) : "-",
         ]),
       },
@@ -99,19 +84,19 @@ const DECODERS: Record<number, Decoder> = {
     },
   ],
   2: (d) => [{ heading: "MMIO device", fields: [
-    { name: "boot-timer", value: `${hex(d.addr as number)}-${hex((d.addr as number) + (d.size as number) - 1)}`, note: size(d.size as number) },
+    { name: "boot-timer", value: `${hex(d.addr)}-${hex(d.addr + d.size - 1)}`, note: size(d.size) },
   ] }],
   3: (d) => {
     const f: Field[] = [
       { name: "kind", value: String(d.kind), note: d.kind === "elf" ? "an uncompressed vmlinux: no decompressor runs in the guest" : "a bzImage" },
-      { name: "image size", value: size(d.imageSize as number) },
-      { name: "entry", value: hex(d.entry as number), note: "the 64-bit entry point: RIP in step 8" },
-      { name: "kernelEnd", value: hex(d.kernelEnd as number), note: "first byte after the kernel; the initrd goes above" },
+      { name: "image size", value: size(d.imageSize) },
+      { name: "entry", value: hex(d.entry), note: "the 64-bit entry point: RIP in step 8" },
+      { name: "kernelEnd", value: hex(d.kernelEnd), note: "first byte after the kernel; the initrd goes above" },
     ];
-    if (d.pvhEntry !== undefined) f.push({ name: "pvhEntry", value: hex(d.pvhEntry as number), note: "the PVH entry (XEN_ELFNOTE_PHYS32_ENTRY), not used by this boot" });
-    if (d.loadAddr !== undefined) f.push({ name: "loadAddr", value: hex(d.loadAddr as number), note: "where the protected-mode part went: hdr.code32_start" });
+    if (d.pvhEntry !== undefined) f.push({ name: "pvhEntry", value: hex(d.pvhEntry), note: "the PVH entry (XEN_ELFNOTE_PHYS32_ENTRY), not used by this boot" });
+    if (d.loadAddr !== undefined) f.push({ name: "loadAddr", value: hex(d.loadAddr), note: "where the protected-mode part went: hdr.code32_start" });
     const sections: Section[] = [{ heading: "loaded", fields: f }];
-    const h = d.setupHeader as Record<string, number> | undefined;
+    const h = d.setupHeader;
     if (h) {
       sections.push({ heading: "its setup header (boot.rst)", fields: Object.entries(h).filter(([, v]) => typeof v === "number").map(([k, v]) => ({
         name: `hdr.${k}`, value: hex(v), note: BP_NOTE[`hdr.${k}`]?.(BigInt(v)),
@@ -120,8 +105,7 @@ const DECODERS: Record<number, Decoder> = {
     return sections;
   },
   4: (d) => {
-    const initrd = d.initrd as { addr: number; size: number } | undefined;
-    const devices = d.devices as { name: string; addr: number; size: number; irq: number }[];
+    const { initrd, devices } = d;
     return [
       { heading: "initrd", fields: [initrd
         ? { name: "initrd", value: `${hex(initrd.addr)}-${hex(initrd.addr + initrd.size - 1)}`, note: size(initrd.size) }
@@ -132,14 +116,14 @@ const DECODERS: Record<number, Decoder> = {
     ];
   },
   5: (d) => {
-    const why = new Map((d.additions as { arg: string; why: string }[]).map((a) => [a.arg, a.why]));
+    const why = new Map(d.additions.map((a) => [a.arg, a.why]));
     return [
-      { heading: "where", fields: [{ name: "address", value: hex(d.addr as number) }, { name: "size", value: `${d.size} bytes`, note: "with the NUL" }] },
-      { heading: "the arguments", table: { columns: ["argument", "what it asks"], rows: String(d.cmdline).split(" ").map((a) => [a, why.get(a) ?? cmdlineMeaning(a)]) } },
+      { heading: "where", fields: [{ name: "address", value: hex(d.addr) }, { name: "size", value: `${d.size} bytes`, note: "with the NUL" }] },
+      { heading: "the arguments", table: { columns: ["argument", "what it asks"], rows: d.cmdline.split(" ").map((a) => [a, why.get(a) ?? cmdlineMeaning(a)]) } },
     ];
   },
   6: (d) => {
-    const bp = new StructView(BP.boot_params, bytesOf(d.bootParams));
+    const bp = new StructView(BP.boot_params, d.bootParams);
     const n = bp.get("e820_entries");
     const rows: string[][] = [];
     for (let i = 0; i < n && i < BP.E820_MAX_ENTRIES_ZEROPAGE; i++) {
@@ -149,20 +133,20 @@ const DECODERS: Record<number, Decoder> = {
     const fields: Field[] = [];
     nonzeroFields(bp, BP.boot_params, "", fields);
     return [
-      { heading: `struct boot_params at ${hex(d.addr as number)}: its nonzero fields`, fields },
+      { heading: `struct boot_params at ${hex(d.addr)}: its nonzero fields`, fields },
       { heading: "boot_params.e820_table: the memory map (the kernel prints it as BIOS-e820 lines)", table: { columns: ["#", "addr", "last byte", "size", "type"], rows } },
     ];
   },
-  7: (d) => decodeMptable(d.addr as number, bytesOf(d.bytes)),
+  7: (d) => decodeMptable(d.addr, d.bytes),
   8: (d) => [
-    ...cpuidSections(d.cpuidChanges as CpuidChange[][]),
-    { heading: "MSRs (KVM_SET_MSRS, struct kvm_msr_entry each)", table: { columns: ["index", "name", "data"], rows: (d.msrs as { index: number; data: number }[]).map((m) => [hex(m.index), MSR_NAME[m.index] ?? "?", hex(m.data)]) } },
-    lapicSection(bytesOf(d.lapic)),
-    fpuSection(bytesOf(d.fpu)),
-    regsSection(bytesOf(d.regs)),
-    ...sregsSections(bytesOf(d.sregs)),
-    gdtSection(bytesOf(d.gdt)),
-    pageTableSection(bytesOf(d.pml4), bytesOf(d.pdpt), bytesOf(d.pd0)),
+    ...cpuidSections(d.cpuidChanges),
+    { heading: "MSRs (KVM_SET_MSRS, struct kvm_msr_entry each)", table: { columns: ["index", "name", "data"], rows: d.msrs.map((m) => [hex(m.index), MSR_NAME[m.index] ?? "?", hex(m.data)]) } },
+    lapicSection(d.lapic),
+    fpuSection(d.fpu),
+    regsSection(d.regs),
+    ...sregsSections(d.sregs),
+    gdtSection(d.gdt),
+    pageTableSection(d.pml4, d.pdpt, d.pd0),
   ],
   9: (d) => [{ heading: "go", lines: [`${d.vcpus} vCPU thread(s) enter KVM_RUN; vCPU 0 starts at the entry above, the others wait in the kernel for INIT/SIPI from vCPU 0.`] }],
 };
@@ -451,16 +435,30 @@ function pageTableSection(pml4: Uint8Array, pdpt: Uint8Array, pd0: Uint8Array): 
 
 // ---- rendering ----
 
+/** The decoder for a step, applied to its data (a function per step keeps `data`'s type tied to `n`). */
+function decodeStep(step: BootStep): Section[] {
+  switch (step.n) {
+    case 1: return DECODERS[1](step.data);
+    case 2: return DECODERS[2](step.data);
+    case 3: return DECODERS[3](step.data);
+    case 4: return DECODERS[4](step.data);
+    case 5: return DECODERS[5](step.data);
+    case 6: return DECODERS[6](step.data);
+    case 7: return DECODERS[7](step.data);
+    case 8: return DECODERS[8](step.data);
+    case 9: return DECODERS[9](step.data);
+  }
+}
+
 export function explainStep(step: BootStep): ExplainedStep {
-  const decode = DECODERS[step.n];
   let sections: Section[] = [];
   try {
-    sections = decode ? decode(step.data) : [];
+    sections = decodeStep(step);
   } catch (e) {
     // The narration must never stop a boot: say what could not be decoded instead.
     sections = [{ heading: "could not decode this step's values", lines: [(e as Error).message] }];
   }
-  return { n: step.n, title: step.title, intro: INTRO[step.n] ?? "", sections };
+  return { n: step.n, title: step.title, intro: BOOT_STEPS[step.n].intro, sections };
 }
 
 function wrap(text: string, indent: string, width = 100): string[] {
@@ -485,7 +483,7 @@ function tableLines(t: Table, indent: string): string[] {
 
 /** One step as text for a terminal: a heading, the intro, then each section. */
 export function formatStepText(e: ExplainedStep): string {
-  const out = [`[${e.n}/${STEPS}] ${e.title}`, ...wrap(e.intro, "    ")];
+  const out = [`[${e.n}/${BOOT_STEP_COUNT}] ${e.title}`, ...wrap(e.intro, "    ")];
   for (const s of e.sections) {
     out.push("", `  ${s.heading}`);
     if (s.fields?.length) {

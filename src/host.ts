@@ -175,10 +175,10 @@ export function emulatingHostWarning(host: Pick<HostFacts, "emulationCause"> = d
   return [
     `${why}:`,
     "guest kernel-mode (CPL0) code is emulated one instruction at a time, about 1.5 µs each, while guest",
-    "user-mode code runs natively. A stock Linux kernel takes about 1 to 1.5 minutes to reach /init.",
-    "Guest user-mode system calls never reach the guest kernel on this host (a 64-bit `syscall` faults,",
-    "a 32-bit `int $0x80` gets #UD), so no guest userland runs: Linux is verified here up to the kernel.",
-    "On a host with hardware KVM the same VMM boots Linux to a shell in about 100 ms.",
+    "user-mode code runs natively. A guest `syscall` stays at CPL3 here; kindling's syscall assist completes",
+    "each one (src/arch/x86_64/syscall-assist.ts). Expect the default guest's shell prompt about 1.5 minutes",
+    "after boot (about a minute of kernel start, then init), and each command to take a few hundred ms per",
+    "system call-heavy step. On a host with hardware KVM the same VMM boots Linux to a shell in about 100 ms.",
   ].join("\n");
 }
 

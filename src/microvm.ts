@@ -8,47 +8,45 @@
 //   ...
 //   await vm.stop();
 //
-// Configuration is checked by the same zod schemas as the API's bodies (src/api/schemas.ts); anything
+// Configuration is checked by the same zod schemas as the API's bodies (src/config/schemas.ts); anything
 // refused throws a MicroVMError whose message names the field and the rule.
 
 import { closeSync, existsSync } from "node:fs";
 import type { z } from "zod";
-import { VirtioNet } from "./devices/virtio/net.ts";
-import { VirtioVsock } from "./devices/virtio/vsock.ts";
-import { bootLinux, type DriveOptions, type LinuxBootOptions } from "./boot/linux.ts";
-import { DEFAULT_CMDLINE } from "./arch/x86_64/cmdline.ts";
+import { bootLinux, type LinuxBootOptions } from "./boot/linux.ts";
+import type { DeviceModels, MachineDevices } from "./boot/machine.ts";
 import { MiB } from "./arch/x86_64/layout.ts";
 import type { BootCompleteInfo } from "./devices/boot-timer.ts";
 import type { SerialCounters } from "./devices/serial.ts";
-import type { VirtioDevice } from "./devices/virtio/device.ts";
-import { VIRTIO_BLK_ID_BYTES } from "./devices/virtio/uapi.ts";
-import type { VmExit } from "./vcpu.ts";
-import * as S from "./api/schemas.ts";
-import { MicroVMError, parseWith } from "./api/schemas.ts";
-import { parseConfig } from "./config.ts";
-import { VmResources } from "./api/resources.ts";
-import { Logger, openAppend, writeQuietly } from "./api/logger.ts";
-import { Metrics } from "./api/metrics.ts";
+import { Lifecycle, type VmEnd, type VmState } from "./lifecycle.ts";
+import * as S from "./config/schemas.ts";
+import { parseWith } from "./config/schemas.ts";
+import { MicroVMError } from "./config/errors.ts";
+import { parseConfig } from "./config/file.ts";
+import { VmResources } from "./config/resources.ts";
+import { Logger, openAppend, writeQuietly } from "./config/logger.ts";
+import { Metrics } from "./config/metrics.ts";
 
-export { MicroVMError, ValidationError } from "./api/schemas.ts";
-export type { VmExit } from "./vcpu.ts";
+export { MicroVMError, ValidationError } from "./config/errors.ts";
+export type { VmEnd } from "./lifecycle.ts";
 export type { BootCompleteInfo } from "./devices/boot-timer.ts";
+export type { DeviceClass, DeviceModels } from "./boot/machine.ts";
 
-/** Firecracker's InstanceInfo.state, plus the two moments it has no word for. */
-export type MicroVMState = "Not started" | "Starting" | "Running" | "Paused" | "Stopped";
+/** Firecracker's InstanceInfo.state, plus the two moments it has no word for (src/lifecycle.ts). */
+export type MicroVMState = VmState;
 
 /** What MicroVM needs of a booted VM (src/vm.ts's Vm has all of it; tests pass a stand-in). */
 export interface RunningVm {
   pause(): void;
   resume(): void;
-  stop(message?: string): Promise<VmExit>;
-  readonly exited: Promise<VmExit>;
+  stop(message?: string): Promise<VmEnd>;
+  readonly exited: Promise<VmEnd>;
   readonly serial: { queueInput(bytes: Uint8Array): number; readonly counters: Readonly<SerialCounters> };
   readonly vcpus: readonly { readonly exitCounts: ReadonlyMap<number, number> }[];
-  readonly virtio: readonly { readonly transport: { readonly device: unknown } }[];
 }
 
-export type BootFn = (opts: LinuxBootOptions) => Promise<{ vm: RunningVm }>;
+/** How MicroVM boots a machine: bootLinux, or a stand-in (tests). Devices come back by name. */
+export type BootFn = (opts: LinuxBootOptions) => Promise<{ vm: RunningVm; devices: Pick<MachineDevices, "virtio"> }>;
 
 export interface MicroVMOptions {
   /** The instance id (Firecracker's --id): in GET /, log lines and metrics. Default "anonymous-instance". */
@@ -56,16 +54,8 @@ export interface MicroVMOptions {
   /** How to boot; tests pass a stand-in that needs no KVM. Default: bootLinux (src/boot/linux.ts). */
   boot?: BootFn;
   /** Device models for network interfaces and the vsock (tests pass stand-ins). Default: VirtioNet and VirtioVsock. */
-  deviceModels?: { VirtioNet?: DeviceClass; VirtioVsock?: DeviceClass };
+  deviceModels?: DeviceModels;
 }
-
-/**
- * A net or vsock device model's constructor. kindling calls
- *   new VirtioNet({ ifaceId, hostDevName, guestMac?, mtu?, log })
- *   new VirtioVsock({ guestCid, udsPath, log })
- * and, after the VM ends, the device's close() if it has one.
- */
-export type DeviceClass = new (opts: Record<string, unknown>) => VirtioDevice;
 
 export interface MicroVMEvents {
   /** Bytes the guest wrote to its serial console. */
@@ -73,7 +63,7 @@ export interface MicroVMEvents {
   /** The guest's init wrote to the boot-timer device: it is up. */
   "boot-complete": BootCompleteInfo;
   /** The VM ended; the same value `exited` resolves with. */
-  exit: VmExit;
+  exit: VmEnd;
 }
 
 /** At most this much console output waits in the `serial` stream for a slow reader; more is dropped. */
@@ -93,20 +83,22 @@ export class MicroVM {
   /** Metrics for this VM (PUT /metrics configures them); the API server counts its requests here. */
   readonly metrics: Metrics;
   /** Resolves with how the VM ended. */
-  readonly exited: Promise<VmExit>;
+  readonly exited: Promise<VmEnd>;
   private readonly resources = new VmResources();
   private readonly bootFn: BootFn;
   private readonly models: NonNullable<MicroVMOptions["deviceModels"]>;
-  private stateNow: MicroVMState = "Not started";
+  /** Not started -> Starting -> Running <-> Paused -> Stopped (src/lifecycle.ts), the same table as Vm's. */
+  private readonly lifecycle = new Lifecycle();
   private starting?: Promise<void>;
   private vm?: RunningVm;
-  private devices: { name: string; device: unknown }[] = [];
+  /** The virtio devices by metric name (block_<id>, entropy, net_<id>, vsock), from the recipe. */
+  private devices: readonly { name: string; device: unknown }[] = [];
   private serialFd?: number;
   private serialStream?: { stream: ReadableStream<Uint8Array>; controller: ReadableStreamDefaultController<Uint8Array> };
   /** Console bytes dropped because the `serial` stream's reader fell more than 1 MiB behind. */
   serialDropped = 0;
   private readonly listeners = new Map<keyof MicroVMEvents, Set<(arg: never) => void>>();
-  private resolveExited!: (exit: VmExit) => void;
+  private resolveExited!: (exit: VmEnd) => void;
 
   constructor(config: S.MicroVMConfig = {}, opts: MicroVMOptions = {}) {
     this.id = checkInstanceId(opts.id ?? DEFAULT_ID);
@@ -148,8 +140,8 @@ export class MicroVM {
   }
 
   private preBoot(what: string): void {
-    if (this.stateNow === "Not started") return;
-    const why = this.stateNow === "Starting" ? "the microVM is starting" : this.stateNow === "Stopped" ? "the microVM has stopped" : "the microVM is running";
+    if (this.lifecycle.state === "Not started") return;
+    const why = this.lifecycle.state === "Starting" ? "the microVM is starting" : this.lifecycle.state === "Stopped" ? "the microVM has stopped" : "the microVM is running";
     throw new MicroVMError(`${what} can only be configured before the microVM starts, and ${why}`);
   }
 
@@ -224,15 +216,15 @@ export class MicroVM {
   }
 
   private requireStarted(what: string): RunningVm {
-    if (this.vm && (this.stateNow === "Running" || this.stateNow === "Paused")) return this.vm;
-    const why = this.stateNow === "Stopped" ? "the microVM has stopped" : "the microVM has not started (InstanceStart first)";
+    if (this.vm && (this.lifecycle.state === "Running" || this.lifecycle.state === "Paused")) return this.vm;
+    const why = this.lifecycle.state === "Stopped" ? "the microVM has stopped" : "the microVM has not started (InstanceStart first)";
     throw new MicroVMError(`${what}: ${why}`);
   }
 
   // ---- what it is ----
 
   get state(): MicroVMState {
-    return this.stateNow;
+    return this.lifecycle.state;
   }
 
   /** The whole configuration, in the FullVmConfiguration shape (GET /vm/config). */
@@ -258,8 +250,8 @@ export class MicroVM {
 
   /** Boot (InstanceStart). Resolves once the vCPUs run; the guest's boot goes on from there. */
   start(): Promise<void> {
-    if (this.stateNow !== "Not started") {
-      return Promise.reject(new MicroVMError(this.stateNow === "Starting" ? "InstanceStart: the microVM is already starting" : "InstanceStart: the microVM has already been started"));
+    if (this.lifecycle.state !== "Not started") {
+      return Promise.reject(new MicroVMError(this.lifecycle.state === "Starting" ? "InstanceStart: the microVM is already starting" : "InstanceStart: the microVM has already been started"));
     }
     this.starting = this.boot();
     return this.starting;
@@ -268,95 +260,63 @@ export class MicroVM {
   private async boot(): Promise<void> {
     const r = this.resources;
     if (!r.bootSource) throw new MicroVMError("InstanceStart: no boot source: configure boot-source (PUT /boot-source) first");
-    this.stateNow = "Starting";
-    let extra: { name: string; device: VirtioDevice }[] = [];
+    this.lifecycle.to("Starting");
     try {
-      extra = await this.createExtraDevices();
-      const { vm } = await this.bootFn(this.bootOptions(extra.map((e) => e.device)));
-      const names = [...r.orderedDrives().map((d) => `block_${d.drive_id}`), ...(r.entropy ? ["entropy"] : []), ...extra.map((e) => e.name)];
-      this.devices = vm.virtio.map((v, i) => ({ name: names[i] ?? `virtio_${i}`, device: v.transport.device }));
+      const { vm, devices } = await this.bootFn(this.bootOptions());
+      this.devices = devices.virtio;
       this.vm = vm;
-      this.stateNow = "Running";
+      this.lifecycle.to("Running");
       this.logger.info(`microVM ${this.id} started`);
       void vm.exited.then((exit) => this.ended(exit));
     } catch (e) {
-      this.stateNow = "Not started";
-      for (const x of extra) closeDevice(x.device);
+      this.lifecycle.to("Not started");
       if (e instanceof MicroVMError) throw e;
       throw new MicroVMError(`InstanceStart failed: ${(e as Error).message}`);
     }
   }
 
-  private bootOptions(extraDevices: VirtioDevice[]): LinuxBootOptions {
+  /** The machine as configured (machine.ts's description), and where its output and events go. */
+  private bootOptions(): LinuxBootOptions {
     const r = this.resources;
     const b = r.bootSource!;
-    const drives: DriveOptions[] = r.orderedDrives().map((d) => ({
-      path: d.path_on_host!,
-      readOnly: d.is_read_only ?? false,
-      root: d.is_root_device && d.partuuid === undefined,
-      id: d.drive_id.slice(0, VIRTIO_BLK_ID_BYTES), // the serial the guest reads with VIRTIO_BLK_T_GET_ID
-    }));
-    // A root drive with a partuuid is found by the kernel through its partition table, not as /dev/vda.
-    const byPartuuid = r.orderedDrives().find((d) => d.is_root_device && d.partuuid !== undefined);
-    const cmdline = byPartuuid
-      ? `${b.boot_args ?? DEFAULT_CMDLINE} root=PARTUUID=${byPartuuid.partuuid} ${byPartuuid.is_read_only ? "ro" : "rw"}`
-      : b.boot_args;
     return {
       kernel: b.kernel_image_path,
       initrd: b.initrd_path,
-      cmdline,
+      cmdline: b.boot_args,
       memSize: r.machine.mem_size_mib * MiB,
       vcpus: r.machine.vcpu_count,
-      cpuTemplate: "auto",
-      drives,
+      cpuidProfile: "auto",
+      // The root drive first: it is /dev/vda. A partuuid finds it through its partition table instead.
+      drives: r.orderedDrives().map((d) => ({
+        id: d.drive_id, path: d.path_on_host!, readOnly: d.is_read_only ?? false, root: d.is_root_device, partuuid: d.partuuid,
+      })),
       entropy: r.entropy !== undefined,
-      extraDevices,
+      nets: [...r.nets.values()].map((n) => ({ id: n.iface_id, hostDevName: n.host_dev_name, guestMac: n.guest_mac, mtu: n.mtu })),
+      vsock: r.vsock && { guestCid: r.vsock.guest_cid, udsPath: r.vsock.uds_path },
+      deviceModels: this.models,
       consoleOutput: (bytes) => this.consoleOutput(bytes),
       log: (line) => this.logger.info(line),
       onBootComplete: (info) => this.emit("boot-complete", info),
     };
   }
 
-  /** The network interfaces and the vsock. */
-  private async createExtraDevices(): Promise<{ name: string; device: VirtioDevice }[]> {
-    const r = this.resources;
-    const out: { name: string; device: VirtioDevice }[] = [];
-    const log = (m: string) => this.logger.info(m, "devices");
-    try {
-      if (r.nets.size) {
-        const Net = this.models.VirtioNet ?? (VirtioNet as unknown as DeviceClass);
-        for (const n of r.nets.values()) {
-          out.push({ name: `net_${n.iface_id}`, device: new Net({ ifaceId: n.iface_id, hostDevName: n.host_dev_name, guestMac: n.guest_mac, mtu: n.mtu, log }) });
-        }
-      }
-      if (r.vsock) {
-        const Vsock = this.models.VirtioVsock ?? (VirtioVsock as unknown as DeviceClass);
-        out.push({ name: "vsock", device: new Vsock({ guestCid: r.vsock.guest_cid, udsPath: r.vsock.uds_path, log }) });
-      }
-    } catch (e) {
-      for (const x of out) closeDevice(x.device);
-      throw e;
-    }
-    return out;
-  }
-
   pause(): void {
     this.requireStarted("Paused").pause();
-    this.stateNow = "Paused";
+    this.lifecycle.to("Paused");
     this.logger.info(`microVM ${this.id} paused`);
   }
 
   resume(): void {
     this.requireStarted("Resumed").resume();
-    this.stateNow = "Running";
+    this.lifecycle.to("Running");
     this.logger.info(`microVM ${this.id} resumed`);
   }
 
   /** Stop the VM (or, before start, mark it stopped). Resolves with how it ended. */
-  async stop(message = "stopped by the VMM"): Promise<VmExit> {
-    if (this.stateNow === "Starting") await this.starting?.catch(() => {});
+  async stop(message = "stopped by the VMM"): Promise<VmEnd> {
+    if (this.lifecycle.state === "Starting") await this.starting?.catch(() => {});
     if (this.vm) return this.vm.stop(message).then(() => this.exited);
-    if (this.stateNow !== "Stopped") this.ended({ reason: "stopped", message: `${message} (before it started)` });
+    if (this.lifecycle.state !== "Stopped") this.ended({ reason: "stopped", message: `${message} (before it started)` });
     return this.exited;
   }
 
@@ -374,7 +334,7 @@ export class MicroVM {
 
   /** Type into the guest's serial console. Returns how many bytes fit (0 when not running). */
   writeSerial(bytes: Uint8Array): number {
-    return this.vm && this.stateNow !== "Stopped" ? this.vm.serial.queueInput(bytes) : 0;
+    return this.vm && this.lifecycle.state !== "Stopped" ? this.vm.serial.queueInput(bytes) : 0;
   }
 
   // ---- output and events ----
@@ -391,7 +351,7 @@ export class MicroVM {
         { start: (c) => void (controller = c), cancel: () => void (this.serialStream = undefined) },
         new ByteLengthQueuingStrategy({ highWaterMark: SERIAL_STREAM_BUFFER }) as QueuingStrategy<Uint8Array>,
       );
-      if (this.stateNow === "Stopped") controller.close();
+      if (this.lifecycle.state === "Stopped") controller.close();
       this.serialStream = { stream, controller };
     }
     return this.serialStream.stream;
@@ -429,8 +389,8 @@ export class MicroVM {
     this.emit("serial", bytes);
   }
 
-  private ended(exit: VmExit): void {
-    this.stateNow = "Stopped";
+  private ended(exit: VmEnd): void {
+    this.lifecycle.to("Stopped");
     // The devices were closed with the VM (Vm.close); only devices never attached are closed here.
     if (this.serialFd !== undefined) closeSync(this.serialFd);
     this.serialFd = undefined;
@@ -445,9 +405,4 @@ export class MicroVM {
     this.emit("exit", exit);
     this.resolveExited(exit);
   }
-}
-
-/** Release what a device that never reached a VM holds (a TAP and its reader, a socket). */
-function closeDevice(device: VirtioDevice): void {
-  void Promise.resolve(device.close?.()).catch(() => {});
 }

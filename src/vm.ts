@@ -14,20 +14,20 @@ import { Bus } from "./bus.ts";
 import { Kvm } from "./kvm/system.ts";
 import type { VmFd } from "./kvm/vm-fd.ts";
 import { allocateGuestMemory, freeGuestMemory, type GuestMemory } from "./memory.ts";
-import { IrqFdLine } from "./irq.ts";
-import { Vcpu, type VmExit } from "./vcpu.ts";
+import { IrqFdLine } from "./kvm/irqfd.ts";
+import { Vcpu } from "./vcpu/vcpu.ts";
 import {
-  COM1_IRQ, COM1_PORT, IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, POST_CODE_PORT, VIRTIO_MMIO_MAX_DEVICES, VIRTIO_MMIO_SIZE,
+  COM1_IRQ, IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, VIRTIO_MMIO_MAX_DEVICES, VIRTIO_MMIO_SIZE,
   VIRTIO_MMIO_START, ramRegions,
 } from "./arch/x86_64/layout.ts";
 import { Serial } from "./devices/serial.ts";
-import { VirtioMmioDevice } from "./devices/virtio/mmio.ts";
+import { VirtioMmioTransport } from "./devices/virtio/mmio.ts";
 import { VIRTIO_MMIO_QUEUE_NOTIFY, VIRTIO_MMIO_STATUS } from "./devices/virtio/uapi.ts";
 import type { VirtioDevice } from "./devices/virtio/device.ts";
-import { IoEventFd } from "./ioeventfd.ts";
-import { I8042 } from "./devices/i8042.ts";
-import { CmosRtc } from "./devices/rtc.ts";
-import { prestartVcpuWorkers } from "./kvm/vcpu-worker-pool.ts";
+import { IoEventFd } from "./kvm/ioeventfd.ts";
+import { attachLegacyDevices, type LegacyDevices } from "./devices/legacy.ts";
+import { Lifecycle, type VmEnd, type VmState } from "./lifecycle.ts";
+import { prestartVcpuWorkers } from "./vcpu/worker-pool.ts";
 
 export interface VmOptions {
   /** Guest RAM in bytes. */
@@ -57,7 +57,7 @@ export interface VmOptions {
 
 /** A virtio device on the MMIO bus: where it is, its interrupt, and how the kernel learns of it. */
 export interface AttachedVirtio {
-  transport: VirtioMmioDevice;
+  transport: VirtioMmioTransport;
   addr: number;
   size: number;
   irq: number;
@@ -71,6 +71,8 @@ export class Vm {
   readonly mmio: Bus;
   readonly vcpus: Vcpu[] = [];
   readonly serial: Serial;
+  /** The UART, i8042 and CMOS RTC on the port-IO bus (src/devices/legacy.ts). */
+  readonly legacy: LegacyDevices;
   readonly irqchip: boolean;
   private readonly queueNotify: "ioeventfd" | "exit";
   private readonly irqLines: IrqFdLine[] = [];
@@ -78,15 +80,16 @@ export class Vm {
   /** virtio devices in the order they were added: device i has window i and IRQ IRQ_BASE + i. */
   readonly virtio: AttachedVirtio[] = [];
   readonly log: (line: string) => void;
-  private ending?: VmExit;
-  private endedResolve!: (e: VmExit) => void;
+  /** Not started -> Running <-> Paused -> Stopped (src/lifecycle.ts). */
+  private readonly lifecycle = new Lifecycle();
+  private endedResolve!: (e: VmEnd) => void;
   /** Resolves with how the VM ended, once every vCPU thread has stopped. */
-  readonly exited: Promise<VmExit>;
+  readonly exited: Promise<VmEnd>;
   private closed = false;
 
   constructor(opts: VmOptions) {
     this.log = opts.log ?? (() => {});
-    // The vCPU threads load their script while the VM is set up below (vcpu-worker-pool.ts).
+    // The vCPU threads load their script while the VM is set up below (vcpu/worker-pool.ts).
     prestartVcpuWorkers(opts.vcpus ?? 1);
     this.irqchip = opts.irqchip ?? true;
     this.queueNotify = opts.queueNotify ?? "ioeventfd";
@@ -108,13 +111,12 @@ export class Vm {
 
     this.pio = new Bus("pio", this.log);
     this.mmio = new Bus("mmio", this.log);
-    this.serial = new Serial(opts.consoleOutput ?? (() => {}), this.interruptLine(COM1_IRQ));
-    this.pio.register(COM1_PORT, 8, this.serial);
-    const i8042 = new I8042(() => this.end({ reason: "reset", message: "guest reset the machine through the i8042 (0xFE to port 0x64)" }));
-    for (const { port, device } of i8042.ports()) this.pio.register(port, 1, device);
-    for (const { port, device } of new CmosRtc().ports()) this.pio.register(port, 1, device);
-    // Port 0x80 is written for short delays (Linux's io_delay); it needs no device, only no log noise.
-    this.pio.register(POST_CODE_PORT, 1, { name: "post-code", read: (_o, d) => d.fill(0xff), write: () => {} });
+    this.legacy = attachLegacyDevices(this.pio, {
+      serialIrq: this.interruptLine(COM1_IRQ),
+      consoleOutput: opts.consoleOutput,
+      onReset: () => this.end({ reason: "reset", message: "guest reset the machine through the i8042 (0xFE to port 0x64)" }),
+    });
+    this.serial = this.legacy.serial;
 
     for (let i = 0; i < (opts.vcpus ?? 1); i++) this.vcpus.push(new Vcpu(this.fd.createVcpu(i), this));
     if (opts.syscallAssist) for (const v of this.vcpus) v.enableSyscallAssist();
@@ -138,7 +140,7 @@ export class Vm {
     const irq = IRQ_BASE + index;
     if (index >= VIRTIO_MMIO_MAX_DEVICES || irq > IRQ_MAX) throw new Error(`too many virtio devices: at most ${Math.min(VIRTIO_MMIO_MAX_DEVICES, IRQ_MAX - IRQ_BASE + 1)}`);
     const addr = VIRTIO_MMIO_START + index * VIRTIO_MMIO_SIZE;
-    const transport = new VirtioMmioDevice(device, { mem: this.memory, irq: this.interruptLine(irq), log: (m) => this.log(`${device.name}: ${m}`) });
+    const transport = new VirtioMmioTransport(device, { mem: this.memory, irq: this.interruptLine(irq), log: (m) => this.log(`${device.name}: ${m}`) });
     this.mmio.register(addr, VIRTIO_MMIO_SIZE, transport);
     if (this.irqchip && this.queueNotify === "ioeventfd") {
       device.queueMaxSizes.forEach((_, q) => {
@@ -150,7 +152,12 @@ export class Vm {
     return attached;
   }
 
+  /** While Paused: the promise the vCPUs wait on, and what opens it. */
   private pausedGate?: { promise: Promise<void>; open: () => void };
+
+  get state(): VmState {
+    return this.lifecycle.state;
+  }
 
   /** Resolves when the VM may run again; undefined while it is not paused. */
   get paused(): Promise<void> | undefined {
@@ -159,36 +166,47 @@ export class Vm {
 
   /**
    * Pause every vCPU: each is kicked out of KVM_RUN and waits, with its registers and the guest's memory
-   * as they were, until resume(). Devices stay live (a paused guest simply does not run).
+   * as they were, until resume(). Devices stay live (a paused guest simply does not run). Pausing a paused
+   * VM, or one that is ending, does nothing; pausing one that has not started throws (LifecycleError).
    */
   pause(): void {
-    if (this.pausedGate || this.stopping) return;
+    if (this.stopping) return;
+    if (this.lifecycle.to("Paused") === "Paused") return;
     let open!: () => void;
     const promise = new Promise<void>((resolve) => (open = resolve));
     this.pausedGate = { promise, open };
     for (const v of this.vcpus) v.thread.kick();
   }
 
+  /** Let paused vCPUs run again. Resuming a VM that is not paused does nothing. */
   resume(): void {
+    if (this.lifecycle.state !== "Paused") return;
+    this.lifecycle.to("Running");
+    this.openGate();
+  }
+
+  private openGate(): void {
     const gate = this.pausedGate;
     this.pausedGate = undefined;
     gate?.open();
   }
 
+  /** True once the VM is ending (state Stopped): the vCPU loops leave at their next exit. */
   get stopping(): boolean {
-    return this.ending !== undefined;
+    return this.lifecycle.state === "Stopped";
   }
 
   /** Start every vCPU. Registers must be set up first. */
   async start(): Promise<void> {
+    this.lifecycle.to("Running");
     for (const v of this.vcpus) await v.start();
   }
 
   /** End the VM: the first call decides how it ended; every vCPU is kicked out of KVM_RUN and stopped. */
-  end(exit: VmExit): void {
-    if (this.ending) return;
-    this.ending = exit;
-    this.resume(); // a paused vCPU must wake to see that it has to stop
+  end(exit: VmEnd): void {
+    if (this.stopping) return;
+    this.lifecycle.to("Stopped");
+    this.openGate(); // a paused vCPU must wake to see that it has to stop
     for (const v of this.vcpus) v.thread.kick();
     void Promise.all(this.vcpus.map((v) => v.done)).then(async () => {
       this.serial.flush?.();
@@ -198,7 +216,7 @@ export class Vm {
   }
 
   /** Stop the VM from outside (API, Ctrl-C): resolves when it has ended. */
-  async stop(message = "stopped by the VMM"): Promise<VmExit> {
+  async stop(message = "stopped by the VMM"): Promise<VmEnd> {
     this.end({ reason: "stopped", message });
     return this.exited;
   }

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { DEFAULT_CMDLINE, buildCmdline, cmdlineBytes, cmdlineLimit, virtioMmioDeviceArg, writeCmdline } from "../src/arch/x86_64/cmdline.ts";
+import { DEFAULT_CMDLINE, buildCmdline, cmdlineBytes, cmdlineLimit, rootArgs, virtioMmioDeviceArg, writeCmdline } from "../src/arch/x86_64/cmdline.ts";
 import { CMDLINE_MAX_SIZE, CMDLINE_START, MiB, VIRTIO_MMIO_SIZE, VIRTIO_MMIO_START } from "../src/arch/x86_64/layout.ts";
 import { GuestMemory } from "../src/memory.ts";
 
@@ -56,5 +56,14 @@ describe("kernel command line", () => {
     expect(size).toBe(14);
     expect(new TextDecoder().decode(mem.read(addr, 13))).toBe("console=ttyS0");
     expect(mem.readU8(addr + 13)).toBe(0);
+  });
+
+  test("root=: the whole disk by its position, or a partition by its PARTUUID; ro or rw", () => {
+    expect(rootArgs([])).toEqual([]);
+    expect(rootArgs([{ readOnly: true }, { root: false }])).toEqual([]);
+    expect(rootArgs([{ root: true, readOnly: true }])).toEqual(["root=/dev/vda", "ro"]);
+    expect(rootArgs([{}, { root: true }])).toEqual(["root=/dev/vdb", "rw"]);
+    expect(rootArgs([{ root: true, readOnly: true, partuuid: "0eaa91a0-01" }, {}])).toEqual(["root=PARTUUID=0eaa91a0-01", "ro"]);
+    expect(() => rootArgs([...Array(26).fill({}), { root: true }])).toThrow("only the first 26 drives");
   });
 });

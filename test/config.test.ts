@@ -5,7 +5,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { loadConfigFile, parseConfig } from "../src/config.ts";
+import { loadConfigFile, parseConfig } from "../src/config/file.ts";
 import { EXIT } from "../src/cli/main.ts";
 import { buildGuest, guestArtifactsIfBuilt } from "../guest/build.ts";
 import { kvmTest } from "./support/kvm.ts";

@@ -1,8 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import {
-  KVM_CPUID_FEATURES, KVM_CPUID_SIGNATURE, formatCpuidChange, parseCpuTemplate, vcpuCpuid, type CpuidChange,
+  KVM_CPUID_FEATURES, KVM_CPUID_SIGNATURE, formatCpuidChange, parseCpuidProfile, vcpuCpuid, type CpuidChange,
 } from "../src/arch/x86_64/cpuid.ts";
-import type { CpuidEntry } from "../src/kvm/system.ts";
+import type { CpuidEntry } from "../src/kvm/cpuid.ts";
 import { KVM_CPUID_FLAG_SIGNIFCANT_INDEX } from "../src/kvm/uapi.ts";
 
 const e = (fn: number, index: number, eax: number, ebx: number, ecx: number, edx: number, flags = 0): CpuidEntry => ({
@@ -38,7 +38,7 @@ const changed = (changes: CpuidChange[], leaf: number, register: string) => chan
 
 describe("CPUID normalization", () => {
   test("leaf 1: APIC id, logical count, HTT, hypervisor bit", () => {
-    const { entries, changes } = vcpuCpuid(supported(), { cpuIndex: 2, cpuCount: 4, template: "default" });
+    const { entries, changes } = vcpuCpuid(supported(), { cpuIndex: 2, cpuCount: 4, profile: "default" });
     const l1 = find(entries, 1);
     expect(l1.ebx >>> 24).toBe(2);
     expect((l1.ebx >>> 16) & 0xff).toBe(4);
@@ -53,13 +53,13 @@ describe("CPUID normalization", () => {
   });
 
   test("one vCPU: no HTT", () => {
-    const { entries } = vcpuCpuid(supported(), { cpuIndex: 0, cpuCount: 1, template: "default" });
+    const { entries } = vcpuCpuid(supported(), { cpuIndex: 0, cpuCount: 1, profile: "default" });
     expect((find(entries, 1).edx >>> 28) & 1).toBe(0);
     expect(find(entries, 1).ebx >>> 16).toBe(0x0001);
   });
 
   test("leaf 4: L1/L2 per core, L3 per package, core count", () => {
-    const { entries } = vcpuCpuid(supported(), { cpuIndex: 1, cpuCount: 4, template: "default" });
+    const { entries } = vcpuCpuid(supported(), { cpuIndex: 1, cpuCount: 4, profile: "default" });
     const sharing = (i: number) => ((find(entries, 4, i).eax >>> 14) & 0xfff) + 1;
     const cores = (i: number) => (find(entries, 4, i).eax >>> 26) + 1;
     expect([sharing(0), sharing(1), sharing(2), sharing(3)]).toEqual([1, 1, 1, 4]);
@@ -69,7 +69,7 @@ describe("CPUID normalization", () => {
   });
 
   test("leaves 0xB and 0x1F: x2APIC topology for this vCPU", () => {
-    const { entries } = vcpuCpuid(supported(), { cpuIndex: 5, cpuCount: 6, template: "default" });
+    const { entries } = vcpuCpuid(supported(), { cpuIndex: 5, cpuCount: 6, profile: "default" });
     for (const leaf of [0xb, 0x1f]) {
       const subs = entries.filter((x) => x.function === leaf);
       expect(subs.map((s) => [s.index, s.eax, s.ebx, s.ecx, s.edx])).toEqual([
@@ -83,13 +83,13 @@ describe("CPUID normalization", () => {
 
   test("leaf 0x1F is not invented when KVM does not offer it", () => {
     const noV2 = supported().filter((x) => x.function !== 0x1f);
-    const { entries } = vcpuCpuid(noV2, { cpuIndex: 0, cpuCount: 2, template: "default" });
+    const { entries } = vcpuCpuid(noV2, { cpuIndex: 0, cpuCount: 2, profile: "default" });
     expect(entries.some((x) => x.function === 0x1f)).toBe(false);
   });
 
   test("KVM signature is set, and restored if missing", () => {
     const withoutSig = supported().filter((x) => x.function !== KVM_CPUID_SIGNATURE);
-    const { entries, changes } = vcpuCpuid(withoutSig, { cpuIndex: 0, cpuCount: 1, template: "default" });
+    const { entries, changes } = vcpuCpuid(withoutSig, { cpuIndex: 0, cpuCount: 1, profile: "default" });
     const sig = find(entries, KVM_CPUID_SIGNATURE);
     const bytes = new Uint8Array(new Uint32Array([sig.ebx, sig.ecx, sig.edx]).buffer);
     expect(new TextDecoder().decode(bytes)).toBe("KVMKVMKVM\0\0\0");
@@ -100,19 +100,19 @@ describe("CPUID normalization", () => {
   test("the input list is not modified", () => {
     const input = supported();
     const copy = structuredClone(input);
-    vcpuCpuid(input, { cpuIndex: 1, cpuCount: 2, template: "emulated-host" });
+    vcpuCpuid(input, { cpuIndex: 1, cpuCount: 2, profile: "emulated-host" });
     expect(input).toEqual(copy);
   });
 
   test("bad vCPU numbers are refused", () => {
-    expect(() => vcpuCpuid(supported(), { cpuIndex: 2, cpuCount: 2, template: "default" })).toThrow("vCPU index 2 is not in 0..1");
-    expect(() => vcpuCpuid(supported(), { cpuIndex: 0, cpuCount: 0, template: "default" })).toThrow("vCPU count 0");
+    expect(() => vcpuCpuid(supported(), { cpuIndex: 2, cpuCount: 2, profile: "default" })).toThrow("vCPU index 2 is not in 0..1");
+    expect(() => vcpuCpuid(supported(), { cpuIndex: 0, cpuCount: 0, profile: "default" })).toThrow("vCPU count 0");
   });
 });
 
-describe("CPU templates", () => {
+describe("cpuid profiles", () => {
   test("default passes the host's features through", () => {
-    const { entries, changes, cmdline } = vcpuCpuid(supported(), { cpuIndex: 0, cpuCount: 1, template: "default" });
+    const { entries, changes, cmdline } = vcpuCpuid(supported(), { cpuIndex: 0, cpuCount: 1, profile: "default" });
     expect(find(entries, KVM_CPUID_FEATURES).eax).toBe(0x010000f9);
     expect(find(entries, 7).ebx).toBe(0x029c6fbf);
     expect(find(entries, 0x80000008).ebx).toBe(0);
@@ -121,7 +121,7 @@ describe("CPU templates", () => {
   });
 
   test("emulated-host: no KVM paravirt features, XSAVEERPTR, command-line additions", () => {
-    const { entries, changes, cmdline } = vcpuCpuid(supported(), { cpuIndex: 0, cpuCount: 2, template: "emulated-host" });
+    const { entries, changes, cmdline } = vcpuCpuid(supported(), { cpuIndex: 0, cpuCount: 2, profile: "emulated-host" });
     expect(find(entries, KVM_CPUID_FEATURES).eax).toBe(0);
     expect(find(entries, 0x80000008).ebx).toBe(1 << 2);
     // Leaves 1, 7 and 0xD are left to the command line on this host.
@@ -140,13 +140,13 @@ describe("CPU templates", () => {
   });
 
   test("--explain lines", () => {
-    const { changes } = vcpuCpuid(supported(), { cpuIndex: 0, cpuCount: 2, template: "emulated-host" });
+    const { changes } = vcpuCpuid(supported(), { cpuIndex: 0, cpuCount: 2, profile: "emulated-host" });
     const line = formatCpuidChange(changed(changes, 0x80000008, "ebx")[0]!);
     expect(line).toStartWith("leaf 0x80000008.0 ebx 0x00000000 -> 0x00000004  emulated-host: XSAVEERPTR");
   });
 
   test("template names", () => {
-    expect(parseCpuTemplate("emulated-host")).toBe("emulated-host");
-    expect(() => parseCpuTemplate("T2")).toThrow('unknown CPU template "T2"; known templates: default, emulated-host');
+    expect(parseCpuidProfile("emulated-host")).toBe("emulated-host");
+    expect(() => parseCpuidProfile("T2")).toThrow('unknown cpuid profile "T2"; known profiles: default, emulated-host');
   });
 });

@@ -5,9 +5,9 @@ import { describe, expect, test } from "bun:test";
 import { StructView } from "../src/kvm/struct.ts";
 import { kvm_fpu, kvm_lapic_state, kvm_regs, kvm_sregs } from "../src/kvm/uapi.ts";
 import type { VcpuFd } from "../src/kvm/vcpu-fd.ts";
-import type { CpuidEntry } from "../src/kvm/system.ts";
+import type { CpuidEntry } from "../src/kvm/cpuid.ts";
 import { GuestMemory } from "../src/memory.ts";
-import type { BootStep } from "../src/boot/linux.ts";
+import { BOOT_STEPS, bootStep, type BootStep, type BootStepData, type BootStepNumber } from "../src/boot/steps.ts";
 import { buildBootParams } from "../src/arch/x86_64/zero-page.ts";
 import { e820Map } from "../src/arch/x86_64/e820.ts";
 import { buildMptable } from "../src/arch/x86_64/mptable.ts";
@@ -46,10 +46,13 @@ function bootSteps(): BootStep[] {
   const initrd = { addr: 0x7e00000, size: 0x200000 };
   const cmdline = "console=ttyS0 reboot=k panic=1 pci=off noxsave";
   const bootParams = buildBootParams({ cmdline: { addr: CMDLINE_START, size: cmdline.length + 1 }, initrd, e820: e820Map(memSize) });
-  const cpuids = [0, 1].map((i) => vcpuCpuid(SUPPORTED, { cpuIndex: i, cpuCount: 2, template: "emulated-host" }));
-  const d = (n: number, title: string, data: Record<string, unknown>): BootStep => ({ n, title, data });
+  const cpuids = [0, 1].map((i) => vcpuCpuid(SUPPORTED, { cpuIndex: i, cpuCount: 2, profile: "emulated-host" }));
+  const d = <N extends BootStepNumber>(n: N, title: string, data: BootStepData[N]): BootStep => {
+    expect(BOOT_STEPS[n].title).toBe(title);
+    return bootStep(n, data);
+  };
   return [
-    d(1, "create the VM", { memSize, vcpus: 2, cpuTemplate: "emulated-host", slots: [{ slot: 0, gpa: 0, size: memSize, hostAddr: 0x7f0000000000 }], pio: [{ base: 0x3f8, size: 8, name: "8250" }] }),
+    d(1, "create the VM", { memSize, vcpus: 2, cpuidProfile: "emulated-host", slots: [{ slot: 0, gpa: 0, size: memSize, hostAddr: 0x7f0000000000 }], pio: [{ base: 0x3f8, size: 8, name: "8250" }] }),
     d(2, "add the boot-timer device", { addr: 0xc0000000, size: 4096 }),
     d(3, "load the kernel", { entry: 0x1000000, kind: "elf", kernelEnd: 0x1c18000, imageSize: 17 * MiB }),
     d(4, "load the initrd and add the virtio devices", { initrd, devices: [{ name: "virtio-rng", addr: 0xc0001000, size: 4096, irq: 5 }] }),
@@ -140,7 +143,9 @@ describe("--explain=json", () => {
     const fields = j.sections[0].fields as { name: string; value: string }[];
     expect(fields.find((f) => f.name === "boot_params.hdr.type_of_loader")?.value).toBe("0xff");
     expect(j.data.bootParams).toHaveLength(4096 * 2);
-    expect(j.data.bootParams).toBe(Buffer.from(steps[5]!.data.bootParams as Uint8Array).toString("hex"));
+    const step6 = steps[5]!;
+    if (step6.n !== 6) throw new Error("step 6 is not sixth");
+    expect(j.data.bootParams).toBe(Buffer.from(step6.data.bootParams).toString("hex"));
   });
 
   test("explainTo narrates every step in order", () => {

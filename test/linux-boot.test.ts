@@ -11,7 +11,7 @@ import { DEFAULT_CMDLINE } from "../src/arch/x86_64/cmdline.ts";
 import { detectHost } from "../src/host.ts";
 import { buildGuest, type GuestArtifacts } from "../guest/build.ts";
 import type { Vm } from "../src/vm.ts";
-import type { VmExit } from "../src/vcpu.ts";
+import type { VmEnd } from "../src/lifecycle.ts";
 import { kvmTest } from "./support/kvm.ts";
 
 const host = detectHost();
@@ -63,7 +63,7 @@ describe("Linux boot", () => {
       const printed = lines.filter((l) => l.startsWith("BIOS-e820:"));
       expect(printed).toEqual(e820Lines);
       if (host.emulatesGuestKernel) {
-        expect(plan.cpuTemplate).toBe("emulated-host");
+        expect(plan.cpuidProfile).toBe("emulated-host");
         expect(plan.cmdline).toContain("noxsave");
       }
     },
@@ -99,7 +99,7 @@ describe("Linux boot", () => {
       const cmdline = `${DEFAULT_CMDLINE} kindling.cmd=${btoa("uname -sr")}`;
       const { vm, plan, watcher, logs } = await boot({ vcpus: 2, cmdline });
       const timer = deadline(vm, 420_000);
-      const exit: VmExit = await vm.exited;
+      const exit: VmEnd = await vm.exited;
       clearTimeout(timer);
       const text = watcher.text;
       const report = `exit: ${exit.reason}: ${exit.message}\n--- console (last 3000 chars) ---\n${text.slice(-3000)}`;

@@ -10,7 +10,7 @@ import { bootLinux } from "../src/boot/linux.ts";
 import { ConsoleWatcher } from "../src/boot/milestones.ts";
 import { DEFAULT_CMDLINE } from "../src/arch/x86_64/cmdline.ts";
 import { VirtioNet } from "../src/devices/virtio/net.ts";
-import { VirtioVsock } from "../src/devices/virtio/vsock.ts";
+import type { DeviceClass } from "../src/boot/machine.ts";
 import { VIRTIO_CONFIG_S_DRIVER_OK } from "../src/devices/virtio/uapi.ts";
 import { detectHost } from "../src/host.ts";
 import { buildGuest } from "../guest/build.ts";
@@ -50,16 +50,20 @@ describe("Linux with virtio devices", () => {
       );
       cleanups.push(() => dnsmasq.kill());
 
-      const vsock = new VirtioVsock({ guestCid: 3, udsPath: join(dir, "vsock.sock") });
       const watcher = new ConsoleWatcher();
-      const { vm, plan } = await bootLinux({
+      const { vm, plan, devices } = await bootLinux({
         kernel: guest.vmlinux,
         cmdline: `${DEFAULT_CMDLINE} ip=dhcp`,
         drives: [{ path: rootfs, root: true, id: "rootfs" }],
         entropy: true,
-        extraDevices: [net, vsock],
+        nets: [{ id: "eth0", hostDevName: tapName, guestMac: GUEST_MAC }],
+        vsock: { guestCid: 3, udsPath: join(dir, "vsock.sock") },
+        // The TAP had to exist before it moved into the namespace: the recipe takes the one made above.
+        deviceModels: { VirtioNet: function () { return net; } as unknown as DeviceClass },
         consoleOutput: (b) => watcher.push(b),
       });
+      expect([...devices.drives.keys(), ...devices.nets.keys()]).toEqual(["rootfs", "eth0"]);
+      expect(devices.nets.get("eth0")).toBe(net);
       const deadline = setTimeout(() => void vm.stop("test deadline of 400 s passed"), 400_000);
       // Look at the devices once the kernel has started init (which cannot run on an emulating host).
       await Promise.race([watcher.until((w) => w.seen.has("runInit")), vm.exited]);

@@ -7,6 +7,7 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { consola } from "consola";
 import { MicroVM, MicroVMError } from "../src/index.ts";
+import { buildCmdline, rootArgs } from "../src/arch/x86_64/cmdline.ts";
 import { fakeBoot, fakeMicroVM, FakeDeviceModel, fixtureFiles, type FakeVm } from "./support/api.ts";
 
 consola.level = 0;
@@ -75,8 +76,10 @@ describe("MicroVM life cycle", () => {
     await vm.start();
     const o = booted[0]!.opts;
     expect(o).toMatchObject({ kernel: files.kernel, initrd: files.initrd, memSize: 64 * 1024 * 1024, vcpus: 2, entropy: true });
-    expect(o.drives!.map((d) => [d.id, d.root, d.readOnly])).toEqual([["rootfs", false, true], ["data", false, false]]);
-    expect(o.cmdline).toBe("console=ttyS0 root=PARTUUID=0eaa91a0-01 ro");
+    expect(o.drives!.map((d) => [d.id, d.root, d.readOnly, d.partuuid])).toEqual([["rootfs", true, true, "0eaa91a0-01"], ["data", false, false, undefined]]);
+    // The root= rule is the command-line module's (cmdline.ts rootArgs, tested in test/cmdline.test.ts).
+    expect(o.cmdline).toBe("console=ttyS0");
+    expect(buildCmdline({ base: o.cmdline, extra: rootArgs(o.drives!) })).toBe("console=ttyS0 root=PARTUUID=0eaa91a0-01 ro");
     expect(vm.state).toBe("Running");
     expect(() => vm.putDrive({ drive_id: "late", is_root_device: false, path_on_host: files.disk })).toThrow("only be configured before the microVM starts");
     await expect(vm.start()).rejects.toThrow("already been started");
@@ -139,7 +142,8 @@ describe("MicroVM life cycle", () => {
       { ifaceId: "eth0", hostDevName: "tap0", guestMac: undefined, mtu: 1500, log: expect.any(Function) },
       { guestCid: 3, udsPath: "/tmp/v.sock", log: expect.any(Function) },
     ]);
-    const devices = booted[0]!.opts.extraDevices as FakeDeviceModel[];
+    const devices = booted[0]!.devices.map((d) => d.device as FakeDeviceModel);
+    expect(booted[0]!.devices.map((d) => d.name)).toEqual(["net_eth0", "vsock"]);
     await vm.stop();
     expect(devices.map((d) => d.closed)).toEqual([true, true]);
   });

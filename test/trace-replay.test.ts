@@ -34,6 +34,20 @@ describe("trace replay", () => {
     expect(report.compared).toBe(reads.length - report.skipped["virtio InterruptStatus reads (depend on ring processing)"]!);
   });
 
+  test("the CMOS RTC is in the replay set (the Vm's legacy devices): CMOS RAM reads compared, clock reads skipped", () => {
+    const header = JSON.stringify(fixture("irq.jsonl").header);
+    const io = (addr: number, dir: "in" | "out", data: number) =>
+      JSON.stringify({ t: 1, vcpu: 0, reason: "KVM_EXIT_IO", addr, size: 1, dir, data, device: "rtc", handleUs: 1 });
+    const lines = [
+      io(0x70, "out", 0x0b), io(0x71, "in", 0x02), // status B: 24-hour, BCD
+      io(0x70, "out", 0x00), io(0x71, "in", 0x37), // seconds: the recorded run's clock
+    ];
+    const report = replayTrace(parseTrace([header, ...lines].join("\n"), "t"));
+    expect(report.mismatch).toBeUndefined();
+    expect(report.compared).toBe(1);
+    expect(report.skipped["CMOS clock reads (the host's time)"]).toBe(1);
+  });
+
   test("a changed device model is caught at the first read it answers differently", () => {
     const trace = fixture("linux-quiet.jsonl");
     const firstLsrRead = trace.records.find((r) => isExit(r) && r.register === "LSR" && r.dir === "in")!;

@@ -1,4 +1,4 @@
-// vCPU worker threads are reused between VMs of one process (src/kvm/vcpu-worker-pool.ts), idle ones do not
+// vCPU worker threads are reused between VMs of one process (src/vcpu/worker-pool.ts), idle ones do not
 // keep the process alive, and a VM's fd is closed off the main thread (KVM destroys the VM inside that
 // close: VmFd.closeOffThread), so the main thread stays free while a VM is torn down.
 
@@ -6,7 +6,7 @@ import { describe, expect } from "bun:test";
 import { bootProbe } from "../src/boot/probe.ts";
 import { BOOT_TIMER_SIZE, BOOT_TIMER_START } from "../src/arch/x86_64/layout.ts";
 import { BootTimer, bootTimerStart } from "../src/devices/boot-timer.ts";
-import { vcpuWorkerCounts } from "../src/kvm/vcpu-worker-pool.ts";
+import { vcpuWorkerCounts } from "../src/vcpu/worker-pool.ts";
 import { VmFd } from "../src/kvm/vm-fd.ts";
 import { kvmTest } from "./support/kvm.ts";
 

@@ -11,7 +11,7 @@ import { FileBlockBackend, VirtioBlock } from "../src/devices/virtio/block.ts";
 import { VIRTIO_MMIO_QUEUE_NOTIFY } from "../src/devices/virtio/uapi.ts";
 import { VIRTIO_MMIO_START } from "../src/arch/x86_64/layout.ts";
 import { KVM_EXIT } from "../src/kvm/uapi.ts";
-import type { ExitRecord } from "../src/vcpu.ts";
+import type { ExitRecord } from "../src/vcpu/vcpu.ts";
 import { kvmTest } from "./support/kvm.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kindling-blk-"));

@@ -14,10 +14,10 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { HIGH_RAM_START, PAGE_SIZE } from "../src/arch/x86_64/layout.ts";
+import { RAM_64BIT_START, PAGE_SIZE } from "../src/arch/x86_64/layout.ts";
 import { FileBlockBackend, VirtioBlock } from "../src/devices/virtio/block.ts";
 import type { VirtioDevice } from "../src/devices/virtio/device.ts";
-import { VirtioMmioDevice } from "../src/devices/virtio/mmio.ts";
+import { VirtioMmioTransport } from "../src/devices/virtio/mmio.ts";
 import { Virtqueue } from "../src/devices/virtio/queue.ts";
 import { VirtioRng } from "../src/devices/virtio/rng.ts";
 import * as V from "../src/devices/virtio/uapi.ts";
@@ -35,7 +35,7 @@ class CheckedMemory extends GuestMemory {
   constructor() {
     super([
       { gpa: 0, bytes: new Uint8Array(LOW_SIZE) },
-      { gpa: HIGH_RAM_START, bytes: new Uint8Array(HIGH_SIZE) },
+      { gpa: RAM_64BIT_START, bytes: new Uint8Array(HIGH_SIZE) },
     ]);
   }
   override slice(gpa: number, length: number): Uint8Array {
@@ -56,7 +56,7 @@ function hostileSetup(device: VirtioDevice) {
   const mem = new CheckedMemory();
   const irq = new CountingIrq();
   const errors: string[] = [];
-  const dev = new VirtioMmioDevice(device, { mem, irq, onError: (m) => errors.push(m) });
+  const dev = new VirtioMmioTransport(device, { mem, irq, onError: (m) => errors.push(m) });
   const driver = new TestDriver(dev, mem, new GuestAllocator(PAGE_SIZE, LOW_SIZE), irq);
   return { mem, irq, errors, dev, driver };
 }
@@ -146,8 +146,8 @@ describe("each virtqueue rule, broken on purpose", () => {
   for (const [what, addr, len] of [
     ["past the end of low RAM", LOW_SIZE - 4, 8],
     ["starting past the end of low RAM", LOW_SIZE + 4096, 1],
-    ["in the hole below 4 GiB", HIGH_RAM_START - 8, 4],
-    ["past the end of high RAM", HIGH_RAM_START + HIGH_SIZE - 1, 2],
+    ["in the hole below 4 GiB", RAM_64BIT_START - 8, 4],
+    ["past the end of high RAM", RAM_64BIT_START + HIGH_SIZE - 1, 2],
     ["with a 4 GiB length", 0, 0xffffffff],
     ["above 2^53", 2n ** 60n, 8],
     ["at 2^64 - 1", 2n ** 64n - 1n, 2],
@@ -162,7 +162,7 @@ describe("each virtqueue rule, broken on purpose", () => {
 
   test("buffers at the very end of each region are fine", () => {
     const s = running();
-    s.q.add([{ addr: LOW_SIZE - 8, len: 8, write: true }, { addr: HIGH_RAM_START + HIGH_SIZE - 8, len: 8, write: true }]);
+    s.q.add([{ addr: LOW_SIZE - 8, len: 8, write: true }, { addr: RAM_64BIT_START + HIGH_SIZE - 8, len: 8, write: true }]);
     s.q.kick();
     expect(s.q.takeUsed()).toEqual([{ id: 0, len: 16 }]);
     expect(s.dev.status).toBe(RUNNING);
@@ -346,8 +346,8 @@ function fuzz(kind: "blk" | "rng", seed: number, iterations: number) {
     () => dataArea + 16 * r.int((LOW_SIZE - dataArea) / 16),
     () => LOW_SIZE - r.int(64),
     () => LOW_SIZE,
-    () => HIGH_RAM_START + r.int(HIGH_SIZE),
-    () => HIGH_RAM_START - r.int(64),
+    () => RAM_64BIT_START + r.int(HIGH_SIZE),
+    () => RAM_64BIT_START - r.int(64),
     () => indirectArea,
     () => 0,
     () => 2 ** 53 - 1,

@@ -57,6 +57,12 @@ class EchoDevice implements VirtioDevice {
     this.resets++;
     this.ctx = undefined;
   }
+  describe() {
+    return { kind: "virtio-echo", config: [...this.config] };
+  }
+  restore(s: Record<string, unknown>): void {
+    this.config = Uint8Array.from(s.config as number[]);
+  }
   process(queueIndex: number): boolean {
     this.processCalls++;
     if (this.throwOnProcess) throw new Error("backend exploded");

@@ -7,7 +7,7 @@
 import { Kvm } from "../../src/kvm/system.ts";
 import { VmFd } from "../../src/kvm/vm-fd.ts";
 import { VcpuFd } from "../../src/kvm/vcpu-fd.ts";
-import { VcpuThread } from "../../src/kvm/vcpu-thread.ts";
+import { VcpuThread } from "../../src/vcpu/thread.ts";
 import { Vm } from "../../src/vm.ts";
 
 export type PartTimes = Map<string, number>;
@@ -51,7 +51,7 @@ export function instrumentVmCreation(): PartTimes {
   for (const m of ["setLapic", "getLapic", "getSregs", "setRegs", "getRegs", "setFpu", "getFpu"]) {
     wrap(times, VcpuFd.prototype, m, "other vCPU state ioctls (LAPIC, REGS, FPU, GET_SREGS)");
   }
-  wrap(times, VcpuThread.prototype, "start", "vCPU worker start: thread up, vcpu-worker.ts loaded, first KVM_RUN");
+  wrap(times, VcpuThread.prototype, "start", "vCPU worker start: thread up, worker.ts loaded, first KVM_RUN");
   // Tearing down: the vCPU worker is told to stop and terminated, then Vm closes fds and unmaps guest RAM.
   wrap(times, VcpuThread.prototype, "stop", "destroy: vCPU worker stops and is terminated");
   wrap(times, Vm.prototype, "close", "destroy: close KVM and event fds, unmap guest RAM, await the VM fd's close");

@@ -2,7 +2,7 @@
 // from process spawn by the kernel's own console lines (src/boot/milestones.ts) as they reach stdout:
 //   kindling: bench/children/linux.ts, bootLinux() with the command line `kindling boot` uses;
 //   QEMU:     microvm with the same vmlinux (entered through its PVH note), initramfs and the command line
-//             the kernel printed under kindling (its CPU template's additions included).
+//             the kernel printed under kindling (its cpuid profile's additions included).
 // Firecracker's method is the boot timer: the guest's init writes 123 to it as its first act. Where the host
 // emulates guest kernel code (PVM, or nested without VMX), guest user space never runs, so there is no
 // boot-timer write: kindling is timed to "Run /init", and the run is labelled as minutes-long emulation.

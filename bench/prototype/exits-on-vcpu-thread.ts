@@ -21,7 +21,7 @@ import type { VmExit } from "../../src/vcpu.ts";
 import { KVM } from "../../src/kvm/ioctl.ts";
 import { ERRNO, kickSignal } from "../../src/kvm/libc.ts";
 import { KVM_EXIT, kvm_run } from "../../src/kvm/uapi.ts";
-import { CONTROL, CONTROL_WORDS, TURN } from "../../src/kvm/vcpu-protocol.ts";
+import { CONTROL, CONTROL_WORDS, TURN } from "../../src/vcpu/protocol.ts";
 import { measureExitLatency } from "../exit-latency.ts";
 import type { FastExitInit } from "./fast-exit-worker.ts";
 

@@ -1,6 +1,6 @@
 // PROTOTYPE (issue 14, item 1), the worker side: a vCPU worker that completes some exits itself, on its
 // own thread, and hands only the others to the main thread. It runs the same turn protocol as
-// src/kvm/vcpu-worker.ts (vcpu-protocol.ts), plus one step: after KVM_RUN returns, an exit whose port or
+// src/vcpu/worker.ts (src/vcpu/protocol.ts), plus one step: after KVM_RUN returns, an exit whose port or
 // address lies in one of the local ranges it was given is completed here and KVM_RUN is entered again at
 // once, without waking the main thread.
 //
@@ -9,7 +9,7 @@
 // with Atomics so that two vCPUs writing it stay exact. Reads return zeros.
 
 import { ioctlNoArg, pthreadSelf, unblockSignal, viewAt } from "../../src/kvm/worker-libc.ts";
-import { CONTROL, TURN } from "../../src/kvm/vcpu-protocol.ts";
+import { CONTROL, TURN } from "../../src/vcpu/protocol.ts";
 
 declare const self: Worker;
 

@@ -6,7 +6,8 @@
 // naming the missing feature; paths outside the spec answer 400 too, never a bare 404.
 
 import type { MicroVM } from "../microvm.ts";
-import { InstanceActionInfo, MicroVMError, parseWith, ResourceId, VmState } from "./schemas.ts";
+import { MicroVMError } from "../config/errors.ts";
+import { InstanceActionInfo, parseWith, ResourceId, VmState } from "../config/schemas.ts";
 
 /** The version of firecracker-api.yaml this API follows: GET /version's `firecracker_version`. */
 export const FIRECRACKER_API_VERSION = "1.17.0-dev";

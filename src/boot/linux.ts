@@ -1,25 +1,27 @@
 // Boot a Linux kernel: the steps from an empty VM to the kernel's first instruction, in order.
+// src/boot/steps.ts declares them (title, --explain intro, the values each hands to `explain`);
 // docs/boot-sequence.md walks through the same numbered steps and what each writes where.
 //
-//   1. create the VM: KVM objects, RAM, irqchip, PIT, UART, i8042 (vm.ts)
+//   1. create the VM: KVM objects, RAM, irqchip, PIT, UART, i8042, CMOS RTC (vm.ts)
 //   2. add the boot-timer device (Firecracker's "boot complete" signal)
-//   3. load the kernel image: ELF vmlinux or bzImage (src/loader/)
-//   4. load the initrd above the kernel (src/loader/initrd.ts); add the virtio devices (vm.ts, devices/virtio/)
-//   5. write the command line (cmdline.ts), with what the CPU template must add
+//   3. load the kernel: ELF vmlinux or bzImage (src/loader/)
+//   4. load the initrd and add the virtio devices: the initrd above the kernel (src/loader/initrd.ts), each
+//      device in an MMIO window on an IRQ (vm.ts, devices/virtio/)
+//   5. write the command line (cmdline.ts), with what the cpuid profile must add
 //   6. write the zero page with the e820 map (zero-page.ts, e820.ts)
 //   7. write the MP table so the kernel finds every vCPU and the IOAPIC (mptable.ts)
-//   8. set up each vCPU: CPUID, MSRs, LAPIC LINT0/LINT1; the boot vCPU also gets 64-bit mode (regs.ts)
+//   8. set up the vCPUs: CPUID, MSRs, LAPIC LINT0/LINT1; the boot vCPU also gets 64-bit mode (regs.ts)
 //   9. start the vCPUs; the other vCPUs wait in the kernel for the boot vCPU's INIT/SIPI
 
 import { readFileSync } from "node:fs";
 import { Vm, type VmOptions } from "../vm.ts";
 import { loadKernel, type LoadedKernel } from "../loader/kernel.ts";
 import { loadInitrd } from "../loader/initrd.ts";
-import { buildCmdline, writeCmdline } from "../arch/x86_64/cmdline.ts";
+import { buildCmdline, rootArgs, writeCmdline } from "../arch/x86_64/cmdline.ts";
 import { e820Map, type E820Entry } from "../arch/x86_64/e820.ts";
 import { writeZeroPage } from "../arch/x86_64/zero-page.ts";
 import { writeMptable } from "../arch/x86_64/mptable.ts";
-import { vcpuCpuid, type CpuidChange, type CpuTemplate, type CmdlineAddition } from "../arch/x86_64/cpuid.ts";
+import { vcpuCpuid, type CpuidChange, type CpuidProfile, type CmdlineAddition } from "../arch/x86_64/cpuid.ts";
 import { bootMsrs, setupMsrs } from "../arch/x86_64/msrs.ts";
 import { setupLapic } from "../arch/x86_64/lapic.ts";
 import { setupFpu, setupLongMode, setupPvhEntry } from "../arch/x86_64/regs.ts";
@@ -30,33 +32,19 @@ import {
 } from "../arch/x86_64/layout.ts";
 import { BootTimer, bootTimerStart, type BootCompleteInfo } from "../devices/boot-timer.ts";
 import { detectHost } from "../host.ts";
-import { FileBlockBackend, VirtioBlock } from "../devices/virtio/block.ts";
-import { VirtioRng } from "../devices/virtio/rng.ts";
-import type { VirtioDevice } from "../devices/virtio/device.ts";
+import {
+  attachVirtioDevices, createVirtioDevices, type DeviceModels, type DriveConfig, type MachineConfig, type MachineDevices,
+} from "./machine.ts";
+import { bootStep, type BootStep, type BootStepData, type BootStepNumber } from "./steps.ts";
 
-export interface LinuxBootOptions {
-  /** A path, or the image's bytes. */
-  kernel: string | Uint8Array;
-  initrd?: string | Uint8Array;
-  /** The kernel command line; DEFAULT_CMDLINE when absent. kindling appends the CPU template's additions. */
-  cmdline?: string;
-  memSize?: number;
-  vcpus?: number;
-  /** "auto" picks emulated-host where the host emulates guest kernel code, default elsewhere. */
-  cpuTemplate?: CpuTemplate | "auto";
+/** A machine (machine.ts) and how to boot it: where output goes, hooks for --explain, tracing and tests. */
+export interface LinuxBootOptions extends MachineConfig {
   consoleOutput?: VmOptions["consoleOutput"];
   log?: (line: string) => void;
   /** Called when the guest writes 123 to the boot-timer device. */
   onBootComplete?: (info: BootCompleteInfo) => void;
-  /** virtio-blk disks, /dev/vda onwards in this order. A root drive adds `root=/dev/vdX` (and `ro` if read-only). */
-  drives?: DriveOptions[];
-  /** A virtio-rng device fed from the host's CSPRNG. */
-  entropy?: boolean;
-  /**
-   * More virtio devices, added after the drives and the entropy device (the net and vsock device models
-   * plug in here). Each gets an MMIO window, an IRQ and a `virtio_mmio.device=` argument.
-   */
-  extraDevices?: VirtioDevice[];
+  /** Substitute net and vsock device models (tests). */
+  deviceModels?: DeviceModels;
   /**
    * Called after each numbered step with what it wrote (for `kindling boot --explain`): the values, not
    * prose. The receiver formats them (src/explain.ts).
@@ -73,20 +61,17 @@ export interface LinuxBootOptions {
   protocol?: "linux64" | "pvh";
 }
 
-/** One setup step and the values it wrote. `data` holds plain values and byte arrays copied from guest memory. */
-export interface BootStep {
-  n: number;
-  title: string;
-  data: Record<string, unknown>;
+/** What bootLinux returns: the VM, what each step wrote, and the machine's devices by name. */
+export interface BootedLinux {
+  vm: Vm;
+  plan: BootPlan;
+  devices: MachineDevices;
 }
 
-export interface DriveOptions {
-  path: string;
-  readOnly?: boolean;
-  root?: boolean;
-  /** What GET_ID answers (the guest's /sys/block/vdX/serial). */
-  id?: string;
-}
+export type { BootStep } from "./steps.ts";
+
+/** @deprecated the machine description's name for a drive is DriveConfig (machine.ts). */
+export type DriveOptions = DriveConfig;
 
 /** What the boot wrote, step by step: for --explain, logs and tests. */
 export interface BootPlan {
@@ -96,7 +81,7 @@ export interface BootPlan {
   cmdlineAdditions: CmdlineAddition[];
   e820: E820Entry[];
   zeroPage: number;
-  cpuTemplate: CpuTemplate;
+  cpuidProfile: CpuidProfile;
   cpuidChanges: CpuidChange[];
   /** The virtio devices, in window order. */
   devices: { name: string; addr: number; irq: number }[];
@@ -104,76 +89,69 @@ export interface BootPlan {
 
 const bytesOf = (x: string | Uint8Array) => (typeof x === "string" ? new Uint8Array(readFileSync(x)) : x);
 
-export function resolveCpuTemplate(t: CpuTemplate | "auto" | undefined): CpuTemplate {
+export function resolveCpuidProfile(t: CpuidProfile | "auto" | undefined): CpuidProfile {
   if (t && t !== "auto") return t;
   return detectHost().emulatesGuestKernel ? "emulated-host" : "default";
 }
 
-export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan: BootPlan }> {
+export async function bootLinux(opts: LinuxBootOptions): Promise<BootedLinux> {
   const log = opts.log ?? (() => {});
   const started = bootTimerStart();
   const memSize = opts.memSize ?? 128 * MiB;
   const vcpus = opts.vcpus ?? 1;
-  const cpuTemplate = resolveCpuTemplate(opts.cpuTemplate);
+  const cpuidProfile = resolveCpuidProfile(opts.cpuidProfile);
   const kernelImage = bytesOf(opts.kernel);
   const initrdImage = opts.initrd === undefined ? undefined : bytesOf(opts.initrd);
 
   // 1. The VM.
   // The syscall assist goes with the emulated-host template: only hosts that need it pay for its exits.
-  const vm = new Vm({ memSize, vcpus, consoleOutput: opts.consoleOutput, log, syscallAssist: cpuTemplate === "emulated-host" });
+  const vm = new Vm({ memSize, vcpus, consoleOutput: opts.consoleOutput, log, syscallAssist: cpuidProfile === "emulated-host" });
   // The values for --explain are gathered only when someone listens: some take ioctls and copies.
-  const explain = (n: number, title: string, data: () => Record<string, unknown>) => opts.explain?.({ n, title, data: data() });
+  const explain = <N extends BootStepNumber>(n: N, data: () => BootStepData[N]) => opts.explain?.(bootStep(n, data()));
   try {
-    explain(1, "create the VM", () => ({
-      memSize, vcpus, cpuTemplate,
+    explain(1, () => ({
+      memSize, vcpus, cpuidProfile,
       slots: vm.memory.regions.map((r, slot) => ({ slot, gpa: r.gpa, size: r.bytes.byteLength, hostAddr: r.hostAddr })),
       pio: vm.pio.list(),
     }));
     // 2. The boot timer: the guest's init writes 123 to it when it is up.
-    const timer = new BootTimer(started, (info) => {
+    const timer = opts.bootTimer === false ? undefined : new BootTimer(started, (info) => {
       log(`boot complete: the guest wrote 123 to the boot timer ${info.wallMs.toFixed(1)} ms after VM creation started (CPU: ${((info.cpuUserUs + info.cpuSystemUs) / 1000).toFixed(1)} ms)`);
       opts.onBootComplete?.(info);
     });
-    vm.mmio.register(BOOT_TIMER_START, BOOT_TIMER_SIZE, timer);
-    explain(2, "add the boot-timer device", () => ({ addr: BOOT_TIMER_START, size: BOOT_TIMER_SIZE }));
+    if (timer) vm.mmio.register(BOOT_TIMER_START, BOOT_TIMER_SIZE, timer);
+    explain(2, () => ({ addr: BOOT_TIMER_START, size: BOOT_TIMER_SIZE }));
 
     // 3. The kernel.
     const kernel = loadKernel(vm.memory, kernelImage);
-    explain(3, "load the kernel", () => ({ ...kernel, setupHeader: kernel.setupHeader && { ...kernel.setupHeader, raw: undefined }, imageSize: kernelImage.byteLength }));
+    explain(3, () => ({ ...kernel, setupHeader: kernel.setupHeader && { ...kernel.setupHeader, raw: undefined }, imageSize: kernelImage.byteLength }));
 
     // 4. The initrd, as high as the kernel allows.
     const initrd = initrdImage ? loadInitrd(vm.memory, initrdImage, kernel.kernelEnd, kernel.setupHeader) : undefined;
 
-    // 4b. virtio devices: each in the next MMIO window on the next IRQ.
-    const devices: VirtioDevice[] = [];
-    const rootArgs: string[] = [];
-    (opts.drives ?? []).forEach((d, i) => {
-      devices.push(new VirtioBlock(new FileBlockBackend(d.path, d.readOnly ?? false), { id: d.id, log }));
-      // Drives appear as /dev/vda, /dev/vdb ... in the order the kernel probes them, which is window order.
-      if (d.root) rootArgs.push(`root=/dev/vd${String.fromCharCode(97 + i)}`, d.readOnly ? "ro" : "rw");
-    });
-    if (opts.entropy) devices.push(new VirtioRng());
-    devices.push(...(opts.extraDevices ?? []));
-    const attached = devices.map((d) => vm.addVirtioDevice(d));
-    explain(4, "load the initrd and add the virtio devices", () => ({
+    // 4b. virtio devices (machine.ts): each in the next MMIO window on the next IRQ, found later by name.
+    const devices = createVirtioDevices(opts, { models: opts.deviceModels, log });
+    devices.bootTimer = timer;
+    const attached = attachVirtioDevices(vm, devices);
+    explain(4, () => ({
       initrd, devices: attached.map((a) => ({ name: a.transport.name, addr: a.addr, size: a.size, irq: a.irq })),
     }));
 
-    // 8 (first half). CPUID per vCPU: the template may need kernel command-line additions (step 5).
+    // 8 (first half). CPUID per vCPU: the profile may need kernel command-line additions (step 5).
     const supported = vm.kvm.supportedCpuid();
-    const cpuids = vm.vcpus.map((_, i) => vcpuCpuid(supported, { cpuIndex: i, cpuCount: vcpus, template: cpuTemplate }));
+    const cpuids = vm.vcpus.map((_, i) => vcpuCpuid(supported, { cpuIndex: i, cpuCount: vcpus, profile: cpuidProfile }));
     const additions = cpuids[0]!.cmdline;
 
     // 5. The command line.
     const cmdline = buildCmdline({
       base: opts.cmdline,
-      extra: [...rootArgs, ...additions.map((a) => a.arg)],
+      extra: [...rootArgs(opts.drives ?? []), ...additions.map((a) => a.arg)],
       devices: attached.map((a) => ({ addr: a.addr, size: a.size, irq: a.irq })),
       hdrCmdlineSize: kernel.setupHeader?.cmdline_size,
     });
     const cmdlineAt = writeCmdline(vm.memory, cmdline, kernel.setupHeader?.cmdline_size);
-    for (const a of additions) log(`cpu template ${cpuTemplate}: added "${a.arg}" to the command line (${a.why})`);
-    explain(5, "write the command line", () => ({ ...cmdlineAt, cmdline, additions }));
+    for (const a of additions) log(`cpuid profile ${cpuidProfile}: added "${a.arg}" to the command line (${a.why})`);
+    explain(5, () => ({ ...cmdlineAt, cmdline, additions }));
 
     // 6. The zero page, with the e820 map (for PVH: hvm_start_info, with the same map).
     const e820 = e820Map(memSize);
@@ -189,11 +167,11 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
       e820,
     });
     const startInfo = protocol === "pvh" ? writePvhStartInfo(vm.memory, { cmdline: cmdlineAt, e820, initrd }) : undefined;
-    explain(6, "write the zero page", () => ({ addr: zeroPage, e820, bootParams: vm.memory.read(zeroPage, 4096), protocol, startInfo }));
+    explain(6, () => ({ addr: zeroPage, e820, bootParams: vm.memory.read(zeroPage, 4096), protocol, startInfo }));
 
     // 7. The MP table.
     writeMptable(vm.memory, vcpus);
-    explain(7, "write the MP table", () => ({ addr: EBDA_START, bytes: vm.memory.read(EBDA_START, LEGACY_HOLE_START - EBDA_START) }));
+    explain(7, () => ({ addr: EBDA_START, bytes: vm.memory.read(EBDA_START, LEGACY_HOLE_START - EBDA_START) }));
 
     // 8. The vCPUs.
     vm.vcpus.forEach((v, i) => {
@@ -208,7 +186,7 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     if (startInfo !== undefined) setupPvhEntry(vm.vcpus[0]!.fd, vm.memory, { entry: kernel.pvhEntry!, startInfo });
     else setupLongMode(vm.vcpus[0]!.fd, vm.memory, { entry: kernel.entry, rsi: zeroPage });
     const boot = vm.vcpus[0]!.fd;
-    explain(8, "set up the vCPUs", () => ({
+    explain(8, () => ({
       cpuidChanges: cpuids.map((c) => c.changes),
       msrs: bootMsrs(),
       regs: boot.getRegs().bytes, sregs: boot.getSregs().bytes, fpu: boot.getFpu().bytes,
@@ -218,13 +196,14 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<{ vm: Vm; plan:
     }));
 
     // 9. Go.
-    explain(9, "start the vCPUs", () => ({ vcpus }));
+    explain(9, () => ({ vcpus }));
     opts.beforeStart?.(vm);
     if (opts.start !== false) await vm.start();
     return {
       vm,
+      devices,
       plan: {
-        kernel, initrd, cmdline, cmdlineAdditions: additions, e820, zeroPage, cpuTemplate, cpuidChanges: cpuids[0]!.changes,
+        kernel, initrd, cmdline, cmdlineAdditions: additions, e820, zeroPage, cpuidProfile, cpuidChanges: cpuids[0]!.changes,
         devices: attached.map((a) => ({ name: a.transport.name, addr: a.addr, irq: a.irq })),
       },
     };

@@ -7,8 +7,8 @@
 
 import { defineCommand } from "citty";
 import { defaultApiSocket } from "../api/server.ts";
-import { loadConfigFile } from "../config.ts";
-import type { MicroVMConfig } from "../api/schemas.ts";
+import { loadConfigFile } from "../config/file.ts";
+import type { MicroVMConfig } from "../config/schemas.ts";
 import { ESCAPE_HELP } from "../console.ts";
 import { CliError, EXIT } from "./main.ts";
 import { runVmm, usageErrors, VMM_ARGS } from "./run.ts";

@@ -26,7 +26,7 @@ export function doctorReport(host: HostFacts = detectHost()): DoctorReport {
   let verdict: string;
   if (!kvmUsable) verdict = `not ready: ${host.kvm.error}`;
   else if (host.emulatesGuestKernel)
-    verdict = "ready, with guest kernel code emulated: probe guests run; Linux boots slowly and stops short of userland";
+    verdict = "ready, with guest kernel code emulated: probe guests run; Linux boots slowly (about 1.5 minutes to a shell) and guest system calls go through the syscall assist";
   else verdict = "ready: guests run on hardware virtualization";
   if (kvmUsable && !probeToolsPresent) verdict += "; install binutils (as, ld) for the probe guests (`bun run test` does)";
   return {

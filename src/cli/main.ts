@@ -112,6 +112,7 @@ export const kindling = defineCommand({
     doctor: lazyCommand({ name: "doctor", description: "Check that this host can run kindling's guests, and how fast" }, "doctor.ts"),
     boot: lazyCommand({ name: "boot", description: "Boot the default Linux guest (or a probe guest) on this terminal" }, "boot.ts"),
     trace: lazyCommand({ name: "trace", description: "View an exit trace in a browser, or replay it against the device models" }, "trace.ts"),
+    exec: lazyCommand({ name: "exec", description: "Boot a fresh microVM, run a command in it, and exit with its exit status" }, "exec.ts"),
     run: lazyCommand({ name: "run", description: "Boot a microVM from a JSON config file (Firecracker's shape) or from flags" }, "run.ts"),
     api: lazyCommand({ name: "api", description: "Serve Firecracker's REST API on a Unix socket and run the microVM it configures" }, "api.ts"),
     guest: defineCommand({
@@ -200,7 +201,9 @@ export async function main(rawArgs: string[]): Promise<number> {
   try {
     const { chain, rest } = await commandChain(kindling as CommandDef, rawArgs);
     const cmd = chain[chain.length - 1]!;
-    if (rawArgs.includes("--help") || rawArgs.includes("-h")) {
+    // Everything after `--` belongs to the guest command (`kindling exec -- ls --help`).
+    const own = rawArgs.includes("--") ? rawArgs.slice(0, rawArgs.indexOf("--")) : rawArgs;
+    if (own.includes("--help") || own.includes("-h")) {
       await showUsage(cmd, chain.length > 1 ? chain[chain.length - 2] : undefined);
       return EXIT.OK;
     }

@@ -7,10 +7,10 @@
 
 import { defineCommand, type ArgsDef } from "citty";
 import { consola } from "consola";
-import { checkInstanceId, MicroVM, MicroVMError, type VmExit } from "../microvm.ts";
+import { checkInstanceId, MicroVM, MicroVMError, type VmEnd } from "../microvm.ts";
 import { defaultApiSocket, serveApi, type ApiServer } from "../api/server.ts";
-import { loadConfigFile } from "../config.ts";
-import type { LogLevelName, MicroVMConfig } from "../api/schemas.ts";
+import { loadConfigFile } from "../config/file.ts";
+import type { LogLevelName, MicroVMConfig } from "../config/schemas.ts";
 import { attachConsole, ESCAPE_HELP } from "../console.ts";
 import { kvmAvailability, warnIfEmulatingHost } from "../host.ts";
 import { CliError, EXIT } from "./main.ts";
@@ -52,7 +52,7 @@ function withFlags(o: VmmOptions): MicroVMConfig {
   return c;
 }
 
-const CLEAN_EXITS: VmExit["reason"][] = ["halt", "reset", "poweroff", "stopped"];
+const CLEAN_EXITS: VmEnd["reason"][] = ["halt", "reset", "poweroff", "stopped"];
 
 export async function runVmm(o: VmmOptions): Promise<void> {
   // 1. Everything checked before anything starts: shapes, files, features.
@@ -98,7 +98,7 @@ export async function runVmm(o: VmmOptions): Promise<void> {
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
 
-  let exit: VmExit;
+  let exit: VmEnd;
   try {
     // 4. Boot now, or when the API says so; then wait for the end.
     if (o.bootNow) {

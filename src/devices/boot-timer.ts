@@ -6,6 +6,7 @@
 // point taken before the VM was created. Only the first such write counts. Every other write is ignored,
 // and reads return zeroes, so a guest that pokes the page by mistake learns nothing and changes nothing.
 
+import { checkKind, DeviceStateError, type Stateful } from "./state.ts";
 import type { BusDevice } from "../bus.ts";
 
 /** The byte that means "boot complete" (Firecracker's MAGIC_VALUE_SIGNAL_GUEST_BOOT_COMPLETE). */
@@ -44,7 +45,13 @@ export function bootTimerStart(clock: BootTimerClock = processClock): BootTimerS
   return { wallMs: clock.now(), cpu: clock.cpuUsage() };
 }
 
-export class BootTimer implements BusDevice {
+/** Whether the guest has signalled, and the measurement it took then. */
+export type BootTimerState = {
+  kind: "boot-timer";
+  bootComplete: BootCompleteInfo | null;
+};
+
+export class BootTimer implements BusDevice, Stateful<BootTimerState> {
   readonly name = "boot-timer";
   private info: BootCompleteInfo | undefined;
 
@@ -57,6 +64,25 @@ export class BootTimer implements BusDevice {
   /** The boot-complete measurement, once the guest has signalled it. */
   get bootComplete(): BootCompleteInfo | undefined {
     return this.info;
+  }
+
+  describe(): BootTimerState {
+    return { kind: "boot-timer", bootComplete: this.info ? { ...this.info } : null };
+  }
+
+  /** A restored timer that had fired does not fire again (only the first signal counts). */
+  restore(s: BootTimerState): void {
+    checkKind(this.name, s, "boot-timer");
+    const b = s.bootComplete;
+    if (b === null) {
+      this.info = undefined;
+      return;
+    }
+    const num = (f: keyof BootCompleteInfo) => {
+      if (typeof b?.[f] !== "number" || !Number.isFinite(b[f])) throw new DeviceStateError(this.name, `bootComplete.${f}: not a number`);
+      return b[f];
+    };
+    this.info = { wallMs: num("wallMs"), cpuUserUs: num("cpuUserUs"), cpuSystemUs: num("cpuSystemUs") };
   }
 
   read(_offset: number, data: Uint8Array): void {

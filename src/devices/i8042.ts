@@ -17,6 +17,7 @@
 // Names follow drivers/input/serio/i8042.h. Linux's I8042_CMD_* values also encode how many parameter and
 // result bytes a command has in their upper bits; the command byte the controller sees is the low byte.
 
+import { bool, checkKind, int, type Stateful } from "./state.ts";
 import type { BusDevice } from "../bus.ts";
 import { I8042_COMMAND_PORT, I8042_DATA_PORT } from "../arch/x86_64/layout.ts";
 
@@ -53,7 +54,18 @@ const LINE_TEST_PASSED = 0x00;
 /** AUX_TEST's "clock line stuck low": how this controller says it has no mouse port. */
 const LINE_TEST_CLOCK_STUCK_LOW = 0x01;
 
-export class I8042 {
+/** The controller's command byte, its output buffer, a command awaiting its parameter, and the reset latch. */
+export type I8042State = {
+  kind: "i8042";
+  ctr: number;
+  /** The byte waiting at 0x60, or null when the output buffer is empty. */
+  outputByte: number | null;
+  pendingCommand: number | null;
+  lastWriteWasCommand: boolean;
+  resetRequested: boolean;
+};
+
+export class I8042 implements Stateful<I8042State> {
   readonly name = "i8042";
   private ctr = INITIAL_CTR;
   /** The one-byte output buffer at 0x60, or undefined when empty (OBF clear). */
@@ -92,6 +104,25 @@ export class I8042 {
       { port: I8042_DATA_PORT, device: this.dataPort },
       { port: I8042_COMMAND_PORT, device: this.commandPort },
     ];
+  }
+
+  describe(): I8042State {
+    return {
+      kind: "i8042", ctr: this.ctr, outputByte: this.outputByte ?? null, pendingCommand: this.pendingCommand ?? null,
+      lastWriteWasCommand: this.lastWriteWasCommand, resetRequested: this.resetRequested,
+    };
+  }
+
+  /** A restored controller whose guest had already pulsed reset does not call onReset again. */
+  restore(s: I8042State): void {
+    const D = this.name;
+    checkKind(D, s, "i8042");
+    const optByte = (f: "outputByte" | "pendingCommand") => (s[f] === null ? undefined : int(D, f, s[f], 0, 0xff));
+    const next = {
+      ctr: int(D, "ctr", s.ctr, 0, 0xff), outputByte: optByte("outputByte"), pendingCommand: optByte("pendingCommand"),
+      lastWriteWasCommand: bool(D, "lastWriteWasCommand", s.lastWriteWasCommand), resetRequested: bool(D, "resetRequested", s.resetRequested),
+    };
+    Object.assign(this, next);
   }
 
   /** Whether the guest has asked for a reset. */

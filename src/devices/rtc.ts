@@ -8,6 +8,7 @@
 //
 // Register numbers and bits: the MC146818A datasheet, and include/linux/mc146818rtc.h (RTC_SECONDS ...).
 
+import { checkKind, DeviceStateError, fromBase64, int, toBase64, type Stateful } from "./state.ts";
 import type { BusDevice } from "../bus.ts";
 import { CMOS_DATA_PORT, CMOS_INDEX_PORT } from "../arch/x86_64/layout.ts";
 
@@ -38,7 +39,15 @@ const INDEX_MASK = 0x7f;
 
 const bcd = (n: number) => ((Math.floor(n / 10) % 10) << 4) | n % 10;
 
-export class CmosRtc {
+/** The selected register and CMOS RAM. The time registers are not state: they read the host's clock. */
+export type CmosRtcState = {
+  kind: "rtc";
+  index: number;
+  /** The 128 bytes of CMOS RAM (base64). */
+  ram: string;
+};
+
+export class CmosRtc implements Stateful<CmosRtcState> {
   readonly name = "rtc";
   private index = 0;
   private readonly ram = new Uint8Array(CMOS_SIZE);
@@ -63,6 +72,24 @@ export class CmosRtc {
       write: (_o, data) => this.write(this.index, data[0] ?? 0),
       registerName: () => `CMOS[0x${this.index.toString(16)}]`,
     };
+  }
+
+  describe(): CmosRtcState {
+    return { kind: "rtc", index: this.index, ram: toBase64(this.ram) };
+  }
+
+  restore(s: CmosRtcState): void {
+    checkKind(this.name, s, "rtc");
+    const index = int(this.name, "index", s.index, 0, INDEX_MASK);
+    const ram = fromBase64(this.name, "ram", s.ram, CMOS_SIZE);
+    if (ram.byteLength !== CMOS_SIZE) throw new DeviceStateError(this.name, `ram: ${ram.byteLength} bytes, expected ${CMOS_SIZE}`);
+    this.index = index;
+    this.ram.set(ram);
+  }
+
+  /** The selected register reads the host's clock (its value is the time, not state). */
+  get selectsClock(): boolean {
+    return this.index <= RTC_YEAR || this.index === RTC_CENTURY;
   }
 
   read(reg: number): number {

@@ -17,6 +17,7 @@
 //     new interrupt condition becomes pending, never while nothing is pending. Linux's handler then reads
 //     IIR until it says "no interrupt", so one edge per new condition is enough.
 
+import { bool, checkKind, fromBase64, int, toBase64, type Stateful } from "./state.ts";
 import type { BusDevice, InterruptLine } from "../bus.ts";
 
 // ---- Register offsets from the port base (serial_reg.h) ----
@@ -115,7 +116,27 @@ export interface SerialOptions {
   rxCapacity?: number;
 }
 
-export class Serial implements BusDevice {
+/** The UART's registers, latched conditions, the bytes received and not yet read, and output not yet flushed. */
+export type SerialState = {
+  kind: "8250";
+  ier: number;
+  lcr: number;
+  mcr: number;
+  scr: number;
+  dll: number;
+  dlm: number;
+  fifoEnabled: boolean;
+  lsrErrors: number;
+  msrDeltas: number;
+  thrEmptyPending: boolean;
+  /** The receive queue, oldest byte first (base64). */
+  rx: string;
+  /** Transmitted bytes batched for the output sink (base64). */
+  tx: string;
+  counters: SerialCounters;
+};
+
+export class Serial implements BusDevice, Stateful<SerialState> {
   readonly name = "8250";
   readonly counters: Readonly<SerialCounters>;
   private readonly count: SerialCounters = { bytesOut: 0, bytesIn: 0, inputDropped: 0, interrupts: 0 };
@@ -185,6 +206,41 @@ export class Serial implements BusDevice {
   /** Bytes waiting in the receive queue. */
   get rxPending(): number {
     return this.rxCount;
+  }
+
+  // ---- State (src/devices/state.ts) ----
+
+  describe(): SerialState {
+    const rx = new Uint8Array(this.rxCount);
+    for (let i = 0; i < this.rxCount; i++) rx[i] = this.rx[(this.rxHead + i) % this.rx.length]!;
+    return {
+      kind: "8250", ier: this.ier, lcr: this.lcr, mcr: this.mcr, scr: this.scr, dll: this.dll, dlm: this.dlm,
+      fifoEnabled: this.fifoEnabled, lsrErrors: this.lsrErrors, msrDeltas: this.msrDeltas, thrEmptyPending: this.thrEmptyPending,
+      rx: toBase64(rx), tx: toBase64(this.tx.subarray(0, this.txLength)), counters: { ...this.count },
+    };
+  }
+
+  restore(s: SerialState): void {
+    const D = this.name;
+    checkKind(D, s, "8250");
+    const rx = fromBase64(D, "rx", s.rx, this.rx.length);
+    const tx = fromBase64(D, "tx", s.tx, TX_BATCH_SIZE);
+    const byte = (f: "ier" | "lcr" | "mcr" | "scr" | "dll" | "dlm" | "lsrErrors" | "msrDeltas") => int(D, f, s[f], 0, 0xff);
+    const [ier, lcr, mcr, scr, dll, dlm, lsrErrors, msrDeltas] = [byte("ier"), byte("lcr"), byte("mcr"), byte("scr"), byte("dll"), byte("dlm"), byte("lsrErrors"), byte("msrDeltas")];
+    const fifoEnabled = bool(D, "fifoEnabled", s.fifoEnabled);
+    const thrEmptyPending = bool(D, "thrEmptyPending", s.thrEmptyPending);
+    const counters = Object.fromEntries((["bytesOut", "bytesIn", "inputDropped", "interrupts"] as const).map((k) => [k, int(D, `counters.${k}`, s.counters?.[k], 0, Number.MAX_SAFE_INTEGER)]));
+    Object.assign(this, { ier, lcr, mcr, scr, dll, dlm, fifoEnabled, lsrErrors, msrDeltas, thrEmptyPending });
+    Object.assign(this.count, counters);
+    this.rx.set(rx);
+    this.rxHead = 0;
+    this.rxCount = rx.byteLength;
+    this.tx.set(tx);
+    this.txLength = tx.byteLength;
+    if (this.txLength > 0 && !this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(this.flushTask);
+    }
   }
 
   // ---- The guest side: BusDevice ----

@@ -7,7 +7,7 @@ import { StructView, type Layout } from "./struct.ts";
 import {
   kvm_fpu, kvm_guest_debug, kvm_lapic_state, kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs, kvm_vcpu_events,
 } from "./uapi.ts";
-import { writeCpuidEntries, type CpuidEntry } from "./system.ts";
+import { writeCpuidEntries, type CpuidEntry } from "./cpuid.ts";
 
 export class VcpuFd {
   /** The shared kvm_run page(s): the size comes from KVM_GET_VCPU_MMAP_SIZE. */

@@ -8,13 +8,13 @@ import {
   KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_DEASSIGN, KVM_IOEVENTFD_FLAG_PIO, KVM_IRQFD_FLAG_DEASSIGN,
   KVM_PIT_SPEAKER_DUMMY, kvm_ioeventfd, kvm_irq_level, kvm_irqfd, kvm_pit_config, kvm_userspace_memory_region,
 } from "./uapi.ts";
-import type { Kvm } from "./system.ts";
 import { VcpuFd } from "./vcpu-fd.ts";
 
 export class VmFd {
   constructor(
     readonly fd: number,
-    readonly kvm: Kvm,
+    /** What the VM needs of its /dev/kvm fd (system.ts's Kvm): the size of each vCPU's kvm_run mapping. */
+    readonly kvm: { readonly vcpuMmapSize: number },
   ) {}
 
   /**

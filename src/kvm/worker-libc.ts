@@ -2,7 +2,7 @@
 // its own that loads every module it imports again: binding libc.ts's two dozen calls and computing every
 // KVM struct layout (uapi.ts) costs about 1 MiB per worker thread, for four calls. The main thread passes
 // what the worker would otherwise compute (the KVM_RUN request number, the kick signal) in its first
-// message (vcpu-protocol.ts); the kick signal's handler is process-wide and installed by the main thread.
+// message (src/vcpu/protocol.ts); the kick signal's handler is process-wide and installed by the main thread.
 
 import { dlopen, FFIType, read, toArrayBuffer, type Pointer } from "bun:ffi";
 

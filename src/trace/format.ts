@@ -1,7 +1,7 @@
 // The exit-trace file: JSON Lines, one object per line.
 //
 //   line 1      the header: what the VM looked like when tracing started (its buses, virtio devices, RAM)
-//   then        one line per VM exit (an ExitRecord from src/vcpu.ts), in the order kindling handled them,
+//   then        one line per VM exit (an ExitRecord from src/vcpu/vcpu.ts), in the order kindling handled them,
 //               and one line per host event a device model saw between exits (input typed on the serial
 //               console), so that a replay can feed it at the same point (replay.ts)
 //
@@ -15,7 +15,7 @@
 
 import { readFileSync } from "node:fs";
 import { z } from "zod";
-import type { ExitRecord } from "../vcpu.ts";
+import type { ExitRecord } from "../vcpu/vcpu.ts";
 
 export const TRACE_VERSION = 1;
 

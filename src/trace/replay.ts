@@ -2,17 +2,18 @@
 // check that every read answers what it answered in the recorded run. A device change that alters what
 // the guest sees shows up as the first read that differs, on any machine.
 //
-// The replay set mirrors the devices a Vm creates (src/vm.ts): the 16550 UART at COM1_PORT, the i8042 at
-// its two ports, the port-0x80 sink, the boot timer, and the trace header's virtio-mmio devices, on their
-// own buses over a plain GuestMemory. Records are replayed in file order, which is the order kindling
+// The replay set is the devices a Vm creates: the legacy set from the same attachLegacyDevices (the 16550
+// UART at COM1_PORT, the i8042, the CMOS RTC, the port-0x80 sink), the boot timer, and the trace header's
+// virtio-mmio devices, on their own buses over a plain GuestMemory. Records are replayed in file order, which is the order kindling
 // handled them; host input on the serial console (recorded by the trace writer) is fed between the same
 // two exits it arrived between.
 //
 // What it can check, and what it cannot:
 //   - 8250, i8042, boot timer, unclaimed addresses: every read. Their state depends only on the guest's
-//     accesses and the recorded host input.
+//     accesses and the recorded host input. The CMOS RTC: every read but those of its clock registers,
+//     which answer the host's time at the moment of the read.
 //   - virtio-mmio: the transport registers (MagicValue ... Status, QueueNumMax, QueueReady, feature pages,
-//     ConfigGeneration) against a fresh VirtioMmioDevice. The device behind it is a stand-in built from the
+//     ConfigGeneration) against a fresh VirtioMmioTransport. The device behind it is a stand-in built from the
 //     identity the header recorded (device ID, features, queue sizes, configuration bytes): its backing (a
 //     disk image, the host's entropy) is not in the trace. The rings live in guest memory, which the trace
 //     does not hold either, so queues are never processed, and reads of InterruptStatus (set when the device
@@ -22,13 +23,14 @@
 
 import { Bus, type BusDevice, type InterruptLine } from "../bus.ts";
 import { GuestMemory } from "../memory.ts";
-import { Serial } from "../devices/serial.ts";
-import { I8042 } from "../devices/i8042.ts";
+import type { Serial } from "../devices/serial.ts";
+import { attachLegacyDevices } from "../devices/legacy.ts";
+import type { CmosRtc } from "../devices/rtc.ts";
 import { BootTimer, bootTimerStart } from "../devices/boot-timer.ts";
-import { VirtioMmioDevice } from "../devices/virtio/mmio.ts";
+import { VirtioMmioTransport } from "../devices/virtio/mmio.ts";
 import { readConfigBytes, type VirtioDevice } from "../devices/virtio/device.ts";
 import { VIRTIO_MMIO_INTERRUPT_STATUS } from "../devices/virtio/uapi.ts";
-import { BOOT_TIMER_SIZE, BOOT_TIMER_START, COM1_IRQ, COM1_PORT, POST_CODE_PORT, VIRTIO_MMIO_SIZE } from "../arch/x86_64/layout.ts";
+import { BOOT_TIMER_SIZE, BOOT_TIMER_START, CMOS_DATA_PORT, COM1_IRQ, VIRTIO_MMIO_SIZE } from "../arch/x86_64/layout.ts";
 import { dataOf, isExit, type Trace, type TraceExit, type VirtioIdentity } from "./format.ts";
 
 const line = (gsi: number): InterruptLine => ({ gsi, trigger: () => {} });
@@ -36,6 +38,7 @@ const line = (gsi: number): InterruptLine => ({ gsi, trigger: () => {} });
 export interface ReplayDevices {
   pio: Bus;
   mmio: Bus;
+  rtc: CmosRtc;
   /** Where recorded host input goes, by device name. */
   input: Map<string, (bytes: Uint8Array) => void>;
 }
@@ -55,6 +58,8 @@ function standIn(id: VirtioIdentity): VirtioDevice {
     activate: () => {},
     process: () => false,
     reset: () => {},
+    describe: () => ({ kind: "stand-in" }),
+    restore: () => {},
   };
 }
 
@@ -62,19 +67,16 @@ function standIn(id: VirtioIdentity): VirtioDevice {
 export function replayDevices(trace: Trace, opts: ReplayOptions = {}): ReplayDevices {
   const pio = new Bus("pio");
   const mmio = new Bus("mmio");
-  const serial = opts.serial?.(line(COM1_IRQ)) ?? new Serial(() => {}, line(COM1_IRQ));
-  pio.register(COM1_PORT, 8, serial);
-  for (const { port, device } of new I8042(() => {}).ports()) pio.register(port, 1, device);
-  pio.register(POST_CODE_PORT, 1, { name: "post-code", read: (_o, d) => d.fill(0xff), write: () => {} });
+  const { serial, rtc } = attachLegacyDevices(pio, { serialIrq: line(COM1_IRQ), serial: opts.serial });
   mmio.register(BOOT_TIMER_START, BOOT_TIMER_SIZE, new BootTimer(bootTimerStart(), () => {}));
   const virtio = trace.header.virtio;
   const mem = GuestMemory.plain(virtio.length ? trace.header.ram : []);
   for (const id of virtio) {
-    const t = new VirtioMmioDevice(standIn(id), { mem, irq: line(id.irq) });
+    const t = new VirtioMmioTransport(standIn(id), { mem, irq: line(id.irq) });
     t.onQueueNotify = () => {}; // the rings are not in the trace
     mmio.register(id.addr, VIRTIO_MMIO_SIZE, t);
   }
-  return { pio, mmio, input: new Map([[serial.name, (b) => void serial.queueInput(b)]]) };
+  return { pio, mmio, rtc, input: new Map([[serial.name, (b) => void serial.queueInput(b)]]) };
 }
 
 export interface Mismatch {
@@ -108,9 +110,10 @@ function fromBytes(b: Uint8Array): bigint {
   return v;
 }
 
-/** Why a read's value cannot be checked without the recorded run's guest memory, if it cannot. */
-function ringDependent(device: BusDevice | undefined, offset: number): string | undefined {
-  if (device instanceof VirtioMmioDevice && offset === VIRTIO_MMIO_INTERRUPT_STATUS) return "virtio InterruptStatus reads (depend on ring processing)";
+/** Why a read's value cannot be checked (it depends on guest memory or on the clock), if it cannot. */
+function unreplayable(dev: ReplayDevices, bus: Bus, addr: number, device: BusDevice | undefined, offset: number): string | undefined {
+  if (device instanceof VirtioMmioTransport && offset === VIRTIO_MMIO_INTERRUPT_STATUS) return "virtio InterruptStatus reads (depend on ring processing)";
+  if (bus === dev.pio && addr === CMOS_DATA_PORT && dev.rtc.selectsClock) return "CMOS clock reads (the host's time)";
   return undefined;
 }
 
@@ -139,7 +142,7 @@ export function replayTrace(trace: Trace, opts: ReplayOptions = {}): ReplayRepor
       const where = `${bus.kind} ${hex(BigInt(r.addr))}`;
       return { ...report, mismatch: { line: r.line, record: r, message: `${where}: the trace has ${r.device ?? "nothing"} there, the replay set has ${hit?.device.name ?? "nothing"}` } };
     }
-    const ring = r.dir === "in" || r.dir === "read" ? ringDependent(hit?.device, hit?.offset ?? 0) : undefined;
+    const ring = r.dir === "in" || r.dir === "read" ? unreplayable(dev, bus, r.addr, hit?.device, hit?.offset ?? 0) : undefined;
     if (ring) {
       skip(ring);
       continue;

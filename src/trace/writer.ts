@@ -1,4 +1,4 @@
-// Recording an exit trace: traceToFile(vm, path) sets every vCPU's tracer (src/vcpu.ts) and writes the
+// Recording an exit trace: traceToFile(vm, path) sets every vCPU's tracer (src/vcpu/vcpu.ts) and writes the
 // records to `path` as JSON Lines (format.ts). Call it before the vCPUs start (bootProbe's `beforeStart`)
 // to see every exit; it returns the function that stops tracing and closes the file.
 //
@@ -11,7 +11,7 @@
 
 import { closeSync, openSync, writeSync } from "node:fs";
 import type { Vm } from "../vm.ts";
-import type { ExitRecord } from "../vcpu.ts";
+import type { ExitRecord } from "../vcpu/vcpu.ts";
 import { CONFIG_SNAPSHOT_SIZE, TRACE_VERSION, exitLine, inputLine, type TraceHeader } from "./format.ts";
 
 /** Records per write, and the longest a record waits before it reaches the file. */

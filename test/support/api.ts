@@ -9,28 +9,41 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { LinuxBootOptions } from "../../src/boot/linux.ts";
-import { MicroVM, type MicroVMOptions, type RunningVm, type VmExit } from "../../src/microvm.ts";
-import type { MicroVMConfig } from "../../src/api/schemas.ts";
+import { createVirtioDevices, driveName } from "../../src/boot/machine.ts";
+import { MicroVM, type MicroVMOptions, type RunningVm, type VmEnd } from "../../src/microvm.ts";
+import type { MicroVMConfig } from "../../src/config/schemas.ts";
 import type { VirtioDevice } from "../../src/devices/virtio/device.ts";
 import { serveApi, type ApiServer } from "../../src/api/server.ts";
 
 export interface FakeVm extends RunningVm {
   opts: LinuxBootOptions;
+  /** The devices, by name, in window order: drives and entropy as stand-ins, nets and vsock from the recipe. */
+  devices: { name: string; device: unknown }[];
   paused: boolean;
   input: number[];
   /** The guest "prints" to its console. */
   print(text: string): void;
   /** The guest ends on its own. */
-  end(exit: VmExit): void;
+  end(exit: VmEnd): void;
 }
 
 export function fakeBoot(booted: FakeVm[] = []) {
-  return async (opts: LinuxBootOptions): Promise<{ vm: FakeVm }> => {
-    let resolve!: (e: VmExit) => void;
-    const exited = new Promise<VmExit>((r) => (resolve = r));
-    const devices = [...(opts.drives ?? []).map(() => ({ counters: { reads: 1 } })), ...(opts.entropy ? [{}] : []), ...(opts.extraDevices ?? [])];
+  return async (opts: LinuxBootOptions): Promise<{ vm: FakeVm; devices: { virtio: { name: string; device: VirtioDevice }[] } }> => {
+    let resolve!: (e: VmEnd) => void;
+    const exited = new Promise<VmEnd>((r) => (resolve = r));
+    // Net and vsock devices come from the real recipe (with the test's device models); drives and the
+    // entropy device are stand-ins whose counters the metrics tests read.
+    const built = createVirtioDevices({ kernel: opts.kernel, nets: opts.nets, vsock: opts.vsock }, { models: opts.deviceModels, log: opts.log });
+    const standIn = (counters?: Record<string, number>) => ({ counters, describe: () => ({ kind: "stand-in" }) }) as unknown as VirtioDevice;
+    const virtio = [
+      ...(opts.drives ?? []).map((d, i) => ({ name: `block_${driveName(d, i)}`, device: standIn({ reads: 1 }) })),
+      ...(opts.entropy ? [{ name: "entropy", device: standIn() }] : []),
+      ...built.virtio,
+    ];
+    const devices = virtio.map((v) => v.device);
     const vm: FakeVm = {
       opts,
+      devices: virtio,
       paused: false,
       input: [],
       pause: () => void (vm.paused = true),
@@ -51,10 +64,9 @@ export function fakeBoot(booted: FakeVm[] = []) {
         counters: { bytesOut: 10, bytesIn: 0, inputDropped: 0, interrupts: 2 },
       },
       vcpus: [{ exitCounts: new Map([[2, 7], [6, 3]]) }], // KVM_EXIT_IO, KVM_EXIT_MMIO
-      virtio: devices.map((device) => ({ transport: { device } })),
     };
     booted.push(vm);
-    return { vm };
+    return { vm, devices: { virtio } };
   };
 }
 
@@ -76,6 +88,10 @@ export class FakeDeviceModel implements VirtioDevice {
     return false;
   }
   reset(): void {}
+  describe() {
+    return { kind: "fake" };
+  }
+  restore(): void {}
   close(): void {
     this.closed = true;
   }

@@ -8,7 +8,7 @@
 import { PAGE_SIZE } from "../../src/arch/x86_64/layout.ts";
 import type { InterruptLine } from "../../src/bus.ts";
 import type { VirtioDevice } from "../../src/devices/virtio/device.ts";
-import { VirtioMmioDevice } from "../../src/devices/virtio/mmio.ts";
+import { VirtioMmioTransport } from "../../src/devices/virtio/mmio.ts";
 import * as V from "../../src/devices/virtio/uapi.ts";
 import { GuestMemory } from "../../src/memory.ts";
 
@@ -270,7 +270,7 @@ export class TestDriver {
   features = 0n;
 
   constructor(
-    readonly dev: VirtioMmioDevice,
+    readonly dev: VirtioMmioTransport,
     readonly mem: GuestMemory,
     readonly alloc: GuestAllocator,
     readonly irq: CountingIrq,
@@ -389,7 +389,7 @@ export function virtioSetup(device: VirtioDevice, mem = GuestMemory.plain([{ gpa
   const irq = new CountingIrq();
   const logs: string[] = [];
   const errors: string[] = [];
-  const dev = new VirtioMmioDevice(device, { mem, irq, log: (m) => logs.push(m), onError: (m) => errors.push(m) });
+  const dev = new VirtioMmioTransport(device, { mem, irq, log: (m) => logs.push(m), onError: (m) => errors.push(m) });
   const first = mem.regions[0]!;
   const alloc = new GuestAllocator(first.gpa + PAGE_SIZE, first.gpa + first.bytes.byteLength);
   const driver = new TestDriver(dev, mem, alloc, irq);

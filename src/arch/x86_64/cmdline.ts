@@ -15,7 +15,7 @@ import { CMDLINE_MAX_SIZE, CMDLINE_START, VIRTIO_MMIO_SIZE } from "./layout.ts";
  */
 export const DEFAULT_CMDLINE = "console=ttyS0 reboot=k panic=1 pci=off";
 
-export interface VirtioMmioDevice {
+export interface VirtioMmioWindow {
   /** Guest-physical address of the device's register window. */
   addr: number;
   /** The window's size in bytes (VIRTIO_MMIO_SIZE unless given); the kernel accepts K/M suffixes. */
@@ -25,13 +25,38 @@ export interface VirtioMmioDevice {
 }
 
 /** `virtio_mmio.device=4K@0xc0001000:5`. */
-export function virtioMmioDeviceArg(dev: VirtioMmioDevice): string {
+export function virtioMmioDeviceArg(dev: VirtioMmioWindow): string {
   const size = dev.size ?? VIRTIO_MMIO_SIZE;
   if (!Number.isSafeInteger(dev.addr) || dev.addr < 0) throw new Error(`virtio-mmio device address ${dev.addr} is not valid`);
   if (!Number.isInteger(dev.irq) || dev.irq < 0) throw new Error(`virtio-mmio device IRQ ${dev.irq} is not valid`);
   if (!Number.isSafeInteger(size) || size <= 0) throw new Error(`virtio-mmio device size ${size} is not valid`);
   const sizeText = size % 1024 === 0 ? `${size / 1024}K` : `${size}`;
   return `virtio_mmio.device=${sizeText}@0x${dev.addr.toString(16)}:${dev.irq}`;
+}
+
+/** What the root-argument rules need to know of a drive, in window order (/dev/vda first). */
+export interface RootDriveInfo {
+  /** The kernel mounts its root filesystem from this drive. */
+  root?: boolean;
+  readOnly?: boolean;
+  /** Find the root by this partition UUID (Firecracker's drive.partuuid) instead of as /dev/vdX. */
+  partuuid?: string;
+}
+
+/**
+ * The `root=` arguments for a set of drives (both of kindling's rules, in one place):
+ *   - a root drive without a partuuid is the whole disk: `root=/dev/vdX` by its position, since virtio-blk
+ *     disks appear as /dev/vda, /dev/vdb ... in the order the kernel probes them, which is window order;
+ *   - a root drive with a partuuid is found through its partition table: `root=PARTUUID=<uuid>`;
+ * then `ro` or `rw` as the drive is read-only or not. No root drive: no arguments (the initramfs is root).
+ */
+export function rootArgs(drives: readonly RootDriveInfo[]): string[] {
+  const i = drives.findIndex((d) => d.root);
+  if (i < 0) return [];
+  const d = drives[i]!;
+  if (i >= 26 && d.partuuid === undefined) throw new Error(`root drive ${i + 1}: only the first 26 drives have a /dev/vdX name (give it a partuuid)`);
+  const root = d.partuuid !== undefined ? `root=PARTUUID=${d.partuuid}` : `root=/dev/vd${String.fromCharCode(97 + i)}`;
+  return [root, d.readOnly ? "ro" : "rw"];
 }
 
 /**
@@ -49,10 +74,10 @@ export function cmdlineLimit(hdrCmdlineSize?: number): number {
 export interface CmdlineOptions {
   /** Replaces DEFAULT_CMDLINE (the user's `boot_args`). */
   base?: string;
-  /** Appended after the base, in order (for example a CPU template's `noxsave`). */
+  /** Appended after the base, in order (for example a cpuid profile's `noxsave`). */
   extra?: readonly string[];
   /** One `virtio_mmio.device=` argument each. */
-  devices?: readonly VirtioMmioDevice[];
+  devices?: readonly VirtioMmioWindow[];
   /** boot_params.hdr.cmdline_size from the kernel's setup header, when the kernel has one. */
   hdrCmdlineSize?: number;
 }

@@ -1,7 +1,7 @@
 // CPUID for each vCPU: what the guest sees when it executes CPUID.
 //
 // KVM_GET_SUPPORTED_CPUID gives the leaves KVM can present, with the host's values masked to what KVM
-// emulates. Kindling passes that list through a CPU template (which features to show), then normalizes it
+// emulates. Kindling passes that list through a cpuid profile (which features to show), then normalizes it
 // for one vCPU (its APIC id and the VM's topology), and gives the result to KVM_SET_CPUID2 (api.rst 4.46).
 // Bit positions are from the Intel SDM vol. 2A, "CPUID", and the KVM leaves from
 // Documentation/virt/kvm/x86/cpuid.rst.
@@ -9,7 +9,7 @@
 // Every edit is recorded as a CpuidChange (leaf, subleaf, register, before, after, why), so
 // `kindling --explain` can show exactly what kindling changed and the reason.
 
-import type { CpuidEntry } from "../../kvm/system.ts";
+import type { CpuidEntry } from "../../kvm/cpuid.ts";
 import { KVM_CPUID_FLAG_SIGNIFCANT_INDEX } from "../../kvm/uapi.ts";
 
 export type Register = "eax" | "ebx" | "ecx" | "edx";
@@ -23,7 +23,7 @@ export interface CpuidChange {
   why: string;
 }
 
-/** A kernel command-line argument a template needs, for what CPUID cannot express on this host. */
+/** A kernel command-line argument a profile needs, for what CPUID cannot express on this host. */
 export interface CmdlineAddition {
   arg: string;
   why: string;
@@ -36,15 +36,17 @@ export interface CpuidResult {
 }
 
 /**
+ * kindling's cpuid profiles: which CPUID features the guest is shown. Not Firecracker's CPU templates
+ * (T2, C3 ... in its API's machine-config.cpu_template), which kindling does not implement.
  * `default`: the host's supported features, unchanged (Firecracker without a template).
  * `emulated-host`: for hosts where guest CPL0 is emulated (PVM-backed KVM); see emulatedHost() below.
  */
-export const CPU_TEMPLATES = ["default", "emulated-host"] as const;
-export type CpuTemplate = (typeof CPU_TEMPLATES)[number];
+export const CPUID_PROFILES = ["default", "emulated-host"] as const;
+export type CpuidProfile = (typeof CPUID_PROFILES)[number];
 
-export function parseCpuTemplate(name: string): CpuTemplate {
-  const t = CPU_TEMPLATES.find((x) => x === name);
-  if (!t) throw new Error(`unknown CPU template "${name}"; known templates: ${CPU_TEMPLATES.join(", ")}`);
+export function parseCpuidProfile(name: string): CpuidProfile {
+  const t = CPUID_PROFILES.find((x) => x === name);
+  if (!t) throw new Error(`unknown cpuid profile "${name}"; known profiles: ${CPUID_PROFILES.join(", ")}`);
   return t;
 }
 
@@ -173,7 +175,7 @@ export interface VcpuCpuidOptions {
   /** This vCPU's index, which is also its APIC id. */
   cpuIndex: number;
   cpuCount: number;
-  template: CpuTemplate;
+  profile: CpuidProfile;
 }
 
 /** Bits of an APIC id needed to number `n` things: ceil(log2(n)). */
@@ -190,7 +192,7 @@ export function vcpuCpuid(supported: readonly CpuidEntry[], opts: VcpuCpuidOptio
 
   const ed = new Editor(supported);
   const cmdline: CmdlineAddition[] = [];
-  if (opts.template === "emulated-host") emulatedHost(ed, cmdline);
+  if (opts.profile === "emulated-host") emulatedHost(ed, cmdline);
 
   // Leaf 1: who this CPU is.
   const l1 = ed.find(CPUID_LEAF_FEATURES);

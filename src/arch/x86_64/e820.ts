@@ -9,7 +9,7 @@
 //
 // formatE820() prints the same lines, so a test can compare kindling's map with the guest's console.
 
-import { EBDA_START, HIGH_RAM_START, HIMEM_START, MMIO32_START } from "./layout.ts";
+import { EBDA_START, RAM_64BIT_START, HIMEM_START, MMIO32_START } from "./layout.ts";
 
 // Entry types, as arch/x86/include/uapi/asm/e820.h names them (the kernel's internal enum e820_type calls
 // them E820_TYPE_RAM, E820_TYPE_RESERVED, ... with the same values).
@@ -35,7 +35,7 @@ export interface E820Entry {
  *
  *   RAM [0, EBDA_START)                      conventional memory, below the EBDA and the VGA/ROM hole
  *   RAM [HIMEM_START, min(end, MMIO32_START)) the kernel and everything else
- *   RAM [HIGH_RAM_START, ...)                what did not fit below the 32-bit MMIO gap
+ *   RAM [RAM_64BIT_START, ...)               what did not fit below the 32-bit MMIO gap
  *
  * [EBDA_START, HIMEM_START) (the MP table, the legacy hole) and the MMIO gap are not listed at all, so the
  * kernel never uses them as RAM.
@@ -48,7 +48,7 @@ export function e820Map(memSize: number): E820Entry[] {
   const lowEnd = Math.min(memSize, MMIO32_START);
   map.push({ addr: HIMEM_START, size: lowEnd - HIMEM_START, type: E820_RAM });
   if (memSize > MMIO32_START) {
-    map.push({ addr: HIGH_RAM_START, size: memSize - MMIO32_START, type: E820_RAM });
+    map.push({ addr: RAM_64BIT_START, size: memSize - MMIO32_START, type: E820_RAM });
   }
   return map;
 }

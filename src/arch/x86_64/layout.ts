@@ -106,8 +106,11 @@ export const KVM_TSS_SIZE = 3 * PAGE_SIZE;
 /** End of the 32-bit address space. */
 export const MMIO32_END = 4 * GiB;
 
-/** RAM that does not fit below MMIO32_START starts here. */
-export const HIGH_RAM_START = MMIO32_END;
+/**
+ * RAM that does not fit below MMIO32_START continues here, at 4 GiB (cloud-hypervisor's name). Not to be
+ * confused with HIMEM_START, the 1 MiB mark where the kernel loads.
+ */
+export const RAM_64BIT_START = MMIO32_END;
 
 /** The first GSI free for virtio devices (IRQs 0-4 are the PIT, keyboard, cascade, COM2 and COM1). */
 export const IRQ_BASE = 5;
@@ -118,7 +121,7 @@ export function ramRegions(memSize: number): { gpa: number; size: number }[] {
   if (memSize <= MMIO32_START) return [{ gpa: 0, size: memSize }];
   return [
     { gpa: 0, size: MMIO32_START },
-    { gpa: HIGH_RAM_START, size: memSize - MMIO32_START },
+    { gpa: RAM_64BIT_START, size: memSize - MMIO32_START },
   ];
 }
 

@@ -14,9 +14,10 @@
 // VIRTIO_BLK_F_FLUSH assumes there is no write cache (Linux's virtblk_get_cache_mode), so then every
 // write is followed by fsync before it completes.
 
+import { bool, checkKind, DeviceStateError, int } from "../state.ts";
 import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from "node:fs";
 import { StructView } from "../../kvm/struct.ts";
-import { readConfigBytes, type VirtioContext, type VirtioDevice } from "./device.ts";
+import { readConfigBytes, type VirtioContext, type VirtioDevice, type VirtioDeviceState } from "./device.ts";
 import type { DescriptorChain, Virtqueue } from "./queue.ts";
 import {
   bit, SECTOR_SHIFT, SECTOR_SIZE, virtio_blk_config, virtio_blk_outhdr, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
@@ -102,6 +103,12 @@ class BlockRequestError extends Error {
   }
 }
 
+/**
+ * Configuration (capacity, read-only), the serial GET_ID answers, and the write-cache mode the driver
+ * chose. Requests are carried out as they are popped, so none is ever pending between exits.
+ */
+export type VirtioBlockState = { kind: "virtio-blk"; capacity: number; readOnly: boolean; id: string; writethrough: boolean };
+
 export class VirtioBlock implements VirtioDevice {
   readonly name = "virtio-blk";
   readonly deviceId = VIRTIO_ID_BLOCK;
@@ -174,6 +181,28 @@ export class VirtioBlock implements VirtioDevice {
 
   reset(): void {
     this.queue = undefined;
+  }
+
+  describe(): VirtioBlockState {
+    return {
+      kind: "virtio-blk", capacity: this.capacity, readOnly: this.backend.readOnly,
+      id: new TextDecoder().decode(this.id).replace(/\0+$/, ""), writethrough: this.writethrough,
+    };
+  }
+
+  /** The backing file is wiring: it must be the same kind (read-only or not); its size is taken as described. */
+  restore(s: VirtioDeviceState): void {
+    const D = this.name;
+    checkKind(D, s, "virtio-blk");
+    const capacity = int(D, "capacity", s.capacity, 0, Number.MAX_SAFE_INTEGER);
+    if (bool(D, "readOnly", s.readOnly) !== this.backend.readOnly) throw new DeviceStateError(D, `readOnly: ${s.readOnly}, but the backing file given is ${this.backend.readOnly ? "" : "not "}read-only`);
+    if (typeof s.id !== "string" || s.id.length > VIRTIO_BLK_ID_BYTES || !/^[\x20-\x7e]*$/.test(s.id)) throw new DeviceStateError(D, "id: not printable ASCII of at most 20 bytes");
+    const writethrough = bool(D, "writethrough", s.writethrough);
+    this.id.fill(0);
+    this.id.set(new TextEncoder().encode(s.id));
+    this.capacity = capacity;
+    this.config.set("capacity", capacity);
+    this.writethrough = writethrough;
   }
 
   process(_queueIndex: number): boolean {

@@ -43,7 +43,18 @@ export interface VirtioDevice {
   reset(): void;
   /** The VM is going away: release host resources (a TAP, sockets, reader threads). */
   close?(): void | Promise<void>;
+
+  /**
+   * The device type's own state as plain data (src/devices/state.ts): its configuration space and the
+   * work it holds. The transport describes the rest (status, features, queues) around it.
+   */
+  describe(): VirtioDeviceState;
+  /** Put the state back, on a fresh device; the transport calls it after activate() for a running device. */
+  restore(state: VirtioDeviceState): void;
 }
+
+/** A device type's state: plain data whose `kind` names the type ("virtio-blk" ...). */
+export type VirtioDeviceState = { readonly kind: string } & Record<string, unknown>;
 
 /** Given to a device at activation. */
 export interface VirtioContext {

@@ -16,10 +16,11 @@
 // right away. A VM registers an ioeventfd for QueueNotify instead, so KVM signals an eventfd without an
 // MMIO exit, and its event loop calls `notify(queue)` on the main thread.
 
+import { bool, checkKind, DeviceStateError, fromHex64, hex64, int, type Stateful } from "../state.ts";
 import type { BusDevice, InterruptLine } from "../../bus.ts";
 import type { GuestMemory } from "../../memory.ts";
-import type { VirtioContext, VirtioDevice } from "./device.ts";
-import { Virtqueue } from "./queue.ts";
+import type { VirtioContext, VirtioDevice, VirtioDeviceState } from "./device.ts";
+import { Virtqueue, type VirtqueueState } from "./queue.ts";
 import * as V from "./uapi.ts";
 
 /** The VendorID kindling reports: "KNDL" in memory order. Linux's virtio_mmio accepts any value. */
@@ -102,6 +103,27 @@ interface QueueRegisters {
   used: bigint;
 }
 
+/**
+ * The transport's registers, each queue's registers and (once running) its ring positions, and the
+ * device type's own state. 64-bit values are "0x..." text.
+ */
+export type VirtioMmioState = {
+  kind: "virtio-mmio";
+  status: number;
+  interruptStatus: number;
+  configGeneration: number;
+  lastError: string | null;
+  deviceFeaturesSel: number;
+  driverFeaturesSel: number;
+  driverFeatures: string;
+  driverFeaturesBeyond64: boolean;
+  queueSel: number;
+  queues: { num: number; ready: boolean; desc: string; avail: string; used: string; ring: VirtqueueState | null }[];
+  /** DRIVER_OK was accepted and the device activated. */
+  activated: boolean;
+  device: VirtioDeviceState;
+};
+
 export interface VirtioMmioOptions {
   mem: GuestMemory;
   /** The device's interrupt line (an irqfd on a real VM). */
@@ -112,7 +134,7 @@ export interface VirtioMmioOptions {
   onError?: (message: string) => void;
 }
 
-export class VirtioMmioDevice implements BusDevice {
+export class VirtioMmioTransport implements BusDevice, Stateful<VirtioMmioState> {
   readonly name: string;
   status = 0;
   interruptStatus = 0;
@@ -207,6 +229,57 @@ export class VirtioMmioDevice implements BusDevice {
   configChanged(): void {
     this.configGeneration = (this.configGeneration + 1) >>> 0;
     if (this.status & V.VIRTIO_CONFIG_S_DRIVER_OK) this.interrupt(V.VIRTIO_MMIO_INT_CONFIG);
+  }
+
+  // ---- state (src/devices/state.ts) ----
+
+  describe(): VirtioMmioState {
+    return {
+      kind: "virtio-mmio", status: this.status, interruptStatus: this.interruptStatus, configGeneration: this.configGeneration,
+      lastError: this.lastError ?? null, deviceFeaturesSel: this.deviceFeaturesSel, driverFeaturesSel: this.driverFeaturesSel,
+      driverFeatures: hex64(this.driverFeatures), driverFeaturesBeyond64: this.driverFeaturesBeyond64, queueSel: this.queueSel,
+      queues: this.queueRegs.map((r, i) => ({
+        num: r.num, ready: r.ready, desc: hex64(r.desc), avail: hex64(r.avail), used: hex64(r.used), ring: this.queues[i]?.describe() ?? null,
+      })),
+      activated: this.activated,
+      device: this.device.describe(),
+    };
+  }
+
+  /**
+   * On a fresh transport (status 0): the registers, then for a running device its queues (checked against
+   * guest memory as at DRIVER_OK), the device's activation, its ring positions and the device's own state.
+   */
+  restore(s: VirtioMmioState): void {
+    const D = this.name;
+    checkKind(D, s, "virtio-mmio");
+    if (this.status !== 0) throw new DeviceStateError(D, "restore() needs a fresh transport (status 0)");
+    const u32 = (f: "status" | "interruptStatus" | "configGeneration" | "deviceFeaturesSel" | "driverFeaturesSel" | "queueSel") => int(D, f, s[f], 0, 0xffffffff);
+    const regs = { status: u32("status"), interruptStatus: u32("interruptStatus"), configGeneration: u32("configGeneration"), deviceFeaturesSel: u32("deviceFeaturesSel"), driverFeaturesSel: u32("driverFeaturesSel"), queueSel: u32("queueSel") };
+    const driverFeatures = fromHex64(D, "driverFeatures", s.driverFeatures);
+    const driverFeaturesBeyond64 = bool(D, "driverFeaturesBeyond64", s.driverFeaturesBeyond64);
+    const activated = bool(D, "activated", s.activated);
+    if (s.lastError !== null && typeof s.lastError !== "string") throw new DeviceStateError(D, "lastError: not a string or null");
+    if (!Array.isArray(s.queues) || s.queues.length !== this.queueRegs.length) throw new DeviceStateError(D, `queues: expected ${this.queueRegs.length}`);
+    const queueRegs: QueueRegisters[] = s.queues.map((q, i) => ({
+      num: int(D, `queues[${i}].num`, q?.num, 0, 0xffffffff), ready: bool(D, `queues[${i}].ready`, q.ready),
+      desc: fromHex64(D, `queues[${i}].desc`, q.desc), avail: fromHex64(D, `queues[${i}].avail`, q.avail), used: fromHex64(D, `queues[${i}].used`, q.used),
+    }));
+    if (activated && !(regs.status & V.VIRTIO_CONFIG_S_DRIVER_OK)) throw new DeviceStateError(D, "activated without DRIVER_OK in status");
+    Object.assign(this, regs, { driverFeatures, driverFeaturesBeyond64, queueRegs, lastError: s.lastError ?? undefined });
+    if (activated) {
+      this.activate();
+      if (!this.activated) throw new DeviceStateError(D, `the queues do not activate: ${this.lastError}`);
+      s.queues.forEach((q, i) => {
+        const queue = this.queues[i];
+        if ((q.ring === null) !== (queue === undefined)) throw new DeviceStateError(D, `queues[${i}].ring: ${q.ring === null ? "missing for a ready queue" : "given for a queue that is not ready"}`);
+        if (queue && q.ring) queue.restore(q.ring, D);
+      });
+      // activate() may have set DEVICE_NEEDS_RESET's bookkeeping; the described status is what holds.
+      this.status = regs.status;
+      this.lastError = s.lastError ?? undefined;
+    }
+    this.device.restore(s.device);
   }
 
   // ---- registers ----

@@ -26,10 +26,11 @@
 // A transmit chain the driver gets wrong (no header, longer than TAP_MAX_FRAME, offloads it did not
 // negotiate) is dropped and counted, and the chain returned: a bad frame is the guest's own loss.
 
+import { checkKind, DeviceStateError, fromBase64, int, toBase64 } from "../state.ts";
 import { StructView } from "../../kvm/struct.ts";
 import { Tap, TAP_MAX_FRAME } from "../../net/tap.ts";
 import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 } from "../../net/uapi.ts";
-import { readConfigBytes, type VirtioContext, type VirtioDevice } from "./device.ts";
+import { readConfigBytes, type VirtioContext, type VirtioDevice, type VirtioDeviceState } from "./device.ts";
 import type { DescriptorChain, Virtqueue } from "./queue.ts";
 import {
   bit, virtio_net_config, virtio_net_hdr_v1, VIRTIO_ID_NET, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM,
@@ -135,6 +136,13 @@ class RateLimitedLog {
     if (this.count <= 8 || this.count % 1000 === 0) this.log(this.count > 8 ? `${message} (${this.count} so far)` : message);
   }
 }
+
+/**
+ * Configuration space (mac, status, mtu), the frames from the host waiting for receive buffers (the
+ * device's pending work, virtio-net header first, base64) and the counters. The offloads follow from the
+ * negotiated features, which the transport describes; the TAP is wiring.
+ */
+export type VirtioNetState = { kind: "virtio-net"; config: string; pending: string[]; counters: NetCounters };
 
 export class VirtioNet implements VirtioDevice {
   readonly name: string;
@@ -276,6 +284,24 @@ export class VirtioNet implements VirtioDevice {
   close(): void | Promise<void> {
     this.reset();
     return this.backend.close();
+  }
+
+  describe(): VirtioNetState {
+    return { kind: "virtio-net", config: toBase64(this.config.bytes), pending: this.pending.map(toBase64), counters: { ...this.counters } };
+  }
+
+  restore(s: VirtioDeviceState): void {
+    const D = this.name;
+    checkKind(D, s, "virtio-net");
+    const config = fromBase64(D, "config", s.config, this.config.bytes.byteLength);
+    if (config.byteLength !== this.config.bytes.byteLength) throw new DeviceStateError(D, `config: ${config.byteLength} bytes, expected ${this.config.bytes.byteLength}`);
+    if (!Array.isArray(s.pending) || s.pending.length > this.maxPending) throw new DeviceStateError(D, `pending: not a list of at most ${this.maxPending} frames`);
+    const pending = s.pending.map((f, i) => fromBase64(D, `pending[${i}]`, f, NET_HDR_SIZE + NET_MAX_FRAME));
+    const c = s.counters as Partial<NetCounters> | undefined;
+    const counters = Object.fromEntries(Object.keys(this.counters).map((k) => [k, int(D, `counters.${k}`, c?.[k as keyof NetCounters], 0, Number.MAX_SAFE_INTEGER)]));
+    this.config.bytes.set(config);
+    this.pending.splice(0, this.pending.length, ...pending);
+    Object.assign(this.counters, counters);
   }
 
   process(queueIndex: number): boolean {

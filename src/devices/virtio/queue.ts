@@ -22,6 +22,7 @@
 // it publishes, and write a used element before the used.idx that publishes it; on x86 (TSO) program order
 // is what the other side sees, which is what the spec's barriers (§2.7.13, §2.7.8) ask for.
 
+import { DeviceStateError, int } from "../state.ts";
 import { GuestMemory } from "../../memory.ts";
 import {
   vring_avail, vring_desc, vring_used, vring_used_elem, vring_need_event, vringAvailBytes, vringDescBytes,
@@ -137,6 +138,15 @@ export interface VirtqueueConfig {
   readonly indirect: boolean;
 }
 
+/** A virtqueue's device-side positions (free-running 16-bit indices) and chains popped but not pushed. */
+export type VirtqueueState = {
+  nextAvail: number;
+  nextUsed: number;
+  signalledUsed: number;
+  inFlight: number;
+  broken: string | null;
+};
+
 export class Virtqueue {
   readonly index: number;
   readonly size: number;
@@ -155,6 +165,20 @@ export class Virtqueue {
   private inFlight = 0;
   /** Why the queue stopped, once it has. */
   broken: string | undefined;
+
+  /** The ring positions only the device knows (the rest is in the transport's queue registers). */
+  describe(): VirtqueueState {
+    return { nextAvail: this.nextAvail, nextUsed: this.nextUsed, signalledUsed: this.signalledUsed, inFlight: this.inFlight, broken: this.broken ?? null };
+  }
+
+  restore(s: VirtqueueState, device: string): void {
+    const at = `queue ${this.index}`;
+    const u16 = (f: "nextAvail" | "nextUsed" | "signalledUsed") => int(device, `${at}.${f}`, s?.[f], 0, 0xffff);
+    const next = { nextAvail: u16("nextAvail"), nextUsed: u16("nextUsed"), signalledUsed: u16("signalledUsed"), inFlight: int(device, `${at}.inFlight`, s.inFlight, 0, this.size) };
+    if (s.broken !== null && typeof s.broken !== "string") throw new DeviceStateError(device, `${at}.broken: not a string or null`);
+    Object.assign(this, next);
+    this.broken = s.broken ?? undefined;
+  }
 
   /**
    * Check the driver's settings (§2.7: size a power of 2 no larger than QueueNumMax; each part aligned and

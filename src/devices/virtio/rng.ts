@@ -6,13 +6,17 @@
 // VIRTIO_RNG_MAX_BYTES_PER_REQUEST bytes however large its buffers: the used length says how many
 // (§5.4.6.2: the device MAY fill less than the whole buffer).
 
-import type { VirtioContext, VirtioDevice } from "./device.ts";
+import { checkKind, int } from "../state.ts";
+import type { VirtioContext, VirtioDevice, VirtioDeviceState } from "./device.ts";
 import type { Virtqueue } from "./queue.ts";
 import { VIRTIO_ID_RNG } from "./uapi.ts";
 
 export const VIRTIO_RNG_MAX_BYTES_PER_REQUEST = 64 * 1024;
 /** crypto.getRandomValues fills at most 65536 bytes per call (Web Crypto, QuotaExceededError). */
 const GET_RANDOM_VALUES_MAX = 65536;
+
+/** No configuration, no pending work (requests are answered as they are popped): a counter. */
+export type VirtioRngState = { kind: "virtio-rng"; bytesServed: number };
 
 export class VirtioRng implements VirtioDevice {
   readonly name = "virtio-rng";
@@ -41,6 +45,15 @@ export class VirtioRng implements VirtioDevice {
 
   reset(): void {
     this.queue = undefined;
+  }
+
+  describe(): VirtioRngState {
+    return { kind: "virtio-rng", bytesServed: this.bytesServed };
+  }
+
+  restore(s: VirtioDeviceState): void {
+    checkKind(this.name, s, "virtio-rng");
+    this.bytesServed = int(this.name, "bytesServed", s.bytesServed, 0, Number.MAX_SAFE_INTEGER);
   }
 
   process(_queueIndex: number): boolean {

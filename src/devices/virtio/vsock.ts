@@ -22,9 +22,10 @@
 // guest can never make the device buffer more than its credit per connection, hold more than
 // VSOCK_MAX_CONNECTIONS connections, or queue more than VSOCK_MAX_PENDING_RST answers.
 
+import { checkKind, DeviceStateError, fromBase64, int, toBase64 } from "../state.ts";
 import { unlinkSync } from "node:fs";
 import { StructView } from "../../kvm/struct.ts";
-import { readConfigBytes, type VirtioContext, type VirtioDevice } from "./device.ts";
+import { readConfigBytes, type VirtioContext, type VirtioDevice, type VirtioDeviceState } from "./device.ts";
 import type { DescriptorChain, Virtqueue } from "./queue.ts";
 import {
   virtio_vsock_config, virtio_vsock_hdr, VIRTIO_ID_VSOCK, VIRTIO_VSOCK_OP_CREDIT_REQUEST, VIRTIO_VSOCK_OP_CREDIT_UPDATE,
@@ -67,6 +68,14 @@ export interface VsockCounters {
   /** Packets from the guest that were malformed and dropped. */
   dropped: number;
 }
+
+/**
+ * The guest's CID (configuration space), the next host-side port to hand out, the RST packets queued for
+ * the guest (pending work: struct virtio_vsock_hdr each, base64) and the counters. Connections are host
+ * sockets, which are wiring and cannot be carried across: the description lists none (`connections` counts
+ * them), and a rebuilt device starts with none, as a restored Firecracker vsock does.
+ */
+export type VirtioVsockState = { kind: "virtio-vsock"; guestCid: number; nextLocalPort: number; pendingRst: string[]; connections: number; counters: VsockCounters };
 
 export class VirtioVsock implements VirtioDevice, ConnectionOwner {
   readonly name = "virtio-vsock";
@@ -147,6 +156,33 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
     this.tx = tx;
     // Host programs may have connected before the driver was ready: their REQUESTs go out once it runs.
     if (this.connections.size > 0) this.scheduleFill();
+  }
+
+  describe(): VirtioVsockState {
+    return {
+      kind: "virtio-vsock", guestCid: this.guestCid, nextLocalPort: this.nextLocalPort, pendingRst: this.pendingRst.map((h) => toBase64(h.bytes)),
+      connections: this.connections.size, counters: { ...this.counters },
+    };
+  }
+
+  restore(s: VirtioDeviceState): void {
+    const D = this.name;
+    checkKind(D, s, "virtio-vsock");
+    if (s.guestCid !== this.guestCid) throw new DeviceStateError(D, `guestCid: ${JSON.stringify(s.guestCid)}, but this device has CID ${this.guestCid}`);
+    const nextLocalPort = int(D, "nextLocalPort", s.nextLocalPort, 0, 0xffffffff);
+    if (!Array.isArray(s.pendingRst) || s.pendingRst.length > VSOCK_MAX_PENDING_RST) throw new DeviceStateError(D, `pendingRst: not a list of at most ${VSOCK_MAX_PENDING_RST}`);
+    const rst = s.pendingRst.map((h, i) => {
+      const bytes = fromBase64(D, `pendingRst[${i}]`, h, virtio_vsock_hdr.size);
+      if (bytes.byteLength !== virtio_vsock_hdr.size) throw new DeviceStateError(D, `pendingRst[${i}]: ${bytes.byteLength} bytes, expected ${virtio_vsock_hdr.size}`);
+      return new StructView(virtio_vsock_hdr, bytes);
+    });
+    int(D, "connections", s.connections, 0, Number.MAX_SAFE_INTEGER);
+    const c = s.counters as Partial<VsockCounters> | undefined;
+    const counters = Object.fromEntries(Object.keys(this.counters).map((k) => [k, int(D, `counters.${k}`, c?.[k as keyof VsockCounters], 0, Number.MAX_SAFE_INTEGER)]));
+    this.nextLocalPort = nextLocalPort;
+    this.pendingRst.splice(0, this.pendingRst.length, ...rst);
+    Object.assign(this.counters, counters);
+    if (rst.length > 0 && this.ctx) this.scheduleFill();
   }
 
   reset(): void {

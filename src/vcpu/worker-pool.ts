@@ -1,7 +1,7 @@
 // The vCPU worker threads of this process, kept for reuse. A Bun Worker is a thread with its own JavaScript
-// heap that has to load vcpu-worker.ts before it can run a guest: about 5 ms on a nested host, on the
+// heap that has to load worker.ts before it can run a guest: about 5 ms on a nested host, on the
 // critical path of every VM's start. A worker whose vCPU has stopped goes back here, idle (its script waits
-// for the next vCPU, see vcpu-worker.ts), and the next vCPU takes it; `prestartVcpuWorkers` starts threads
+// for the next vCPU, see worker.ts), and the next vCPU takes it; `prestartVcpuWorkers` starts threads
 // ahead of need, so that they load while the VM is still being set up on the main thread.
 //
 // Idle workers are unref'd (they do not keep the process alive) and at most MAX_IDLE are kept: a process
@@ -9,10 +9,10 @@
 
 /**
  * Where the worker's script is. A bundled build (scripts/bundle.ts) defines KINDLING_VCPU_WORKER_URL as the
- * bundled worker beside it; from source, it is vcpu-worker.ts beside this file.
+ * bundled worker beside it; from source, it is worker.ts beside this file.
  */
 declare const KINDLING_VCPU_WORKER_URL: string | undefined;
-const WORKER_URL = typeof KINDLING_VCPU_WORKER_URL === "string" ? KINDLING_VCPU_WORKER_URL : new URL("./vcpu-worker.ts", import.meta.url).href;
+const WORKER_URL = typeof KINDLING_VCPU_WORKER_URL === "string" ? KINDLING_VCPU_WORKER_URL : new URL("./worker.ts", import.meta.url).href;
 
 /** Idle workers kept at most: one per core covers a process that makes VMs one per core at a time. */
 const MAX_IDLE = Math.max(2, navigator.hardwareConcurrency);

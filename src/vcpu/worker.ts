@@ -1,17 +1,17 @@
 // The body of a vCPU thread. KVM_RUN blocks the thread that calls it until the guest exits, so each vCPU
 // runs in its own Bun Worker and the main thread stays free for devices, timers and the API. A worker runs
-// one vCPU at a time, and another after it (vcpu-worker-pool.ts): once loaded it reports its pthread_t, then
+// one vCPU at a time, and another after it (worker-pool.ts): once loaded it reports its pthread_t, then
 // each init message runs one vCPU until STOP.
 //
-// The two threads take turns through a small SharedArrayBuffer (see vcpu-thread.ts for the other side):
+// The two threads take turns through a small SharedArrayBuffer (see thread.ts for the other side):
 //   1. the worker calls KVM_RUN; the guest runs until an exit;
 //   2. the worker stores KVM_RUN's result, flips `turn` to MAIN and waits;
 //   3. the main thread reads the exit from the shared kvm_run page, emulates the access (a UART register,
 //      an MMIO device), writes any result back into kvm_run, and flips `turn` to WORKER (or STOP);
 //   4. the worker enters KVM_RUN again, which first completes the access (e.g. loads an IN's value into AL).
 
-import { ioctlNoArg, pthreadSelf, unblockSignal } from "./worker-libc.ts";
-import { CONTROL, TURN, type VcpuWorkerInit } from "./vcpu-protocol.ts";
+import { ioctlNoArg, pthreadSelf, unblockSignal } from "../kvm/worker-libc.ts";
+import { CONTROL, TURN, type VcpuWorkerInit } from "./protocol.ts";
 
 declare const self: Worker;
 

@@ -6,8 +6,8 @@
 // signals an eventfd, and lets the vCPU continue at once (api.rst 4.59). The main thread reads the eventfd
 // and processes the queue while the guest goes on running: the device works off the exit path.
 
-import { close, eventfd, EFD_CLOEXEC, EFD_NONBLOCK } from "./kvm/libc.ts";
-import type { VmFd } from "./kvm/vm-fd.ts";
+import { close, eventfd, EFD_CLOEXEC, EFD_NONBLOCK } from "./libc.ts";
+import type { VmFd } from "./vm-fd.ts";
 
 export class IoEventFd {
   readonly fd: number;

@@ -10,7 +10,8 @@
 
 import { closeSync, constants, openSync, writeSync } from "node:fs";
 import { consola } from "consola";
-import { MicroVMError, type LoggerConfig, type LogLevelName } from "./schemas.ts";
+import { MicroVMError } from "./errors.ts";
+import type { LoggerConfig, LogLevelName } from "./schemas.ts";
 
 export type Level = "error" | "warn" | "info" | "debug" | "trace";
 
@@ -49,6 +50,8 @@ export class Logger {
   private fd?: number;
   /** Lines that could not be written (a full named pipe). */
   dropped = 0;
+  /** Where lines go instead of consola while no log path is set (the library's exec() passes its caller's). */
+  sink?: (message: string, level: Level) => void;
 
   constructor(readonly instanceId: string) {}
 
@@ -83,7 +86,8 @@ export class Logger {
     if (c && LEVEL_RANK[level] > RANK[c.level ?? "Info"]) return;
     if (c?.module && !origin.startsWith(c.module)) return;
     if (this.fd === undefined || !c) {
-      consola[level](message);
+      if (this.sink) this.sink(message, level);
+      else consola[level](message);
       return;
     }
     const tags = [this.instanceId, c.show_level ? LEVEL_TAG[level] : "", c.show_log_origin ? origin : ""].filter(Boolean).join(":");

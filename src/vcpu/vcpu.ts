@@ -6,18 +6,24 @@
 //   KVM_EXIT_DEBUG a hardware breakpoint of the syscall assist (emulating hosts only) -> syscall-assist.ts
 //   KVM_EXIT_HLT   the guest halted with no in-kernel irqchip to wait for interrupts -> the VM ends
 //   KVM_EXIT_SHUTDOWN, _SYSTEM_EVENT, _INTERNAL_ERROR, _FAIL_ENTRY -> the VM ends, reported with registers
-// and lets the worker enter the guest again (api.rst 5, "struct kvm_run").
+// and lets the worker enter the guest again (api.rst 5, "struct kvm_run"). exit.ts reads the exit out of
+// kvm_run, for this loop and for the exit trace alike; thread.ts and worker.ts are the two sides of the
+// vCPU thread, protocol.ts what they share.
 
-import { ERRNO, errnoName } from "./kvm/libc.ts";
+import { ERRNO, errnoName } from "../kvm/libc.ts";
 
 const EAGAIN = ERRNO.EAGAIN!;
-import { KVM_EXIT, KVM_EXIT_IO_OUT, KVM_EXIT_NAME, KVM_INTERNAL_ERROR, KVM_SYSTEM_EVENT, kvm_run } from "./kvm/uapi.ts";
-import { EINTR, VcpuThread } from "./kvm/vcpu-thread.ts";
-import type { VcpuFd } from "./kvm/vcpu-fd.ts";
-import type { Bus } from "./bus.ts";
-import type { GuestMemory } from "./memory.ts";
-import { emulationAssist } from "./arch/x86_64/emulation-assist.ts";
-import { SyscallAssist } from "./arch/x86_64/syscall-assist.ts";
+import { KVM_EXIT, KVM_EXIT_NAME, KVM_INTERNAL_ERROR, KVM_SYSTEM_EVENT, kvm_run } from "../kvm/uapi.ts";
+import { decodeExit, type DecodedExit } from "./exit.ts";
+import { EINTR, VcpuThread } from "./thread.ts";
+import type { VcpuFd } from "../kvm/vcpu-fd.ts";
+import type { Bus } from "../bus.ts";
+import type { GuestMemory } from "../memory.ts";
+import { emulationAssist } from "../arch/x86_64/emulation-assist.ts";
+import { SyscallAssist } from "../arch/x86_64/syscall-assist.ts";
+import type { VmEnd } from "../lifecycle.ts";
+
+export type { VmEnd } from "../lifecycle.ts";
 
 /**
  * With the syscall assist on, how often (ms) a vCPU that has not exited for a while is kicked out of KVM_RUN
@@ -47,15 +53,6 @@ export interface ExitRecord {
 
 export type ExitTracer = (record: ExitRecord) => void;
 
-/** How a VM ended. `reason` is stable, for code; `message` is for people. */
-export interface VmExit {
-  reason: "halt" | "reset" | "poweroff" | "shutdown" | "crash" | "stopped" | "error";
-  message: string;
-  vcpu?: number;
-  /** Register dump at the exit, for the reasons that are failures. */
-  registers?: string;
-}
-
 export interface VcpuHost {
   readonly pio: Bus;
   readonly mmio: Bus;
@@ -63,22 +60,10 @@ export interface VcpuHost {
   readonly stopping: boolean;
   /** Resolves when the VM may run; undefined while it is not paused. */
   readonly paused: Promise<void> | undefined;
-  end(exit: VmExit): void;
+  end(exit: VmEnd): void;
   log(line: string): void;
 }
 
-const OFF = {
-  exit_reason: kvm_run.offsetOf("exit_reason"),
-  io_direction: kvm_run.offsetOf("exit.io.direction"),
-  io_size: kvm_run.offsetOf("exit.io.size"),
-  io_port: kvm_run.offsetOf("exit.io.port"),
-  io_count: kvm_run.offsetOf("exit.io.count"),
-  io_data_offset: kvm_run.offsetOf("exit.io.data_offset"),
-  mmio_phys_addr: kvm_run.offsetOf("exit.mmio.phys_addr"),
-  mmio_data: kvm_run.offsetOf("exit.mmio.data"),
-  mmio_len: kvm_run.offsetOf("exit.mmio.len"),
-  mmio_is_write: kvm_run.offsetOf("exit.mmio.is_write"),
-};
 
 export class Vcpu {
   readonly thread: VcpuThread;
@@ -166,33 +151,23 @@ export class Vcpu {
   }
 
   /** Handle the exit described in kvm_run; returns how the VM ended if this exit ends it. */
-  handleExit(): VmExit | undefined {
-    const reason = this.dv.getUint32(OFF.exit_reason, true);
+  handleExit(exit: DecodedExit = decodeExit(this.bytes, this.dv)): VmEnd | undefined {
+    const reason = exit.reason;
     this.exitCounts.set(reason, (this.exitCounts.get(reason) ?? 0) + 1);
     switch (reason) {
-      case KVM_EXIT.IO: {
-        const size = this.bytes[OFF.io_size]!;
-        const port = this.dv.getUint16(OFF.io_port, true);
-        const count = this.dv.getUint32(OFF.io_count, true);
-        const dataOffset = Number(this.dv.getBigUint64(OFF.io_data_offset, true));
-        const out = this.bytes[OFF.io_direction] === KVM_EXIT_IO_OUT;
+      case KVM_EXIT.IO:
+      case KVM_EXIT.MMIO: {
+        const { bus, addr, size, count, write, dataOffset } = exit.access!;
         if (dataOffset + count * size > this.bytes.byteLength) {
-          return { reason: "error", vcpu: this.id, message: `KVM_EXIT_IO data (offset ${dataOffset}, ${count} x ${size} bytes) lies outside kvm_run` };
+          return { reason: "error", vcpu: this.id, message: `${exit.name} data (offset ${dataOffset}, ${count} x ${size} bytes) lies outside kvm_run` };
         }
+        const target = bus === "pio" ? this.host.pio : this.host.mmio;
         // `rep outs`/`rep ins` report `count` accesses back to back in the data area.
         for (let i = 0; i < count; i++) {
           const data = this.bytes.subarray(dataOffset + i * size, dataOffset + (i + 1) * size);
-          if (out) this.host.pio.write(port, data);
-          else this.host.pio.read(port, data);
+          if (write) target.write(addr, data);
+          else target.read(addr, data);
         }
-        return undefined;
-      }
-      case KVM_EXIT.MMIO: {
-        const addr = Number(this.dv.getBigUint64(OFF.mmio_phys_addr, true));
-        const len = this.dv.getUint32(OFF.mmio_len, true);
-        const data = this.bytes.subarray(OFF.mmio_data, OFF.mmio_data + Math.min(len, 8));
-        if (this.bytes[OFF.mmio_is_write]) this.host.mmio.write(addr, data);
-        else this.host.mmio.read(addr, data);
         return undefined;
       }
       case KVM_EXIT.DEBUG: {
@@ -234,35 +209,27 @@ export class Vcpu {
   }
 
   /** handleExit, plus a trace record describing the exit and how long the VMM took with it. */
-  private handleTracedExit(tracer: ExitTracer): VmExit | undefined {
+  private handleTracedExit(tracer: ExitTracer): VmEnd | undefined {
     const t0 = performance.now();
-    const reason = this.dv.getUint32(OFF.exit_reason, true);
-    const rec: ExitRecord = { t: t0 - this.tracerEpoch, vcpu: this.id, reason: KVM_EXIT_NAME[reason] ?? String(reason), handleUs: 0 };
-    let bus: Bus | undefined;
-    if (reason === KVM_EXIT.IO) {
-      bus = this.host.pio;
-      rec.addr = this.dv.getUint16(OFF.io_port, true);
-      rec.size = this.bytes[OFF.io_size]!;
-      rec.dir = this.bytes[OFF.io_direction] === KVM_EXIT_IO_OUT ? "out" : "in";
-      const count = this.dv.getUint32(OFF.io_count, true);
-      if (count > 1) rec.count = count;
-    } else if (reason === KVM_EXIT.MMIO) {
-      bus = this.host.mmio;
-      rec.addr = Number(this.dv.getBigUint64(OFF.mmio_phys_addr, true));
-      rec.size = Math.min(this.dv.getUint32(OFF.mmio_len, true), 8);
-      rec.dir = this.bytes[OFF.mmio_is_write] ? "write" : "read";
+    const exit = decodeExit(this.bytes, this.dv);
+    const rec: ExitRecord = { t: t0 - this.tracerEpoch, vcpu: this.id, reason: exit.name, handleUs: 0 };
+    const a = exit.access;
+    if (a) {
+      rec.addr = a.addr;
+      rec.size = a.size;
+      rec.dir = a.bus === "pio" ? (a.write ? "out" : "in") : a.write ? "write" : "read";
+      if (a.count > 1) rec.count = a.count;
     }
-    const ended = this.handleExit();
+    const ended = this.handleExit(exit);
     rec.handleUs = (performance.now() - t0) * 1000;
-    if (bus && rec.addr !== undefined && rec.size) {
-      const at = reason === KVM_EXIT.IO ? Number(this.dv.getBigUint64(OFF.io_data_offset, true)) : OFF.mmio_data;
+    if (a && a.size) {
       let v = 0n;
-      for (let i = rec.size - 1; i >= 0; i--) v = (v << 8n) | BigInt(this.bytes[at + i] ?? 0);
+      for (let i = a.size - 1; i >= 0; i--) v = (v << 8n) | BigInt(this.bytes[a.dataOffset + i] ?? 0);
       rec.data = v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
-      const hit = bus.find(rec.addr);
+      const hit = (a.bus === "pio" ? this.host.pio : this.host.mmio).find(a.addr);
       if (hit) {
         rec.device = hit.device.name;
-        rec.register = hit.device.registerName?.(hit.offset, rec.dir === "out" || rec.dir === "write");
+        rec.register = hit.device.registerName?.(hit.offset, a.write);
       }
     }
     tracer(rec);

@@ -1,10 +1,11 @@
 // --config-file: a JSON file in the shape of Firecracker's FullVmConfiguration ("boot-source", "drives",
 // "machine-config", "network-interfaces", "vsock", "logger", "metrics", "entropy"), read and checked
-// before anything starts. The checks are the API's (src/api/schemas.ts); errors name the file and the
+// before anything starts. The checks are the API's (src/config/schemas.ts); errors name the file and the
 // field: `vm.json: machine-config.vcpu_count: must be 1..32`.
 
 import { readFileSync, statSync } from "node:fs";
-import { FullVmConfiguration, MicroVMError, parseWith, UNSUPPORTED_CONFIG_KEYS, type MicroVMConfig } from "./api/schemas.ts";
+import { MicroVMError } from "./errors.ts";
+import { FullVmConfiguration, parseWith, UNSUPPORTED_CONFIG_KEYS, type MicroVMConfig } from "./schemas.ts";
 
 /** Far larger than any real configuration; a bigger file is a mistake (a disk image given by accident). */
 export const CONFIG_FILE_MAX_SIZE = 1024 * 1024;

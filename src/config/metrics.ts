@@ -13,7 +13,8 @@
 import { closeSync } from "node:fs";
 import { KVM_EXIT_NAME } from "../kvm/uapi.ts";
 import type { SerialCounters } from "../devices/serial.ts";
-import { MicroVMError, type MetricsConfig } from "./schemas.ts";
+import { MicroVMError } from "./errors.ts";
+import type { MetricsConfig } from "./schemas.ts";
 import { openAppend, writeQuietly } from "./logger.ts";
 
 /** Firecracker flushes its metrics every 60 s (METRICS_SYSTEM_FLUSH_INTERVAL). */

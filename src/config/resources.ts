@@ -8,7 +8,8 @@
 
 import { accessSync, constants, statSync } from "node:fs";
 import * as S from "./schemas.ts";
-import { MicroVMError, parseWith } from "./schemas.ts";
+import { MicroVMError } from "./errors.ts";
+import { parseWith } from "./schemas.ts";
 
 /** Firecracker's defaults: "vCPU count (=1), memory size (=128 MiB)", SMT off, no CPU template. */
 export const DEFAULT_MACHINE: S.MachineConfiguration = { vcpu_count: 1, mem_size_mib: 128, smt: false, track_dirty_pages: false, huge_pages: "None" };
@@ -72,7 +73,7 @@ export class VmResources {
   private checkMachine(m: S.MachineConfiguration, prefix: string): S.MachineConfiguration {
     if (m.smt) throw unsupported(`${prefix}.smt`, "SMT (two hardware threads per core)");
     if (m.cpu_template !== undefined && m.cpu_template !== "None") {
-      throw new MicroVMError(`${prefix}.cpu_template: ${m.cpu_template} is not supported; kindling picks its own CPU template (use None)`);
+      throw new MicroVMError(`${prefix}.cpu_template: ${m.cpu_template} is not supported; kindling picks its own cpuid profile for the host (use None)`);
     }
     if (m.huge_pages !== undefined && m.huge_pages !== "None") throw unsupported(`${prefix}.huge_pages`, `huge pages (${m.huge_pages})`);
     return m;

@@ -1,14 +1,14 @@
 // The main thread's handle on one vCPU worker: start it, wait for its next exit, let it resume, kick it out
-// of KVM_RUN, stop it. The protocol is described at the top of vcpu-worker.ts. The worker thread comes from
-// this process's pool (vcpu-worker-pool.ts) and goes back to it when the vCPU stops.
+// of KVM_RUN, stop it. The protocol is described at the top of worker.ts. The worker thread comes from
+// this process's pool (worker-pool.ts) and goes back to it when the vCPU stops.
 
-import { installKickHandler, kickSignal, pthreadKill, ERRNO } from "./libc.ts";
-import { KVM } from "./ioctl.ts";
-import { StructView } from "./struct.ts";
-import { kvm_run } from "./uapi.ts";
-import { CONTROL, CONTROL_WORDS, TURN, type VcpuWorkerInit } from "./vcpu-protocol.ts";
-import type { VcpuFd } from "./vcpu-fd.ts";
-import { giveBackVcpuWorker, takeVcpuWorker, type PooledWorker } from "./vcpu-worker-pool.ts";
+import { installKickHandler, kickSignal, pthreadKill, ERRNO } from "../kvm/libc.ts";
+import { KVM } from "../kvm/ioctl.ts";
+import { StructView } from "../kvm/struct.ts";
+import { kvm_run } from "../kvm/uapi.ts";
+import { CONTROL, CONTROL_WORDS, TURN, type VcpuWorkerInit } from "./protocol.ts";
+import type { VcpuFd } from "../kvm/vcpu-fd.ts";
+import { giveBackVcpuWorker, takeVcpuWorker, type PooledWorker } from "./worker-pool.ts";
 
 const IMMEDIATE_EXIT = kvm_run.offsetOf("immediate_exit");
 

@@ -6,9 +6,10 @@
 // Every object is strict: an unknown field is refused, as Firecracker's serde(deny_unknown_fields) does.
 // Rules the spec states (vcpu_count 1..32, mtu 68..65535, guest_cid >= 3) are here; rules of kindling's
 // own (the memory range, id characters) say so in a comment. What kindling does not implement of a valid
-// body (rate limiters, SMT, ...) is refused later, by src/api/resources.ts, with a message naming it.
+// body (rate limiters, SMT, ...) is refused later, by src/config/resources.ts, with a message naming it.
 
 import { z } from "zod";
+import { ValidationError } from "./errors.ts";
 
 /** An integer in [min, max]; the error names the range. JSON has no integer type, so 1.5 is refused here. */
 export function int(min: number, max: number) {
@@ -208,25 +209,6 @@ export type FullVmConfiguration = z.output<typeof FullVmConfiguration>;
 export type MicroVMConfig = z.input<typeof FullVmConfiguration>;
 
 // ---- turning zod's issues into messages that name the field and the rule ----
-
-/**
- * A configuration or request kindling refuses: a broken rule, a feature it lacks, a call in the wrong state
- * (pre-boot only, not started). The API answers these with 400 and the message as `fault_message`.
- */
-export class MicroVMError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "MicroVMError";
-  }
-}
-
-/** A body or config that breaks a rule. The message names the field: `machine-config.vcpu_count: must be 1..32`. */
-export class ValidationError extends MicroVMError {
-  constructor(readonly problems: string[]) {
-    super(problems.join("; "));
-    this.name = "ValidationError";
-  }
-}
 
 const TYPE_RULE: Record<string, string> = {
   string: "must be a string",

@@ -1,0 +1,152 @@
+// The microVM recipe's description and its devices: what a machine is made of (kernel, initrd, command
+// line, memory, vCPUs, drives, network interfaces, vsock, entropy, boot timer), and the one place its
+// virtio devices are built and attached. bootLinux (linux.ts) follows this recipe; MicroVM (src/microvm.ts),
+// `kindling boot`, `kindling run` and `kindling api` all describe a machine and hand it to bootLinux.
+//
+// Order, as Firecracker's builder attaches them: drives (in the order given, the root drive first when the
+// caller sorts it so: /dev/vda is window 0), then the entropy device, the network interfaces, the vsock.
+// Each gets the next MMIO window and IRQ from Vm.addVirtioDevice and one `virtio_mmio.device=` argument
+// (cmdline.ts); callers find devices by name (drive id, interface id), never by position.
+
+import type { BootCompleteInfo } from "../devices/boot-timer.ts";
+import type { BootTimer } from "../devices/boot-timer.ts";
+import { FileBlockBackend, VirtioBlock } from "../devices/virtio/block.ts";
+import type { VirtioDevice } from "../devices/virtio/device.ts";
+import { VirtioNet } from "../devices/virtio/net.ts";
+import { VirtioRng } from "../devices/virtio/rng.ts";
+import { VIRTIO_BLK_ID_BYTES } from "../devices/virtio/uapi.ts";
+import { VirtioVsock } from "../devices/virtio/vsock.ts";
+import type { CpuidProfile } from "../arch/x86_64/cpuid.ts";
+import type { RootDriveInfo } from "../arch/x86_64/cmdline.ts";
+import type { AttachedVirtio, Vm } from "../vm.ts";
+
+export interface DriveConfig extends RootDriveInfo {
+  /** The drive's name among the machine's devices (Firecracker's drive_id); default vda, vdb ... */
+  id?: string;
+  /** The backing file. */
+  path: string;
+  /** What VIRTIO_BLK_T_GET_ID answers (the guest's /sys/block/vdX/serial): the id cut to 20 bytes, or "kindling". */
+  serial?: string;
+}
+
+export interface NetConfig {
+  /** The interface's name among the machine's devices (Firecracker's iface_id). */
+  id: string;
+  /** The TAP device on the host. */
+  hostDevName: string;
+  guestMac?: string;
+  mtu?: number;
+}
+
+export interface VsockConfig {
+  guestCid: number;
+  /** The host side: Firecracker's Unix-socket vsock protocol on this path. */
+  udsPath: string;
+}
+
+/** The machine, as plain data. */
+export interface MachineConfig {
+  /** A path, or the image's bytes. */
+  kernel: string | Uint8Array;
+  initrd?: string | Uint8Array;
+  /** The kernel command line; DEFAULT_CMDLINE when absent. kindling appends root=, the cpuid profile's additions and the devices. */
+  cmdline?: string;
+  /** Guest RAM in bytes (default 128 MiB). */
+  memSize?: number;
+  vcpus?: number;
+  /** "auto" (default) picks emulated-host where the host emulates guest kernel code, default elsewhere. */
+  cpuidProfile?: CpuidProfile | "auto";
+  /** virtio-blk disks, /dev/vda onwards in this order; one may be the root (cmdline.ts's rootArgs). */
+  drives?: DriveConfig[];
+  /** A virtio-rng device fed from the host's CSPRNG. */
+  entropy?: boolean;
+  /** virtio-net devices, each on a TAP. */
+  nets?: NetConfig[];
+  vsock?: VsockConfig;
+  /** Firecracker's boot-timer device (default true). */
+  bootTimer?: boolean;
+}
+
+/**
+ * A net or vsock device model's constructor, for callers that substitute their own (tests). kindling calls
+ *   new VirtioNet({ ifaceId, hostDevName, guestMac?, mtu?, log })
+ *   new VirtioVsock({ guestCid, udsPath, log })
+ * and, after the VM ends, the device's close() if it has one.
+ */
+export type DeviceClass = new (opts: Record<string, unknown>) => VirtioDevice;
+export interface DeviceModels {
+  VirtioNet?: DeviceClass;
+  VirtioVsock?: DeviceClass;
+}
+
+/** The machine's devices by name. `virtio` lists them in window order with the names metrics use. */
+export interface MachineDevices {
+  drives: Map<string, VirtioDevice>;
+  nets: Map<string, VirtioDevice>;
+  vsock?: VirtioDevice;
+  entropy?: VirtioDevice;
+  bootTimer?: BootTimer;
+  /** Every virtio device in window order: block_<id>, entropy, net_<id>, vsock. */
+  virtio: { name: string; device: VirtioDevice }[];
+}
+
+export type { BootCompleteInfo };
+
+/** The handle name of drive `i`: its id, or vda, vdb ... */
+export const driveName = (d: DriveConfig, i: number): string => d.id ?? `vd${String.fromCharCode(97 + (i % 26))}${i >= 26 ? i : ""}`;
+
+/**
+ * Build the virtio devices a machine describes, in window order. If one cannot be built (a file or TAP
+ * that does not open), those already built are closed and the error is thrown.
+ */
+export function createVirtioDevices(m: MachineConfig, opts: { models?: DeviceModels; log?: (line: string) => void } = {}): MachineDevices {
+  const log = opts.log ?? (() => {});
+  const out: MachineDevices = { drives: new Map(), nets: new Map(), virtio: [] };
+  const add = (name: string, device: VirtioDevice) => (out.virtio.push({ name, device }), device);
+  try {
+    (m.drives ?? []).forEach((d, i) => {
+      const id = driveName(d, i);
+      if (out.drives.has(id)) throw new Error(`drive id ${id} is used twice`);
+      const serial = d.serial ?? (d.id === undefined ? undefined : d.id.slice(0, VIRTIO_BLK_ID_BYTES));
+      out.drives.set(id, add(`block_${id}`, new VirtioBlock(new FileBlockBackend(d.path, d.readOnly ?? false), { id: serial, log })));
+    });
+    if (m.entropy) out.entropy = add("entropy", new VirtioRng());
+    const Net = opts.models?.VirtioNet ?? (VirtioNet as unknown as DeviceClass);
+    for (const n of m.nets ?? []) {
+      if (out.nets.has(n.id)) throw new Error(`network interface id ${n.id} is used twice`);
+      out.nets.set(n.id, add(`net_${n.id}`, new Net({ ifaceId: n.id, hostDevName: n.hostDevName, guestMac: n.guestMac, mtu: n.mtu, log })));
+    }
+    if (m.vsock) {
+      const Vsock = opts.models?.VirtioVsock ?? (VirtioVsock as unknown as DeviceClass);
+      out.vsock = add("vsock", new Vsock({ guestCid: m.vsock.guestCid, udsPath: m.vsock.udsPath, log }));
+    }
+  } catch (e) {
+    closeDevices(out.virtio.map((v) => v.device));
+    throw e;
+  }
+  return out;
+}
+
+/** Put each device on the VM's MMIO bus: the next window, the next IRQ. In window order. */
+export function attachVirtioDevices(vm: Vm, devices: MachineDevices): (AttachedVirtio & { name: string })[] {
+  const attached: (AttachedVirtio & { name: string })[] = [];
+  try {
+    for (const { name, device } of devices.virtio) attached.push({ ...vm.addVirtioDevice(device), name });
+  } catch (e) {
+    // The attached ones are closed with the VM; the rest are not on it.
+    closeDevices(devices.virtio.slice(attached.length).map((v) => v.device));
+    throw e;
+  }
+  return attached;
+}
+
+/** Release what devices that never reached a VM hold (a file, a TAP and its reader, a socket). */
+export function closeDevices(devices: readonly VirtioDevice[]): void {
+  for (const d of devices) {
+    try {
+      void Promise.resolve(d.close?.()).catch(() => {});
+    } catch {
+      // a device that fails to close holds nothing more we can release
+    }
+  }
+}

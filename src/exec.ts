@@ -1,0 +1,250 @@
+// Run one command in a fresh microVM and return its output and exit status: `kindling exec` and the
+// library's exec(). The microVM is configured as Firecracker's API would (MicroVM), booted from an ext4
+// root filesystem, and the command travels on the kernel command line.
+//
+// How the command gets there and back (the guest side is guest/init.sh):
+//   1. argv is quoted for the shell (quoteArgs) so spaces and quotes arrive intact, base64-encoded (no
+//      spaces, so the kernel keeps it one word) and passed as `kindling.exec=<base64>`, with `quiet`.
+//   2. The guest's init decodes it, turns the kernel's console messages down to emergencies, and runs it
+//      with `sh -c`, stdin /dev/null. Each line of its stdout reaches the serial console as 0x1e "1" line,
+//      each line of its stderr as 0x1e "2" line (0x1e is ASCII's record separator, RS).
+//   3. ExecFrames splits the console stream back into stdout, stderr and everything else (the kernel's log,
+//      init's own lines), and init's last line "kindling: exit status N" carries the status.
+//   4. init ends the VM (`reboot -f` through the i8042); exec() resolves when the VM has ended.
+
+import { DEFAULT_CMDLINE } from "./arch/x86_64/cmdline.ts";
+import { MicroVM, MicroVMError, type MicroVMOptions, type VmEnd } from "./microvm.ts";
+import type * as S from "./config/schemas.ts";
+
+/** ASCII RS, which starts every framed output line (guest/init.sh, run_framed). */
+export const EXEC_RS = 0x1e;
+/** Exit status for a command that did not finish in time, as coreutils' timeout(1) uses. */
+export const EXEC_TIMEOUT_STATUS = 124;
+/** The marker init prints after the command: "kindling: exit status N". */
+const STATUS_LINE = /^kindling: exit status (\d+)$/;
+/**
+ * Linux keeps 2048 bytes of command line on x86 (COMMAND_LINE_SIZE); the base line and the devices' own
+ * arguments need some, so a command may take this much after base64.
+ */
+const MAX_ENCODED_COMMAND = 1400;
+/** After the status line, the guest has this long to end the VM before exec() stops it. */
+const END_GRACE_MS = 30_000;
+
+/** Quote each argument for a POSIX shell: 'it'\''s' style, so the shell sees exactly these words. */
+export function quoteArgs(argv: string[]): string {
+  return argv.map((a) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`)).join(" ");
+}
+
+/** The kernel command-line word that carries argv to the guest's init. */
+export function execCmdlineArg(argv: string[]): string {
+  if (argv.length === 0) throw new MicroVMError("exec: no command given");
+  const encoded = Buffer.from(quoteArgs(argv), "utf8").toString("base64");
+  if (encoded.length > MAX_ENCODED_COMMAND) {
+    throw new MicroVMError(`exec: the command is too long for the kernel command line (${encoded.length} bytes of base64, at most ${MAX_ENCODED_COMMAND}); put it in a script on a drive instead`);
+  }
+  return `kindling.exec=${encoded}`;
+}
+
+export interface ExecSink {
+  stdout(bytes: Uint8Array): void;
+  stderr(bytes: Uint8Array): void;
+  /** A console line that is not the command's: the kernel's log, init's messages. Without its newline. */
+  console(line: string): void;
+}
+
+/**
+ * Splits the console byte stream into the command's stdout and stderr and the other lines (step 3 above).
+ * Bytes are passed on as they arrive, so output streams; a `\r` the tty added before each `\n` is removed.
+ */
+export class ExecFrames {
+  private state: "lineStart" | "fd" | "record" | "other" = "lineStart";
+  private fd: 1 | 2 = 1;
+  private heldCR = false;
+  private other: number[] = [];
+  private out: { fd: 1 | 2; bytes: number[] }[] = [];
+
+  constructor(private readonly sink: ExecSink) {}
+
+  push(chunk: Uint8Array): void {
+    for (const b of chunk) this.byte(b);
+    for (const o of this.out) if (o.bytes.length) (o.fd === 1 ? this.sink.stdout : this.sink.stderr)(Uint8Array.from(o.bytes));
+    this.out = [];
+  }
+
+  private emit(b: number): void {
+    const last = this.out[this.out.length - 1];
+    if (last && last.fd === this.fd) last.bytes.push(b);
+    else this.out.push({ fd: this.fd, bytes: [b] });
+  }
+
+  private byte(b: number): void {
+    if (b === EXEC_RS) {
+      if (this.state === "record" && this.heldCR) this.emit(0x0d);
+      if (this.state === "other") this.endOther();
+      this.heldCR = false;
+      this.state = "fd";
+      return;
+    }
+    switch (this.state) {
+      case "fd":
+        if (b === 0x31 || b === 0x32) {
+          this.fd = b === 0x31 ? 1 : 2;
+          this.state = "record";
+        } else {
+          this.state = "other";
+          this.other.push(b);
+        }
+        return;
+      case "record":
+        if (b === 0x0a) {
+          this.heldCR = false; // the tty's \r\n (ONLCR) becomes the program's \n again
+          this.emit(b);
+          this.state = "lineStart";
+        } else if (b === 0x0d) {
+          if (this.heldCR) this.emit(0x0d);
+          this.heldCR = true;
+        } else {
+          if (this.heldCR) this.emit(0x0d);
+          this.heldCR = false;
+          this.emit(b);
+        }
+        return;
+      default:
+        if (b === 0x0a) {
+          this.endOther();
+          this.state = "lineStart";
+        } else if (this.other.length < 4096) {
+          this.other.push(b);
+          this.state = "other";
+        }
+    }
+  }
+
+  private endOther(): void {
+    const line = new TextDecoder().decode(Uint8Array.from(this.other)).replace(/\r$/, "");
+    this.other = [];
+    this.sink.console(line);
+  }
+}
+
+export interface ExecOptions {
+  /** The kernel (ELF vmlinux or bzImage). */
+  kernel: string;
+  /** The root filesystem image (ext4), attached read-only as /dev/vda unless `rootfsReadWrite`. */
+  rootfs?: string;
+  /** Boot from this initramfs instead (its /init must be guest/init.sh's); give it or `rootfs`. */
+  initrd?: string;
+  rootfsReadWrite?: boolean;
+  memoryMib?: number;
+  vcpus?: number;
+  /** More of the microVM's configuration, in Firecracker's shape: drives after the root, network interfaces, vsock, entropy. */
+  config?: Partial<Pick<S.MicroVMConfig, "drives" | "network-interfaces" | "vsock" | "entropy">>;
+  /** Kernel command-line words added to the default line (e.g. `ip=dhcp`). */
+  bootArgs?: string;
+  /** Stop the microVM after this long; the result is then EXEC_TIMEOUT_STATUS with timedOut set. */
+  timeoutMs?: number;
+  onStdout?: (bytes: Uint8Array) => void;
+  onStderr?: (bytes: Uint8Array) => void;
+  /** The kernel's log and other console lines. */
+  onConsole?: (line: string) => void;
+  /** The VMM's own log lines. */
+  log?: (line: string) => void;
+  /** The microVM, once it exists (tests use it to look inside). */
+  onVm?: (vm: MicroVM) => void;
+  /** Passed to MicroVM: the instance id, device models (tests wrap the net device to set up its TAP). */
+  microvm?: MicroVMOptions;
+}
+
+export interface ExecResult {
+  /** The command's exit status; EXEC_TIMEOUT_STATUS when it timed out. */
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  /** How the microVM ended. */
+  end: VmEnd;
+  /** Milliseconds from the call: the guest's boot-timer write, the command's first output, the end. */
+  timings: { bootCompleteMs?: number; firstOutputMs?: number; totalMs: number };
+}
+
+/** An exec whose microVM failed, or ended without reporting the command's exit status. */
+export class ExecError extends Error {
+  constructor(message: string, readonly end?: VmEnd) {
+    super(message);
+    this.name = "ExecError";
+  }
+}
+
+/** Boot a fresh microVM, run argv in it, and return what it printed and its exit status. */
+export async function exec(argv: string[], opts: ExecOptions): Promise<ExecResult> {
+  const t0 = performance.now();
+  const since = () => Math.round(performance.now() - t0);
+  const cmdArg = execCmdlineArg(argv);
+  const extra = opts.config ?? {};
+  if (!opts.rootfs && !opts.initrd) throw new MicroVMError("exec: give a root filesystem (rootfs) or an initramfs (initrd) to boot from");
+  const root = opts.rootfs ? [{ drive_id: "rootfs", path_on_host: opts.rootfs, is_root_device: true, is_read_only: !opts.rootfsReadWrite }] : [];
+  const vm = new MicroVM({
+    "boot-source": { kernel_image_path: opts.kernel, ...(opts.initrd ? { initrd_path: opts.initrd } : {}), boot_args: [DEFAULT_CMDLINE, opts.bootArgs, "quiet", cmdArg].filter(Boolean).join(" ") },
+    "machine-config": { vcpu_count: opts.vcpus ?? 1, mem_size_mib: opts.memoryMib ?? 128 },
+    drives: [...root, ...(extra.drives ?? [])],
+    ...(extra["network-interfaces"] ? { "network-interfaces": extra["network-interfaces"] } : {}),
+    ...(extra.vsock ? { vsock: extra.vsock } : {}),
+    ...(extra.entropy ? { entropy: extra.entropy } : {}),
+  }, opts.microvm);
+  vm.logger.sink = (line) => opts.log?.(line);
+  opts.onVm?.(vm);
+
+  const decoder = { out: new TextDecoder(), err: new TextDecoder() };
+  let stdout = "";
+  let stderr = "";
+  let status: number | undefined;
+  let firstOutputMs: number | undefined;
+  let bootCompleteMs: number | undefined;
+  const consoleTail: string[] = [];
+  const first = () => (firstOutputMs ??= since());
+  const frames = new ExecFrames({
+    stdout: (b) => {
+      first();
+      stdout += decoder.out.decode(b, { stream: true });
+      opts.onStdout?.(b);
+    },
+    stderr: (b) => {
+      first();
+      stderr += decoder.err.decode(b, { stream: true });
+      opts.onStderr?.(b);
+    },
+    console: (line) => {
+      const m = STATUS_LINE.exec(line);
+      if (m) {
+        status = Number(m[1]);
+        // The guest ends the VM itself; if it does not, stop it.
+        setTimeout(() => void vm.stop("the command finished but the guest did not end the VM"), END_GRACE_MS).unref();
+      }
+      consoleTail.push(line);
+      if (consoleTail.length > 20) consoleTail.shift();
+      opts.onConsole?.(line);
+    },
+  });
+  vm.on("serial", (b) => frames.push(b));
+  vm.on("boot-complete", () => (bootCompleteMs = since()));
+
+  let timedOut = false;
+  const timer = opts.timeoutMs === undefined ? undefined : setTimeout(() => {
+    timedOut = true;
+    void vm.stop(`exec: the command did not finish within ${opts.timeoutMs} ms`);
+  }, opts.timeoutMs);
+  try {
+    await vm.start();
+  } catch (e) {
+    clearTimeout(timer);
+    throw new ExecError((e as Error).message);
+  }
+  const end = await vm.exited;
+  clearTimeout(timer);
+  const timings = { bootCompleteMs, firstOutputMs, totalMs: since() };
+  if (timedOut && status === undefined) return { exitCode: EXEC_TIMEOUT_STATUS, stdout, stderr, timedOut, end, timings };
+  if (status === undefined) {
+    throw new ExecError(`the microVM ended (${end.reason}: ${end.message}) before the command reported its exit status; last console lines:\n${consoleTail.join("\n")}`, end);
+  }
+  return { exitCode: status, stdout, stderr, timedOut: false, end, timings };
+}

@@ -1,0 +1,214 @@
+// Guest userland through kindling: one Linux boot on 2 vCPUs with Firecracker's device set, running a
+// script of checks in the guest with exec() (src/exec.ts), each check one line of its stdout. Slow where
+// the host emulates guest kernel code (a few minutes: the kernel, then every system call through the
+// syscall assist), so it is one boot that checks many things:
+//   boot: init ready, the boot-timer write, the command's exit status, a clean end of the VM;
+//   SMP: 2 CPUs seen, a user process run on each;
+//   virtio-blk: a known file read from a second (ext4, read-only) drive, bytes written to a third
+//     (raw, read-write) drive read back by the host, a write to the read-only drive refused;
+//   virtio-net: an address by DHCP from dnsmasq on a TAP in a network namespace, ping to the host side,
+//     a page fetched with wget from an HTTP server (busybox httpd) there;
+//   virtio-vsock: guest-initiated (to uds_path_<port>) and host-initiated (CONNECT <port>), both ways;
+//   virtio-rng: bytes from /dev/hwrng.
+
+import { afterAll, describe, expect } from "bun:test";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { exec } from "../src/exec.ts";
+import { VirtioNet } from "../src/devices/virtio/net.ts";
+import { buildGuest } from "../guest/build.ts";
+import { detectHost } from "../src/host.ts";
+import { KVM_MISSING } from "./support/kvm.ts";
+import { NetNs, netnsTest, uniqueName } from "./support/netns.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "kindling-userland-"));
+const cleanups: (() => void)[] = [() => rmSync(dir, { recursive: true, force: true })];
+afterAll(() => cleanups.reverse().forEach((c) => c()));
+
+const HOST_IP = "192.168.127.1";
+const GUEST_MAC = "06:00:c0:a8:7f:0b";
+const VSOCK_GUEST_TO_HOST = 5001;
+const VSOCK_HOST_TO_GUEST = 5002;
+const WRITTEN = "kindling-wrote-this";
+
+/** The checks, run by the guest's shell; each prints "name value" on a line of its own. */
+const SCRIPT = `
+echo "cpus $(grep -c ^processor /proc/cpuinfo)"
+echo "on-cpu0 $(taskset -c 0 cat /proc/self/stat | cut -d' ' -f39)"
+echo "on-cpu1 $(taskset -c 1 cat /proc/self/stat | cut -d' ' -f39)"
+mount -o ro /dev/vdb /mnt && echo "sha256 $(sha256sum /mnt/known.bin | cut -d' ' -f1)"
+printf '%s' ${WRITTEN} | dd of=/dev/vdc conv=notrunc 2>/dev/null && sync && echo "rw-write ok"
+if dd if=/dev/zero of=/dev/vdb bs=512 count=1 2>/dev/null; then echo "ro-write allowed"; else echo "ro-write refused"; fi
+echo "hwrng $(head -c 16 /dev/hwrng | wc -c)"
+echo "addr $(ip -4 -o addr show eth0 | grep -o 'inet [0-9.]*' | cut -d' ' -f2)"
+ping -c 1 -W 10 ${HOST_IP} > /dev/null && echo "ping ok"
+echo "http $(wget -q -O - http://${HOST_IP}:8080/hello.txt)"
+echo "vsock-out $(echo from-guest | vsock connect 2 ${VSOCK_GUEST_TO_HOST})"
+(echo from-guest-listener | vsock listen ${VSOCK_HOST_TO_GUEST} > /tmp/vsock-in) &
+sleep 1
+echo "vsock-listening"
+wait
+echo "vsock-in $(cat /tmp/vsock-in)"
+echo "to stderr" >&2
+exit 7
+`;
+
+/** "name value" lines of the script's stdout as a map. */
+function checks(stdout: string): Map<string, string> {
+  return new Map(stdout.split("\n").filter(Boolean).map((l) => [l.split(" ")[0]!, l.slice(l.indexOf(" ") + 1)] as [string, string]));
+}
+
+/** Host side of the guest-initiated vsock connection: Firecracker's `uds_path_<port>` listener. */
+function vsockListener(udsPath: string, port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const server = createServer((s) => {
+      let got = "";
+      s.on("data", (d) => (got += d.toString()));
+      // The guest shuts down its sending side after its stdin: answer, then close.
+      s.on("end", () => s.end(`from-host-to-${got.trim()}\n`, () => {
+        server.close();
+        resolve(got);
+      }));
+      s.on("error", reject);
+    });
+    server.listen(`${udsPath}_${port}`);
+    cleanups.push(() => server.close());
+  });
+}
+
+/** Host side of the host-initiated connection: CONNECT <port>, read until the guest's EOF, answer. */
+async function vsockConnect(udsPath: string, port: number): Promise<string> {
+  for (let attempt = 0; ; attempt++) {
+    const r = await new Promise<string | Error>((resolve) => {
+      const s = connect(udsPath);
+      let text = "";
+      s.on("connect", () => s.write(`CONNECT ${port}\n`));
+      s.on("data", (d) => {
+        text += d.toString();
+        const ok = /^OK \d+\n/.exec(text);
+        if (ok && text.includes("\n", ok[0].length)) s.end("from-host\n");
+      });
+      s.on("close", () => resolve(text.startsWith("OK ") ? text : new Error(`connection closed: ${JSON.stringify(text)}`)));
+      s.on("error", (e) => resolve(e));
+    });
+    if (typeof r === "string") return r.replace(/^OK \d+\n/, "");
+    if (attempt >= 20) throw r;
+    await Bun.sleep(500); // the guest's listener may not be up yet
+  }
+}
+
+describe("Linux userland", () => {
+  netnsTest(
+    "one boot on 2 vCPUs: init, boot timer, exit status; SMP, blk, net, vsock and rng used from inside the guest",
+    async () => {
+      if (KVM_MISSING) throw new Error(`this test needs /dev/kvm: ${KVM_MISSING}`);
+      const guest = await buildGuest({ log: () => {} });
+
+      // A second drive: ext4 holding a known file. A third: raw, read-write, zeroed.
+      const known = new Uint8Array(64 * 1024).map((_, i) => (i * 31 + 7) & 0xff);
+      const knownDir = join(dir, "known");
+      mkdirSync(knownDir);
+      writeFileSync(join(knownDir, "known.bin"), known);
+      const dataImg = join(dir, "data.ext4");
+      const mkfs = Bun.spawnSync(["mkfs.ext4", "-q", "-d", knownDir, dataImg, "4M"], { stderr: "pipe" });
+      expect(mkfs.exitCode, mkfs.stderr.toString()).toBe(0);
+      const scratch = join(dir, "scratch.img");
+      writeFileSync(scratch, new Uint8Array(1024 * 1024));
+
+      // The network: a TAP in a namespace, dnsmasq for DHCP, busybox httpd serving a page.
+      const ns = NetNs.create("kusr");
+      cleanups.push(() => ns.delete());
+      const tap = uniqueName("ktap");
+      const www = join(dir, "www");
+      mkdirSync(www);
+      writeFileSync(join(www, "hello.txt"), "hello-from-the-host\n");
+      // The VM's net device creates the TAP; this wrapper then moves it into the namespace and starts
+      // dnsmasq and httpd there, before any vCPU runs.
+      class NetInNamespace extends VirtioNet {
+        constructor(o: ConstructorParameters<typeof VirtioNet>[0]) {
+          super(o);
+          setUpNetwork(ns, tap, dir, www, cleanups);
+        }
+      }
+
+      const uds = join(dir, "vsock.sock");
+      const fromGuest = vsockListener(uds, VSOCK_GUEST_TO_HOST);
+      let hostToGuest: Promise<string> | undefined;
+      let stdout = "";
+      const logs: string[] = [];
+      const consoleLines: string[] = [];
+      const result = await exec(["sh", "-c", SCRIPT], {
+          kernel: guest.vmlinux,
+          rootfs: guest.rootfs,
+          vcpus: 2,
+          bootArgs: "ip=dhcp",
+          config: {
+            drives: [
+              { drive_id: "data", path_on_host: dataImg, is_root_device: false, is_read_only: true },
+              { drive_id: "scratch", path_on_host: scratch, is_root_device: false, is_read_only: false },
+            ],
+            "network-interfaces": [{ iface_id: "eth0", host_dev_name: tap, guest_mac: GUEST_MAC }],
+            vsock: { guest_cid: 3, uds_path: uds },
+            entropy: {},
+          },
+          timeoutMs: 900_000,
+          microvm: { deviceModels: { VirtioNet: NetInNamespace as never } },
+          onStdout: (b) => {
+            stdout += new TextDecoder().decode(b);
+            if (!hostToGuest && stdout.includes("vsock-listening\n")) hostToGuest = vsockConnect(uds, VSOCK_HOST_TO_GUEST);
+          },
+          onConsole: (l) => consoleLines.push(l),
+          log: (l) => logs.push(l),
+        });
+      const c = checks(result.stdout);
+      const report = `stdout:\n${result.stdout}\nstderr:\n${result.stderr}\nconsole (last 40 lines):\n${consoleLines.slice(-40).join("\n")}\nvmm:\n${logs.slice(-20).join("\n")}`;
+
+      // Boot and the command.
+      expect(result.exitCode, report).toBe(7);
+      expect(result.stderr, report).toBe("to stderr\n");
+      expect(consoleLines, report).toContain("kindling: init ready");
+      expect(result.timings.bootCompleteMs, report).toBeGreaterThan(0);
+      expect(logs.some((l) => /^boot complete: the guest wrote 123 to the boot timer [\d.]+ ms after VM creation/.test(l)), report).toBe(true);
+      expect(result.end.reason, report).toBe("reset");
+      // SMP.
+      expect(c.get("cpus"), report).toBe("2");
+      expect(c.get("on-cpu0"), report).toBe("0");
+      expect(c.get("on-cpu1"), report).toBe("1");
+      // Block devices.
+      expect(c.get("sha256"), report).toBe(new Bun.CryptoHasher("sha256").update(known).digest("hex"));
+      expect(c.get("rw-write"), report).toBe("ok");
+      expect(new TextDecoder().decode(readFileSync(scratch).subarray(0, WRITTEN.length))).toBe(WRITTEN);
+      expect(c.get("ro-write"), report).toBe("refused");
+      // Network.
+      expect(c.get("addr"), report).toMatch(/^192\.168\.127\.(1\d|20)$/);
+      expect(c.get("ping"), report).toBe("ok");
+      expect(c.get("http"), report).toBe("hello-from-the-host");
+      // vsock, both ways.
+      expect(await fromGuest).toBe("from-guest\n");
+      expect(c.get("vsock-out"), report).toBe("from-host-to-from-guest");
+      expect(hostToGuest, report).toBeDefined();
+      expect(await hostToGuest!).toBe("from-guest-listener\n");
+      expect(c.get("vsock-in"), report).toBe("from-host");
+      // Entropy.
+      expect(c.get("hwrng"), report).toBe("16");
+      if (detectHost().emulatesGuestKernel) expect(logs.some((l) => l.includes("syscall assist: breakpoint on the guest's #PF handler")), report).toBe(true);
+    },
+    1_000_000,
+  );
+});
+
+/** Move the VM's TAP into the namespace, address it, and start dnsmasq and httpd there. */
+function setUpNetwork(ns: NetNs, tap: string, dir: string, www: string, cleanups: (() => void)[]): void {
+  ns.adopt(tap);
+  ns.ip("addr", "add", `${HOST_IP}/24`, "dev", tap);
+  ns.ip("link", "set", tap, "up");
+  const dnsmasq = Bun.spawn(
+    ["ip", "netns", "exec", ns.name, "dnsmasq", "--no-daemon", "--port=0", "--no-resolv", "--no-hosts", `--interface=${tap}`,
+      "--bind-interfaces", "--dhcp-range=192.168.127.10,192.168.127.20,1h", "--dhcp-authoritative", `--log-facility=${join(dir, "dnsmasq.log")}`, "--pid-file="],
+    { stdout: "ignore", stderr: "ignore" },
+  );
+  const httpd = Bun.spawn(["ip", "netns", "exec", ns.name, "busybox", "httpd", "-f", "-p", `${HOST_IP}:8080`, "-h", www], { stdout: "ignore", stderr: "ignore" });
+  cleanups.push(() => dnsmasq.kill(), () => httpd.kill());
+}
