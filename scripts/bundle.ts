@@ -33,7 +33,7 @@ export async function bundle(entry: string, outDir: string): Promise<Bundle> {
   const out = resolve(outDir);
   rmSync(out, { recursive: true, force: true });
   mkdirSync(out, { recursive: true });
-  const worker = join(out, "vcpu-worker.js");
+  const worker = join(out, `${basename(WORKER).replace(/\.ts$/, "")}.js`);
   const r = await Bun.build({
     entrypoints: [resolve(entry), WORKER],
     outdir: out,

@@ -51,9 +51,8 @@ if (mode === "vms") {
   const ready: Promise<void>[] = [];
   for (let i = 0; i < count; i++) {
     const w = new Worker(url);
-    // worker.ts posts nothing until it gets a vCPU: wait for 'open', which Bun fires once the
-    // worker's script has started, then a moment for its module to finish evaluating.
-    ready.push(new Promise((resolve) => w.addEventListener("open", () => resolve())));
+    // worker.ts posts its thread id once loaded (and garbage-collected): wait for that message.
+    ready.push(new Promise((resolve) => w.addEventListener("message", () => resolve(), { once: true })));
     keep.push(w);
   }
   await Promise.all(ready);

@@ -17,7 +17,7 @@ import { setupMsrs } from "../../src/arch/x86_64/msrs.ts";
 import { setupLapic } from "../../src/arch/x86_64/lapic.ts";
 import { MiB, SCRATCH_MMIO_SIZE, SCRATCH_MMIO_START, SCRATCH_PORT } from "../../src/arch/x86_64/layout.ts";
 import { Vm } from "../../src/vm.ts";
-import type { VmExit } from "../../src/vcpu.ts";
+import type { VmEnd as VmExit } from "../../src/lifecycle.ts";
 import { KVM } from "../../src/kvm/ioctl.ts";
 import { ERRNO, kickSignal } from "../../src/kvm/libc.ts";
 import { KVM_EXIT, kvm_run } from "../../src/kvm/uapi.ts";
