@@ -6,7 +6,9 @@ import { installKickHandler, kickSignal, pthreadKill, ERRNO } from "../kvm/libc.
 import { KVM } from "../kvm/ioctl.ts";
 import { StructView } from "../kvm/struct.ts";
 import { kvm_run } from "../kvm/uapi.ts";
-import { CONTROL, CONTROL_WORDS, TURN, type VcpuWorkerInit } from "./protocol.ts";
+import { CONTROL, CONTROL_WORDS, TURN, type LocalRange, type VcpuWorkerInit } from "./protocol.ts";
+import { KVM_EXIT, KVM_EXIT_IO_OUT } from "../kvm/uapi.ts";
+import { OFF } from "./exit.ts";
 import type { VcpuFd } from "../kvm/vcpu-fd.ts";
 import { giveBackVcpuWorker, takeVcpuWorker, type PooledWorker } from "./worker-pool.ts";
 
@@ -36,11 +38,31 @@ export class VcpuThread {
     this.ready.catch(() => {}); // start() reports it
     // Until started, it is the main thread's turn: the worker would otherwise run before registers are set.
     Atomics.store(this.ctl, CONTROL.TURN, TURN.WORKER);
+    this.serveLocally(true);
   }
 
-  /** Start the worker; it enters KVM_RUN at once. */
-  async start(): Promise<void> {
-    const init: VcpuWorkerInit = { fd: this.vcpu.fd, control: this.ctl.buffer as SharedArrayBuffer, runRequest: KVM.RUN, kickSignal: kickSignal() };
+  /** Exits the worker completed itself (local.ts), KVM_EXIT_IO's and KVM_EXIT_MMIO's. */
+  private readonly localCounts = new Int32Array(new SharedArrayBuffer(8));
+
+  /** Exits completed on the vCPU thread so far, by KVM_EXIT_* number. */
+  localExitCounts(): [number, number][] {
+    return [[KVM_EXIT.IO, Atomics.load(this.localCounts, 0)], [KVM_EXIT.MMIO, Atomics.load(this.localCounts, 1)]];
+  }
+
+  /** Let the worker complete exits to vCPU-thread devices itself (the default), or hand it every exit. */
+  serveLocally(on: boolean): void {
+    Atomics.store(this.ctl, CONTROL.LOCAL, on ? 1 : 0);
+  }
+
+  /** Start the worker; it enters KVM_RUN at once. `local`: the vCPU-thread devices' ranges (local.ts). */
+  async start(local: { pio: LocalRange[]; mmio: LocalRange[] } = { pio: [], mmio: [] }): Promise<void> {
+    const init: VcpuWorkerInit = {
+      fd: this.vcpu.fd, control: this.ctl.buffer as SharedArrayBuffer, runRequest: KVM.RUN, kickSignal: kickSignal(),
+      local: {
+        run: { addr: this.vcpu.run.addr, size: this.vcpu.run.size }, off: OFF, exitIo: KVM_EXIT.IO, exitMmio: KVM_EXIT.MMIO,
+        ioOut: KVM_EXIT_IO_OUT, ...local, counts: this.localCounts.buffer as SharedArrayBuffer,
+      },
+    };
     this.worker.postMessage(init);
     await this.ready; // the thread id, for kicks; the worker may already be in KVM_RUN
   }

@@ -9,25 +9,30 @@
 //   3. the main thread reads the exit from the shared kvm_run page, emulates the access (a UART register,
 //      an MMIO device), writes any result back into kvm_run, and flips `turn` to WORKER (or STOP);
 //   4. the worker enters KVM_RUN again, which first completes the access (e.g. loads an IN's value into AL).
+// Between 1 and 2, an access to a device the vCPU thread may serve itself (local.ts) is completed here and
+// the worker goes straight back to 1, unless the main thread has set CONTROL.LOCAL to 0.
 
-import { ioctlNoArg, pthreadSelf, unblockSignal } from "../kvm/worker-libc.ts";
+import { ioctlNoArg, pthreadSelf, unblockSignal, viewAt } from "../kvm/worker-libc.ts";
+import { LocalExits } from "./local.ts";
 import { CONTROL, TURN, type VcpuWorkerInit } from "./protocol.ts";
 
 declare const self: Worker;
 
-// The main thread needs this thread's pthread_t to interrupt KVM_RUN with the kick signal (whose handler it
-// has installed for the whole process).
 // A full collection now, while the thread has nothing else to do, returns what loading the script left
 // behind: about 0.4 MiB of each worker's ~1.8 MiB, for every VM of the process (bench/README.md, memory).
 Bun.gc(true);
+// The main thread needs this thread's pthread_t to interrupt KVM_RUN with the kick signal (whose handler it
+// has installed for the whole process).
 postMessage({ thread: pthreadSelf() });
 
 self.onmessage = (e: MessageEvent<VcpuWorkerInit>) => {
-  const { fd, control, runRequest, kickSignal } = e.data;
+  const { fd, control, runRequest, kickSignal, local } = e.data;
   const ctl = new Int32Array(control);
+  const localExits = new LocalExits(local, viewAt(local.run.addr, local.run.size));
   unblockSignal(kickSignal);
   for (;;) {
     const r = ioctlNoArg(fd, runRequest);
+    if (r === 0 && Atomics.load(ctl, CONTROL.LOCAL) === 1 && localExits.serve()) continue;
     Atomics.store(ctl, CONTROL.RESULT, r);
     Atomics.store(ctl, CONTROL.TURN, TURN.MAIN);
     Atomics.notify(ctl, CONTROL.TURN);
