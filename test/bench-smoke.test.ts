@@ -72,6 +72,10 @@ kvmTest(
       // 4. exit round trip.
       measured(r.exitRtt.kindling.pioUs.median, "kindling PIO exit");
       measured(r.exitRtt.kindling.mmioUs.median, "kindling MMIO exit");
+      measured(r.exitRtt.kindlingMainThread.pioUs.median, "kindling PIO exit handed to the main thread");
+      measured(r.exitRtt.kindlingMainThread.mmioUs.median, "kindling MMIO exit handed to the main thread");
+      // The bundled child and the one from source both ran.
+      measured(r.startToFirst.kindlingFromSource.wallMs.median, "kindling start to first instruction from source");
       // 5. creation rate, and what one VM's creation costs by part.
       measured(r.creation.kindlingInProcess.perSecond, "kindling creation rate in one process");
       measured(r.creation.breakdown.medianMs["total per VM, one at a time"], "creation breakdown");

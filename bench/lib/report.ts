@@ -125,6 +125,10 @@ export function headlineRows(r: Results): Row[] {
       metric: "exit round trip, MMIO", unit: "µs", kindling: e.kindling.mmioUs.median, qemu: e.qemu?.mmioUs.median, better: "lower", chart: true,
       target: exitTarget(e.kindling.mmioUs.median, e.qemu?.mmioUs.median),
     });
+    if (e.kindlingMainThread) {
+      rows.push({ metric: "  port I/O handed to the main thread", unit: "µs", kindling: e.kindlingMainThread.pioUs.median, qemu: e.qemu?.pioUs.median, better: "lower", chart: false });
+      rows.push({ metric: "  MMIO handed to the main thread", unit: "µs", kindling: e.kindlingMainThread.mmioUs.median, qemu: e.qemu?.mmioUs.median, better: "lower", chart: false });
+    }
   }
   const c = r.creation;
   if (c) {
