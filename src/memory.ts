@@ -1,4 +1,4 @@
-import { mmap, munmap, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, type Mapping } from "./kvm/libc.ts";
+import { madviseRange, mmap, munmap, MADV_DONTNEED, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, type Mapping } from "./kvm/libc.ts";
 
 // Guest RAM: one or more regions of host memory, each mapped into the guest at a guest-physical address.
 //
@@ -87,6 +87,19 @@ export class GuestMemory {
 
   fill(gpa: number, length: number, value = 0): void {
     this.slice(gpa, length).fill(value);
+  }
+
+  /**
+   * Give the host memory behind [gpa, gpa+length) back (the balloon's inflated pages): madvise(MADV_DONTNEED)
+   * for mmap'd RAM, after which the range reads as zeros and no longer counts in the VMM's RSS; plain
+   * buffers are zeroed. The range must be whole host pages (4 KiB) inside one region.
+   */
+  discard(gpa: number, length: number): void {
+    const r = this.find(gpa, length);
+    if (!r) throw new GuestMemoryError(gpa, length);
+    const at = gpa - r.gpa;
+    if (r.hostAddr === undefined) r.bytes.fill(0, at, at + length);
+    else madviseRange(r.hostAddr + at, length, MADV_DONTNEED);
   }
 
   readU8(gpa: number): number { return this.view(gpa, 1).getUint8(0); }

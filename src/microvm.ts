@@ -23,7 +23,10 @@ import * as S from "./config/schemas.ts";
 import { parseWith } from "./config/schemas.ts";
 import { MicroVMError } from "./config/errors.ts";
 import { parseConfig } from "./config/file.ts";
-import { VmResources } from "./config/resources.ts";
+import { checkFile, VmResources } from "./config/resources.ts";
+import { FileBlockBackend, VirtioBlock } from "./devices/virtio/block.ts";
+import type { BalloonStatistics, VirtioBalloon } from "./devices/virtio/balloon.ts";
+import type { StaticCpuTemplate } from "./arch/x86_64/cpu-templates.ts";
 import { Logger, openAppend, writeQuietly } from "./config/logger.ts";
 import { Metrics } from "./config/metrics.ts";
 
@@ -43,10 +46,12 @@ export interface RunningVm {
   readonly exited: Promise<VmEnd>;
   readonly serial: { queueInput(bytes: Uint8Array): number; readonly counters: Readonly<SerialCounters> };
   readonly vcpus: readonly { readonly exitCounts: ReadonlyMap<number, number> }[];
+  /** The legacy devices; the i8042's keyboard types SendCtrlAltDel. */
+  readonly legacy?: { readonly i8042: { sendCtrlAltDel(): boolean } };
 }
 
 /** How MicroVM boots a machine: bootLinux, or a stand-in (tests). Devices come back by name. */
-export type BootFn = (opts: LinuxBootOptions) => Promise<{ vm: RunningVm; devices: Pick<MachineDevices, "virtio"> }>;
+export type BootFn = (opts: LinuxBootOptions) => Promise<{ vm: RunningVm; devices: Pick<MachineDevices, "virtio"> & Partial<Pick<MachineDevices, "drives" | "balloon">> }>;
 
 export interface MicroVMOptions {
   /** The instance id (Firecracker's --id): in GET /, log lines and metrics. Default "anonymous-instance". */
@@ -93,6 +98,8 @@ export class MicroVM {
   private vm?: RunningVm;
   /** The virtio devices by metric name (block_<id>, entropy, net_<id>, vsock), from the recipe. */
   private devices: readonly { name: string; device: unknown }[] = [];
+  /** The devices runtime updates reach by name: drives (PATCH /drives), the balloon (PATCH /balloon ...). */
+  private named: Partial<Pick<MachineDevices, "drives" | "balloon">> = {};
   private serialFd?: number;
   private serialStream?: { stream: ReadableStream<Uint8Array>; controller: ReadableStreamDefaultController<Uint8Array> };
   /** Console bytes dropped because the `serial` stream's reader fell more than 1 MiB behind. */
@@ -134,6 +141,9 @@ export class MicroVM {
     });
     if (c.vsock) r.setVsock(c.vsock);
     if (c.entropy) r.setEntropy(c.entropy);
+    if (c.balloon) r.setBalloon(c.balloon);
+    // The schema transforms cpu-config's strings into numbers: the setter parses the original again.
+    if (c["cpu-config"]) r.setCpuConfig((input as Record<string, unknown>)["cpu-config"]);
     // Last: these two open their files.
     if (c.logger) this.logger.configure(c.logger);
     if (c.metrics) this.metrics.configure(c.metrics);
@@ -173,6 +183,16 @@ export class MicroVM {
     this.preBoot("entropy");
     this.resources.setEntropy(e);
   }
+  /** PUT /balloon: before boot only, as in Firecracker. */
+  putBalloon(b: z.input<typeof S.Balloon>): void {
+    this.preBoot("balloon");
+    this.resources.setBalloon(b);
+  }
+  /** PUT /cpu-config: Firecracker's custom CPU template (src/arch/x86_64/cpu-templates.ts). */
+  putCpuConfig(c: z.input<typeof S.CpuConfig>): void {
+    this.preBoot("cpu-config");
+    this.resources.setCpuConfig(c);
+  }
   setLogger(l: z.input<typeof S.Logger>): void {
     this.preBoot("logger");
     this.logger.configure(parseWith(S.Logger, l, "logger"));
@@ -193,16 +213,76 @@ export class MicroVM {
 
   // ---- runtime updates ----
 
-  /** PATCH /drives: after start, only a no-op is possible (kindling cannot swap a drive's file yet). */
+  /**
+   * PATCH /drives after start: a new backing file (path_on_host), as firecracker-containerd and Kata swap a
+   * container's image into a placeholder drive. The guest sees a configuration change and re-reads the size.
+   */
   patchDrive(d: z.input<typeof S.PartialDrive>): void {
     const p = parseWith(S.PartialDrive, d, "drive");
     this.requireStarted("drive updates");
     const current = this.resources.drives.get(p.drive_id);
     if (!current) throw new MicroVMError(`drive.drive_id: no drive ${p.drive_id}`);
     if (p.rate_limiter !== undefined) throw new MicroVMError("drive.rate_limiter: rate limiting is not supported by kindling yet");
-    if (p.path_on_host !== undefined && p.path_on_host !== current.path_on_host) {
-      throw new MicroVMError("drive.path_on_host: changing a drive's backing file after start is not supported by kindling yet");
+    if (p.path_on_host === undefined || p.path_on_host === current.path_on_host) return;
+    const readOnly = current.is_read_only ?? false;
+    checkFile("drive.path_on_host", p.path_on_host, readOnly);
+    const device = this.named.drives?.get(p.drive_id);
+    if (!(device instanceof VirtioBlock)) throw new MicroVMError(`drive.drive_id: drive ${p.drive_id} has no block device to update`);
+    try {
+      device.replaceBackend(new FileBlockBackend(p.path_on_host, readOnly));
+    } catch (e) {
+      throw new MicroVMError(`drive.path_on_host: ${(e as Error).message}`);
     }
+    this.resources.drives.set(p.drive_id, { ...current, path_on_host: p.path_on_host });
+    this.logger.info(`drive ${p.drive_id} now reads ${p.path_on_host}`);
+  }
+
+  // ---- the balloon (PATCH /balloon, GET /balloon, /balloon/statistics) ----
+
+  /** GET /balloon: the balloon's configuration with its current target. */
+  get balloonConfig(): S.Balloon {
+    const b = this.resources.balloon;
+    if (!b) throw new MicroVMError("balloon: no balloon device is configured (PUT /balloon before InstanceStart)");
+    return { ...b };
+  }
+
+  /** PATCH /balloon: a new target, before boot (stored) or after (the driver is told at once). */
+  patchBalloon(u: z.input<typeof S.BalloonUpdate>): void {
+    const { amount_mib } = parseWith(S.BalloonUpdate, u, "balloon");
+    const b = this.resources.balloon;
+    if (!b) throw new MicroVMError("balloon: no balloon device is configured (PUT /balloon before InstanceStart)");
+    this.resources.checkBalloonSize(amount_mib, "balloon");
+    if (this.lifecycle.state !== "Not started") this.balloonDevice("balloon updates").setTargetMib(amount_mib);
+    this.resources.balloon = { ...b, amount_mib };
+  }
+
+  /** GET /balloon/statistics: after boot, with statistics enabled (a non-zero interval) at boot. */
+  get balloonStatistics(): BalloonStatistics {
+    const device = this.balloonDevice("balloon statistics");
+    if (device.statsPollingIntervalS === 0) throw new MicroVMError("balloon statistics: not enabled (stats_polling_interval_s was 0 when the device was created)");
+    return device.statistics();
+  }
+
+  /** PATCH /balloon/statistics: a new interval; after boot statistics cannot be turned on or off. */
+  patchBalloonStatistics(u: z.input<typeof S.BalloonStatsUpdate>): void {
+    const { stats_polling_interval_s } = parseWith(S.BalloonStatsUpdate, u, "balloon.statistics");
+    const b = this.resources.balloon;
+    if (!b) throw new MicroVMError("balloon: no balloon device is configured (PUT /balloon before InstanceStart)");
+    if (this.lifecycle.state !== "Not started") {
+      try {
+        this.balloonDevice("balloon statistics").setStatsPollingInterval(stats_polling_interval_s);
+      } catch (e) {
+        throw new MicroVMError(`balloon.statistics.stats_polling_interval_s: ${(e as Error).message}`);
+      }
+    }
+    this.resources.balloon = { ...b, stats_polling_interval_s };
+  }
+
+  private balloonDevice(what: string): VirtioBalloon {
+    this.requireStarted(what);
+    const device = this.named.balloon;
+    if (!device) throw new MicroVMError(`${what}: no balloon device is configured (PUT /balloon before InstanceStart)`);
+    return device;
   }
 
   /** PATCH /network-interfaces: rate limiters only, which kindling does not implement. */
@@ -264,6 +344,7 @@ export class MicroVM {
     try {
       const { vm, devices } = await this.bootFn(this.bootOptions());
       this.devices = devices.virtio;
+      this.named = { drives: devices.drives, balloon: devices.balloon };
       this.vm = vm;
       this.lifecycle.to("Running");
       this.logger.info(`microVM ${this.id} started`);
@@ -286,6 +367,9 @@ export class MicroVM {
       memSize: r.machine.mem_size_mib * MiB,
       vcpus: r.machine.vcpu_count,
       cpuidProfile: "auto",
+      smt: r.machine.smt ?? false,
+      // A custom template (PUT /cpu-config) wins over a static one named in machine-config.
+      cpuTemplate: r.cpuConfig ? { custom: r.cpuConfig } : r.machine.cpu_template && r.machine.cpu_template !== "None" ? (r.machine.cpu_template as StaticCpuTemplate) : undefined,
       // The root drive first: it is /dev/vda. A partuuid finds it through its partition table instead.
       drives: r.orderedDrives().map((d) => ({
         id: d.drive_id, path: d.path_on_host!, readOnly: d.is_read_only ?? false, root: d.is_root_device, partuuid: d.partuuid,
@@ -293,6 +377,10 @@ export class MicroVM {
       entropy: r.entropy !== undefined,
       nets: [...r.nets.values()].map((n) => ({ id: n.iface_id, hostDevName: n.host_dev_name, guestMac: n.guest_mac, mtu: n.mtu })),
       vsock: r.vsock && { guestCid: r.vsock.guest_cid, udsPath: r.vsock.uds_path },
+      balloon: r.balloon && {
+        amountMib: r.balloon.amount_mib, deflateOnOom: r.balloon.deflate_on_oom,
+        statsPollingIntervalS: r.balloon.stats_polling_interval_s, freePageReporting: r.balloon.free_page_reporting,
+      },
       deviceModels: this.models,
       consoleOutput: (bytes) => this.consoleOutput(bytes),
       log: (line) => this.logger.info(line),
@@ -320,11 +408,16 @@ export class MicroVM {
     return this.exited;
   }
 
-  /** Firecracker sends Ctrl+Alt+Del through an i8042 keyboard; kindling's i8042 has none. */
-  sendCtrlAltDel(): never {
-    throw new MicroVMError(
-      "SendCtrlAltDel is not supported: kindling's i8042 models only the reset line, with no keyboard to send Ctrl+Alt+Del through; stop the microVM, or shut the guest down from inside",
-    );
+  /**
+   * PUT /actions SendCtrlAltDel: as in Firecracker, the i8042's keyboard presses and releases Ctrl+Alt+Del
+   * and raises IRQ 1. A Linux guest with a keyboard driver and a VT reboots (reboot=k ends the VM).
+   */
+  sendCtrlAltDel(): void {
+    const vm = this.requireStarted("SendCtrlAltDel");
+    const i8042 = vm.legacy?.i8042;
+    if (!i8042) throw new MicroVMError("SendCtrlAltDel: this VM has no i8042 keyboard");
+    if (!i8042.sendCtrlAltDel()) throw new MicroVMError("SendCtrlAltDel: the keyboard's buffer is full (the guest has not read the keys sent before)");
+    this.logger.info(`microVM ${this.id}: Ctrl+Alt+Del sent through the i8042 keyboard`);
   }
 
   /** PUT /actions FlushMetrics. */

@@ -20,7 +20,7 @@ import { allocateGuestMemory, freeGuestMemory, type GuestMemory } from "./memory
 import { IrqFdLine } from "./kvm/irqfd.ts";
 import { Vcpu } from "./vcpu/vcpu.ts";
 import {
-  COM1_IRQ, IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, VIRTIO_MMIO_MAX_DEVICES, VIRTIO_MMIO_SIZE,
+  COM1_IRQ, I8042_KEYBOARD_IRQ, IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, VIRTIO_MMIO_MAX_DEVICES, VIRTIO_MMIO_SIZE,
   VIRTIO_MMIO_START, ramRegions,
 } from "./arch/x86_64/layout.ts";
 import { Serial } from "./devices/serial.ts";
@@ -116,6 +116,7 @@ export class Vm {
     this.mmio = new Bus("mmio", this.log);
     this.legacy = attachLegacyDevices(this.pio, {
       serialIrq: this.interruptLine(COM1_IRQ),
+      keyboardIrq: this.interruptLine(I8042_KEYBOARD_IRQ),
       consoleOutput: opts.consoleOutput,
       onReset: () => this.end({ reason: "reset", message: "guest reset the machine through the i8042 (0xFE to port 0x64)" }),
     });

@@ -116,6 +116,12 @@ describe("kindling command line", () => {
     expect(api.stderr).toContain("--no-api needs --config-file");
   });
 
+  test("Firecracker's --enable-pci is refused by name, before anything starts", () => {
+    const pci = kindling("api", "--enable-pci", "--api-sock", "/tmp/kindling-never.sock");
+    expect(pci.code).toBe(EXIT.USAGE);
+    expect(pci.stderr).toContain("--enable-pci: virtio over PCI is not supported");
+  });
+
   test("KINDLING_LOG_LEVEL must name a level", () => {
     const r = Bun.spawnSync([process.execPath, "src/cli/main.ts", "doctor", "--json"], {
       cwd: ROOT,

@@ -81,6 +81,24 @@ describe("CPUID normalization", () => {
     }
   });
 
+  test("SMT (Firecracker's smt: true): two threads per core in leaves 4, 0xB and AMD's 0x8000_001E", () => {
+    const amd = [...supported(), e(0x8000001e, 0, 0, 0x100, 0, 0)];
+    const { entries } = vcpuCpuid(amd, { cpuIndex: 5, cpuCount: 6, profile: "default", threadsPerCore: 2 });
+    expect(entries.filter((x) => x.function === 0xb).map((s) => [s.index, s.eax, s.ebx, s.ecx, s.edx])).toEqual([
+      [0, 1, 2, 0x100, 5], // SMT level: 2 threads, 1 bit of APIC id
+      [1, 3, 6, 0x201, 5], // core level: 3 cores of 2 threads need 1 + 2 bits
+      [2, 0, 0, 0x002, 5],
+    ]);
+    const sharing = (i: number) => ((find(entries, 4, i).eax >>> 14) & 0xfff) + 1;
+    expect([sharing(0), sharing(2), sharing(3)]).toEqual([2, 2, 6]);
+    expect((find(entries, 4, 0).eax >>> 26) + 1).toBe(3);
+    const ext = find(entries, 0x8000001e);
+    expect([ext.eax, (ext.ebx >>> 8) & 0xff, ext.ebx & 0xff]).toEqual([5, 1, 2]); // thread 1 of core 2
+    expect(() => vcpuCpuid(amd, { cpuIndex: 0, cpuCount: 3, profile: "default", threadsPerCore: 2 })).toThrow("cannot be cores of 2 threads");
+    // One vCPU with SMT is just one vCPU.
+    expect(find(vcpuCpuid(amd, { cpuIndex: 0, cpuCount: 1, profile: "default", threadsPerCore: 2 }).entries, 0xb).eax).toBe(0);
+  });
+
   test("leaf 0x1F is not invented when KVM does not offer it", () => {
     const noV2 = supported().filter((x) => x.function !== 0x1f);
     const { entries } = vcpuCpuid(noV2, { cpuIndex: 0, cpuCount: 2, profile: "default" });

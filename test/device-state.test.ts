@@ -51,13 +51,15 @@ describe("legacy devices", () => {
     expect(state).toMatchObject({ lcr: 3, ier: 5, scr: 0x42, dll: 1, rx: Buffer.from("ello").toString("base64") });
   });
 
-  test("i8042: command byte, output buffer, a command awaiting its parameter", () => {
+  test("i8042: command byte, output buffer, a command awaiting its parameter, the keyboard's queue", () => {
     const kbd = new I8042(() => {});
     kbd.commandPort.write(0, Uint8Array.of(0x20)); // read CTR: a byte waits at 0x60
     kbd.commandPort.write(0, Uint8Array.of(0x60)); // write CTR: awaits its parameter
+    kbd.sendCtrlAltDel();
     const state = roundTrip(kbd, new I8042(() => {}));
     expect(state.pendingCommand).toBe(0x60);
-    expect(state.outputByte).not.toBeNull();
+    expect(state.controllerByte).not.toBeNull();
+    expect(state.keyboardQueue).toEqual([0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d]);
   });
 
   test("CMOS RTC: the selected register and CMOS RAM", () => {

@@ -23,7 +23,7 @@ describe("MicroVM configuration", () => {
       "drives[0].path_on_host: /nonexistent.img: no such file",
     );
     expect(() => new MicroVM({ "boot-source": { kernel_image_path: files.kernel, extra: 1 } as never })).toThrow("boot-source.extra: unknown field");
-    expect(() => new MicroVM({ balloon: {} } as never)).toThrow("balloon: the balloon device is not supported by kindling yet");
+    expect(() => new MicroVM({ balloon: {} } as never)).toThrow("balloon.amount_mib: required; balloon.deflate_on_oom: required");
     expect(() => new MicroVM({}, { id: "no spaces" })).toThrow("id:");
   });
 
@@ -37,11 +37,11 @@ describe("MicroVM configuration", () => {
   test("what kindling does not implement is refused by name, never ignored", () => {
     const vm = new MicroVM();
     const bucket = { size: 1, refill_time: 1 };
-    expect(() => vm.setMachineConfig({ vcpu_count: 2, mem_size_mib: 128, smt: true })).toThrow("smt: SMT");
-    expect(() => vm.setMachineConfig({ vcpu_count: 1, mem_size_mib: 128, cpu_template: "C3" })).toThrow("cpu_template: C3 is not supported");
+    expect(() => vm.setMachineConfig({ vcpu_count: 1, mem_size_mib: 128, cpu_template: "V1N1" })).toThrow("cpu_template: V1N1 is an aarch64");
+    expect(() => vm.putBalloon({ amount_mib: 1, deflate_on_oom: true, free_page_hinting: true })).toThrow("balloon.free_page_hinting: free page hinting is not supported");
     expect(() => vm.setEntropy({ rate_limiter: { ops: bucket } })).toThrow("entropy.rate_limiter: rate limiting is not supported");
     expect(() => vm.putDrive({ drive_id: "v", is_root_device: false, socket: "/tmp/vhost.sock" })).toThrow("vhost-user-block");
-    expect(() => vm.sendCtrlAltDel()).toThrow(/SendCtrlAltDel is not supported.*i8042/);
+    expect(() => vm.sendCtrlAltDel()).toThrow("SendCtrlAltDel: the microVM has not started");
     // Nothing was stored by the refused calls.
     expect(vm.config["machine-config"]).toEqual({ vcpu_count: 1, mem_size_mib: 128, smt: false, track_dirty_pages: false, huge_pages: "None" });
     expect(vm.config.drives).toBeUndefined();
@@ -106,6 +106,64 @@ describe("MicroVM life cycle", () => {
     expect(vm.state).toBe("Stopped");
     expect(() => vm.resume()).toThrow("has stopped");
     expect(vm.writeSerial(new Uint8Array([1]))).toBe(0);
+  });
+
+  test("SendCtrlAltDel reaches the VM's i8042 keyboard once started, as in Firecracker", async () => {
+    const booted: FakeVm[] = [];
+    const vm = fakeMicroVM({ "boot-source": bootSource }, {}, booted);
+    expect(() => vm.sendCtrlAltDel()).toThrow("SendCtrlAltDel: the microVM has not started");
+    await vm.start();
+    vm.sendCtrlAltDel();
+    expect(booted[0]!.ctrlAltDels).toBe(1);
+    await vm.stop();
+    expect(() => vm.sendCtrlAltDel()).toThrow("SendCtrlAltDel: the microVM has stopped");
+  });
+
+  test("balloon: PUT before boot, PATCH and statistics after; the device gets the new target", async () => {
+    const booted: FakeVm[] = [];
+    const vm = fakeMicroVM({ "boot-source": bootSource, "machine-config": { vcpu_count: 1, mem_size_mib: 256 } }, {}, booted);
+    expect(() => vm.balloonConfig).toThrow("no balloon device is configured");
+    expect(() => vm.putBalloon({ amount_mib: 512, deflate_on_oom: false })).toThrow("amount of pages requested is too large");
+    vm.putBalloon({ amount_mib: 0, deflate_on_oom: true, stats_polling_interval_s: 5 });
+    vm.patchBalloon({ amount_mib: 8 });
+    expect(vm.balloonConfig).toEqual({ amount_mib: 8, deflate_on_oom: true, stats_polling_interval_s: 5 });
+    expect(() => vm.balloonStatistics).toThrow("balloon statistics: the microVM has not started");
+    vm.patchBalloon({ amount_mib: 100 });
+    expect(() => vm.setMachineConfig({ vcpu_count: 1, mem_size_mib: 64 })).toThrow("less than the balloon's 100 MiB");
+    vm.patchBalloon({ amount_mib: 8 });
+    await vm.start();
+    expect(() => vm.putBalloon({ amount_mib: 1, deflate_on_oom: true })).toThrow("only be configured before the microVM starts");
+    vm.patchBalloon({ amount_mib: 64 });
+    expect(vm.balloonStatistics).toMatchObject({ target_mib: 64, target_pages: 64 * 256, actual_pages: 0 });
+    vm.patchBalloonStatistics({ stats_polling_interval_s: 1 });
+    expect(() => vm.patchBalloonStatistics({ stats_polling_interval_s: 0 })).toThrow("cannot be turned on or off");
+    expect(vm.config.balloon).toEqual({ amount_mib: 64, deflate_on_oom: true, stats_polling_interval_s: 1 });
+    expect(booted[0]!.opts.balloon).toEqual({ amountMib: 8, deflateOnOom: true, statsPollingIntervalS: 5, freePageReporting: undefined });
+    await vm.stop();
+  });
+
+  test("balloon and cpu-config in a config file (flintlock's and Firecracker's FullVmConfiguration keys)", () => {
+    const vm = fakeMicroVM({
+      "boot-source": bootSource,
+      balloon: { amount_mib: 16, deflate_on_oom: true, stats_polling_interval_s: 2, free_page_reporting: true },
+      "cpu-config": { msr_modifiers: [{ addr: "0x10a", bitmap: "0b1" }] },
+    });
+    expect(vm.config.balloon).toEqual({ amount_mib: 16, deflate_on_oom: true, stats_polling_interval_s: 2, free_page_reporting: true });
+    expect(() => fakeMicroVM({ balloon: { amount_mib: 4096, deflate_on_oom: false } })).toThrow("balloon.amount_mib: 4096 MiB is more than the guest's 128 MiB");
+  });
+
+  test("smt and CPU templates reach the machine description; a custom template wins over a static one", async () => {
+    const booted: FakeVm[] = [];
+    const vm = fakeMicroVM({ "boot-source": bootSource, "machine-config": { vcpu_count: 2, mem_size_mib: 128, smt: true, cpu_template: "T2A" } }, {}, booted);
+    await vm.start();
+    expect(booted[0]!.opts).toMatchObject({ smt: true, cpuTemplate: "T2A" });
+    await vm.stop();
+    const custom = fakeMicroVM({ "boot-source": bootSource, "machine-config": { vcpu_count: 1, mem_size_mib: 128, cpu_template: "T2" } }, {}, booted);
+    custom.putCpuConfig({ cpuid_modifiers: [{ leaf: "0x80000001", subleaf: "0x0", flags: 0, modifiers: [{ register: "ecx", bitmap: "0bxxxxxxxx0" }] }] });
+    expect(() => custom.putCpuConfig({ kvm_capabilities: ["121"] })).toThrow("cpu-config.kvm_capabilities");
+    await custom.start();
+    expect(booted[1]!.opts.cpuTemplate).toEqual({ custom: { cpuid_modifiers: [{ leaf: 0x80000001, subleaf: 0, flags: 0, modifiers: [{ register: "ecx", filter: 1, value: 0 }] }], msr_modifiers: [] } });
+    await custom.stop();
   });
 
   test("a guest that ends by itself ends the MicroVM, with the reason", async () => {

@@ -261,3 +261,30 @@ describe("refused requests", () => {
     expect(s.errors[0]).toContain("device-readable after a device-writable");
   });
 });
+
+describe("drive update (PATCH /drives path_on_host)", () => {
+  test("replaceBackend: later requests read the new file, the new capacity is a configuration change, the old file is closed", () => {
+    const s = setupBlk(image(4));
+    expect(read(s, 3, V.SECTOR_SIZE).data[0]).toBe(3);
+    const before = s.irq.count;
+    const generation = s.driver.read32(V.VIRTIO_MMIO_CONFIG_GENERATION);
+    const old = s.blk.backend;
+    let closed = false;
+    const wrapped = { ...old, get size() { return old.size; }, readOnly: old.readOnly, read: old.read.bind(old), write: old.write.bind(old), flush: old.flush.bind(old), close: () => { closed = true; old.close(); } };
+    s.blk.backend = wrapped;
+    s.blk.replaceBackend(new FileBlockBackend(image(64), false));
+    expect(closed).toBe(true);
+    expect(s.blk.capacity).toBe(64);
+    expect(new DataView(s.driver.readConfig(0, 8).buffer).getBigUint64(0, true)).toBe(64n);
+    expect(s.irq.count).toBe(before + 1);
+    expect(s.driver.read32(V.VIRTIO_MMIO_CONFIG_GENERATION)).not.toBe(generation);
+    const r = read(s, 40, V.SECTOR_SIZE);
+    expect([r.status, r.data[0]]).toEqual([V.VIRTIO_BLK_S_OK, 40]);
+  });
+
+  test("a read-only drive stays read-only: a writable replacement is refused and closed", () => {
+    const s = setupBlk(image(4), { readOnly: true });
+    expect(() => s.blk.replaceBackend(new FileBlockBackend(image(8), false))).toThrow("must be read-only like the old one");
+    expect(s.blk.capacity).toBe(4);
+  });
+});

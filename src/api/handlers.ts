@@ -70,6 +70,12 @@ export const ROUTES: Route[] = [
   { path: "/network-interfaces/{iface_id}", method: "PATCH", metric: "network", handle: (vm, b, id) => vm.patchNetworkInterface(sameId("iface_id", id, b) as never) },
   { path: "/vsock", method: "PUT", metric: "vsock", handle: (vm, b) => vm.setVsock(b as never) },
   { path: "/entropy", method: "PUT", metric: "entropy", handle: (vm, b) => vm.setEntropy(b as never) },
+  { path: "/balloon", method: "GET", metric: "balloon", handle: (vm) => vm.balloonConfig },
+  { path: "/balloon", method: "PUT", metric: "balloon", handle: (vm, b) => vm.putBalloon(b as never) },
+  { path: "/balloon", method: "PATCH", metric: "balloon", handle: (vm, b) => vm.patchBalloon(b as never) },
+  { path: "/balloon/statistics", method: "GET", metric: "balloon", handle: (vm) => vm.balloonStatistics },
+  { path: "/balloon/statistics", method: "PATCH", metric: "balloon", handle: (vm, b) => vm.patchBalloonStatistics(b as never) },
+  { path: "/cpu-config", method: "PUT", metric: "cpu_cfg", handle: (vm, b) => vm.putCpuConfig(b as never) },
   { path: "/actions", method: "PUT", metric: "actions", handle: (vm, b) => action(vm, b) },
   { path: "/vm", method: "PATCH", metric: "vm", handle: (vm, b) => vmState(vm, b) },
   { path: "/vm/config", method: "GET", metric: "vm_config", handle: (vm) => vm.config },
@@ -95,8 +101,7 @@ function vmState(vm: MicroVM, body: unknown): undefined {
 
 /** Paths of the spec kindling does not serve yet, and the feature each belongs to. */
 export const NOT_SERVED: { pattern: RegExp; feature: string }[] = [
-  { pattern: /^\/balloon(\/.*)?$/, feature: "the balloon device" },
-  { pattern: /^\/cpu-config$/, feature: "custom CPU templates (cpu-config)" },
+  { pattern: /^\/balloon\/hinting\/(start|status|stop)$/, feature: "the balloon's free page hinting" },
   { pattern: /^\/pmem\/[^/]+$/, feature: "virtio-pmem devices" },
   { pattern: /^\/mmds(\/config)?$/, feature: "the microVM metadata service (MMDS)" },
   { pattern: /^\/hotplug\/memory$/, feature: "memory hotplug (virtio-mem)" },

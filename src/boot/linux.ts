@@ -23,6 +23,10 @@ import { writeZeroPage } from "../arch/x86_64/zero-page.ts";
 import { writeMptable } from "../arch/x86_64/mptable.ts";
 import { vcpuCpuid, type CpuidChange, type CpuidProfile, type CmdlineAddition } from "../arch/x86_64/cpuid.ts";
 import { bootMsrs, setupMsrs } from "../arch/x86_64/msrs.ts";
+import {
+  applyCpuidTemplate, applyMsrTemplate, hostCpuOf, staticCpuTemplate, type CpuTemplateDefinition,
+} from "../arch/x86_64/cpu-templates.ts";
+import type { CpuidEntry } from "../kvm/cpuid.ts";
 import { setupLapic } from "../arch/x86_64/lapic.ts";
 import { setupFpu, setupLongMode, setupPvhEntry } from "../arch/x86_64/regs.ts";
 import { writePvhStartInfo } from "../arch/x86_64/pvh.ts";
@@ -33,7 +37,7 @@ import {
 import { BootTimer, bootTimerStart, type BootCompleteInfo } from "../devices/boot-timer.ts";
 import { detectHost } from "../host.ts";
 import {
-  attachVirtioDevices, createVirtioDevices, type DeviceModels, type DriveConfig, type MachineConfig, type MachineDevices,
+  attachVirtioDevices, createVirtioDevices, type DeviceModels, type MachineConfig, type MachineDevices,
 } from "./machine.ts";
 import { bootStep, type BootStep, type BootStepData, type BootStepNumber } from "./steps.ts";
 
@@ -70,9 +74,6 @@ export interface BootedLinux {
 
 export type { BootStep } from "./steps.ts";
 
-/** @deprecated the machine description's name for a drive is DriveConfig (machine.ts). */
-export type DriveOptions = DriveConfig;
-
 /** What the boot wrote, step by step: for --explain, logs and tests. */
 export interface BootPlan {
   kernel: LoadedKernel;
@@ -92,6 +93,12 @@ const bytesOf = (x: string | Uint8Array) => (typeof x === "string" ? new Uint8Ar
 export function resolveCpuidProfile(t: CpuidProfile | "auto" | undefined): CpuidProfile {
   if (t && t !== "auto") return t;
   return detectHost().emulatesGuestKernel ? "emulated-host" : "default";
+}
+
+/** The template a machine asks for: a static one checked against the host's CPU, or a custom one. */
+function resolveCpuTemplate(t: NonNullable<MachineConfig["cpuTemplate"]>, supported: CpuidEntry[]): { name: string; definition: CpuTemplateDefinition } {
+  if (typeof t === "object") return { name: "custom (cpu-config)", definition: t.custom };
+  return { name: t, definition: staticCpuTemplate(t, hostCpuOf(supported)) };
 }
 
 export async function bootLinux(opts: LinuxBootOptions): Promise<BootedLinux> {
@@ -139,7 +146,18 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<BootedLinux> {
 
     // 8 (first half). CPUID per vCPU: the profile may need kernel command-line additions (step 5).
     const supported = vm.kvm.supportedCpuid();
-    const cpuids = vm.vcpus.map((_, i) => vcpuCpuid(supported, { cpuIndex: i, cpuCount: vcpus, profile: cpuidProfile }));
+    const threadsPerCore = opts.smt ? 2 : 1;
+    const cpuids = vm.vcpus.map((_, i) => vcpuCpuid(supported, { cpuIndex: i, cpuCount: vcpus, profile: cpuidProfile, threadsPerCore }));
+    // A Firecracker CPU template on top of the profile (cpu-templates.ts): refused here, at start, as
+    // Firecracker refuses it, when the host's CPU is not one the template was made for.
+    const template = opts.cpuTemplate === undefined ? undefined : resolveCpuTemplate(opts.cpuTemplate, supported);
+    if (template) {
+      for (const c of cpuids) {
+        const applied = applyCpuidTemplate(c.entries, template.definition, { emulatingHost: detectHost().emulatesGuestKernel, name: template.name });
+        c.entries = applied.entries;
+        c.changes.push(...applied.changes);
+      }
+    }
     const additions = cpuids[0]!.cmdline;
 
     // 5. The command line.
@@ -177,6 +195,9 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<BootedLinux> {
     vm.vcpus.forEach((v, i) => {
       v.fd.setCpuid(cpuids[i]!.entries);
       setupMsrs(v.fd);
+      if (template?.definition.msr_modifiers.length) {
+        v.fd.setMsrs(applyMsrTemplate(v.fd.getMsrs(template.definition.msr_modifiers.map((m) => m.addr >>> 0)), template.definition));
+      }
       setupLapic(v.fd);
       setupFpu(v.fd);
     });

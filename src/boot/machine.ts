@@ -4,7 +4,8 @@
 // `kindling boot`, `kindling run` and `kindling api` all describe a machine and hand it to bootLinux.
 //
 // Order, as Firecracker's builder attaches them: drives (in the order given, the root drive first when the
-// caller sorts it so: /dev/vda is window 0), then the entropy device, the network interfaces, the vsock.
+// caller sorts it so: /dev/vda is window 0), then the entropy device, the network interfaces, the vsock;
+// the balloon last.
 // Each gets the next MMIO window and IRQ from Vm.addVirtioDevice and one `virtio_mmio.device=` argument
 // (cmdline.ts); callers find devices by name (drive id, interface id), never by position.
 
@@ -14,9 +15,11 @@ import { FileBlockBackend, VirtioBlock } from "../devices/virtio/block.ts";
 import type { VirtioDevice } from "../devices/virtio/device.ts";
 import { VirtioNet } from "../devices/virtio/net.ts";
 import { VirtioRng } from "../devices/virtio/rng.ts";
+import { VirtioBalloon } from "../devices/virtio/balloon.ts";
 import { VIRTIO_BLK_ID_BYTES } from "../devices/virtio/uapi.ts";
 import { VirtioVsock } from "../devices/virtio/vsock.ts";
 import type { CpuidProfile } from "../arch/x86_64/cpuid.ts";
+import type { CpuTemplateDefinition, StaticCpuTemplate } from "../arch/x86_64/cpu-templates.ts";
 import type { RootDriveInfo } from "../arch/x86_64/cmdline.ts";
 import type { AttachedVirtio, Vm } from "../vm.ts";
 
@@ -38,6 +41,15 @@ export interface NetConfig {
   mtu?: number;
 }
 
+export interface BalloonConfig {
+  /** The target in MiB (Firecracker's amount_mib). */
+  amountMib: number;
+  deflateOnOom: boolean;
+  /** Seconds between statistics requests; 0 (default) means no statistics queue. */
+  statsPollingIntervalS?: number;
+  freePageReporting?: boolean;
+}
+
 export interface VsockConfig {
   guestCid: number;
   /** The host side: Firecracker's Unix-socket vsock protocol on this path. */
@@ -56,6 +68,13 @@ export interface MachineConfig {
   vcpus?: number;
   /** "auto" (default) picks emulated-host where the host emulates guest kernel code, default elsewhere. */
   cpuidProfile?: CpuidProfile | "auto";
+  /** Two hardware threads per core (Firecracker's smt); the vCPU count is then 1 or even. */
+  smt?: boolean;
+  /**
+   * A Firecracker CPU template applied on top of the cpuid profile: a static one by name (checked against
+   * the host's CPU at boot) or a custom one (PUT /cpu-config). src/arch/x86_64/cpu-templates.ts.
+   */
+  cpuTemplate?: StaticCpuTemplate | { custom: CpuTemplateDefinition };
   /** virtio-blk disks, /dev/vda onwards in this order; one may be the root (cmdline.ts's rootArgs). */
   drives?: DriveConfig[];
   /** A virtio-rng device fed from the host's CSPRNG. */
@@ -63,6 +82,8 @@ export interface MachineConfig {
   /** virtio-net devices, each on a TAP. */
   nets?: NetConfig[];
   vsock?: VsockConfig;
+  /** A virtio-balloon device (devices/virtio/balloon.ts). */
+  balloon?: BalloonConfig;
   /** Firecracker's boot-timer device (default true). */
   bootTimer?: boolean;
 }
@@ -85,8 +106,9 @@ export interface MachineDevices {
   nets: Map<string, VirtioDevice>;
   vsock?: VirtioDevice;
   entropy?: VirtioDevice;
+  balloon?: VirtioBalloon;
   bootTimer?: BootTimer;
-  /** Every virtio device in window order: block_<id>, entropy, net_<id>, vsock. */
+  /** Every virtio device in window order: block_<id>, entropy, net_<id>, vsock, balloon. */
   virtio: { name: string; device: VirtioDevice }[];
 }
 
@@ -119,6 +141,14 @@ export function createVirtioDevices(m: MachineConfig, opts: { models?: DeviceMod
     if (m.vsock) {
       const Vsock = opts.models?.VirtioVsock ?? (VirtioVsock as unknown as DeviceClass);
       out.vsock = add("vsock", new Vsock({ guestCid: m.vsock.guestCid, udsPath: m.vsock.udsPath, log }));
+    }
+    if (m.balloon) {
+      const b = m.balloon;
+      out.balloon = new VirtioBalloon({
+        amountMib: b.amountMib, deflateOnOom: b.deflateOnOom, statsPollingIntervalS: b.statsPollingIntervalS, freePageReporting: b.freePageReporting,
+        log: (line) => log(`virtio-balloon: ${line}`),
+      });
+      add("balloon", out.balloon);
     }
   } catch (e) {
     closeDevices(out.virtio.map((v) => v.device));

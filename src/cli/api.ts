@@ -32,6 +32,7 @@ export default defineCommand({
       apiSock: args.api ? (args["api-sock"] ?? defaultApiSocket()) : undefined,
       bootNow: file !== undefined,
       bootTimer: args["boot-timer"],
+      enablePci: args["enable-pci"],
       logPath: args["log-path"],
       metricsPath: args["metrics-path"],
     });

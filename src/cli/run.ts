@@ -22,6 +22,7 @@ export const VMM_ARGS = {
   "boot-timer": { type: "boolean", description: "Log the guest's boot time when its init writes to the boot-timer device", default: false },
   "log-path": { type: "string", description: "Write kindling's log to this file or named pipe (at the --level level)", valueHint: "path" },
   "metrics-path": { type: "string", description: "Write metrics (JSON lines, every 60 s) to this file or named pipe", valueHint: "path" },
+  "enable-pci": { type: "boolean", description: "Firecracker's virtio-over-PCI transport: refused (kindling's devices are virtio-mmio)", default: false },
 } as const satisfies ArgsDef;
 
 export interface VmmOptions {
@@ -34,6 +35,8 @@ export interface VmmOptions {
   /** Boot at once (else wait for PUT /actions InstanceStart). */
   bootNow: boolean;
   bootTimer: boolean;
+  /** Firecracker's --enable-pci: refused. */
+  enablePci?: boolean;
   logPath?: string;
   metricsPath?: string;
 }
@@ -56,6 +59,7 @@ const CLEAN_EXITS: VmEnd["reason"][] = ["halt", "reset", "poweroff", "stopped"];
 
 export async function runVmm(o: VmmOptions): Promise<void> {
   // 1. Everything checked before anything starts: shapes, files, features.
+  if (o.enablePci) throw new CliError("--enable-pci: virtio over PCI is not supported by kindling: its devices are virtio-mmio, described on the kernel command line", EXIT.USAGE);
   let vm: MicroVM;
   try {
     checkInstanceId(o.id);
@@ -166,6 +170,7 @@ export default defineCommand({
       apiSock: args["api-sock"] ?? (args.api ? defaultApiSocket() : undefined),
       bootNow: true,
       bootTimer: args["boot-timer"],
+      enablePci: args["enable-pci"],
       logPath: args["log-path"],
       metricsPath: args["metrics-path"],
     });

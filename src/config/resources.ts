@@ -10,6 +10,7 @@ import { accessSync, constants, statSync } from "node:fs";
 import * as S from "./schemas.ts";
 import { MicroVMError } from "./errors.ts";
 import { parseWith } from "./schemas.ts";
+import { cpuTemplateFromConfig, CpuTemplateError, type CpuTemplateDefinition } from "../arch/x86_64/cpu-templates.ts";
 
 /** Firecracker's defaults: "vCPU count (=1), memory size (=128 MiB)", SMT off, no CPU template. */
 export const DEFAULT_MACHINE: S.MachineConfiguration = { vcpu_count: 1, mem_size_mib: 128, smt: false, track_dirty_pages: false, huge_pages: "None" };
@@ -49,6 +50,9 @@ export class VmResources {
   vsock?: S.Vsock;
   entropy?: S.EntropyDevice;
   serial?: S.SerialDevice;
+  balloon?: S.Balloon;
+  /** PUT /cpu-config: a custom CPU template; at boot it is applied instead of machine-config's cpu_template. */
+  cpuConfig?: CpuTemplateDefinition;
 
   setBootSource(input: unknown, prefix = "boot-source"): void {
     const b = parseWith(S.BootSource, input, prefix);
@@ -71,9 +75,11 @@ export class VmResources {
   }
 
   private checkMachine(m: S.MachineConfiguration, prefix: string): S.MachineConfiguration {
-    if (m.smt) throw unsupported(`${prefix}.smt`, "SMT (two hardware threads per core)");
-    if (m.cpu_template !== undefined && m.cpu_template !== "None") {
-      throw new MicroVMError(`${prefix}.cpu_template: ${m.cpu_template} is not supported; kindling picks its own cpuid profile for the host (use None)`);
+    // T2, T2S, T2CL, T2A and C3 are checked against the host's CPU at InstanceStart, as Firecracker does
+    // (src/arch/x86_64/cpu-templates.ts); V1N1 is Firecracker's aarch64 template.
+    if (m.cpu_template === "V1N1") throw new MicroVMError(`${prefix}.cpu_template: V1N1 is an aarch64 (Neoverse V1) template; this is x86_64`);
+    if (this.balloon && this.balloon.amount_mib > m.mem_size_mib) {
+      throw new MicroVMError(`${prefix}.mem_size_mib: ${m.mem_size_mib} MiB is less than the balloon's ${this.balloon.amount_mib} MiB`);
     }
     if (m.huge_pages !== undefined && m.huge_pages !== "None") throw unsupported(`${prefix}.huge_pages`, `huge pages (${m.huge_pages})`);
     return m;
@@ -116,6 +122,34 @@ export class VmResources {
     this.entropy = e;
   }
 
+  /**
+   * PUT /balloon before boot. Firecracker refuses a balloon larger than guest memory ("Amount of pages
+   * requested is too large"). Free page hinting is not implemented; free page reporting is.
+   */
+  setBalloon(input: unknown, prefix = "balloon"): void {
+    const b = parseWith(S.Balloon, input, prefix);
+    if (b.free_page_hinting) throw unsupported(`${prefix}.free_page_hinting`, "free page hinting");
+    this.checkBalloonSize(b.amount_mib, prefix);
+    this.balloon = { stats_polling_interval_s: 0, ...b };
+  }
+
+  checkBalloonSize(amountMib: number, prefix: string): void {
+    if (amountMib > this.machine.mem_size_mib) {
+      throw new MicroVMError(`${prefix}.amount_mib: ${amountMib} MiB is more than the guest's ${this.machine.mem_size_mib} MiB (Firecracker: amount of pages requested is too large)`);
+    }
+  }
+
+  /** PUT /cpu-config before boot: Firecracker's custom CPU template JSON. */
+  setCpuConfig(input: unknown, prefix = "cpu-config"): void {
+    const body = parseWith(S.CpuConfig, input, prefix);
+    try {
+      this.cpuConfig = cpuTemplateFromConfig(body);
+    } catch (e) {
+      if (e instanceof CpuTemplateError) throw new MicroVMError(e.message);
+      throw e;
+    }
+  }
+
   /** Checks a serial configuration; the caller opens serial_out_path and then stores it. */
   checkSerial(input: unknown, prefix = "serial"): S.SerialDevice {
     const s = parseWith(S.SerialDevice, input, prefix);
@@ -137,6 +171,7 @@ export class VmResources {
     if (this.nets.size) c["network-interfaces"] = [...this.nets.values()].map((n) => ({ ...n }));
     if (this.vsock) c.vsock = { ...this.vsock };
     if (this.entropy) c.entropy = { ...this.entropy };
+    if (this.balloon) c.balloon = { ...this.balloon };
     return c;
   }
 }

@@ -10,6 +10,7 @@
 
 import { z } from "zod";
 import { ValidationError } from "./errors.ts";
+import { CpuConfigSchema } from "../arch/x86_64/cpu-templates.ts";
 
 /** An integer in [min, max]; the error names the range. JSON has no integer type, so 1.5 is refused here. */
 export function int(min: number, max: number) {
@@ -134,6 +135,25 @@ export const SerialDevice = z.strictObject({
   rate_limiter: TokenBucket.optional(),
 });
 
+// ---- Balloon, BalloonUpdate, BalloonStatsUpdate ----
+
+// Firecracker's types: amount_mib is a u32, stats_polling_interval_s a u16.
+export const Balloon = z.strictObject({
+  amount_mib: int(0, 0xffff_ffff),
+  deflate_on_oom: z.boolean(),
+  stats_polling_interval_s: int(0, 0xffff).optional(),
+  free_page_hinting: z.boolean().optional(),
+  free_page_reporting: z.boolean().optional(),
+});
+
+export const BalloonUpdate = z.strictObject({ amount_mib: int(0, 0xffff_ffff) });
+
+export const BalloonStatsUpdate = z.strictObject({ stats_polling_interval_s: int(0, 0xffff) });
+
+// ---- CpuConfig (PUT /cpu-config): Firecracker's custom CPU template, src/arch/x86_64/cpu-templates.ts ----
+
+export const CpuConfig = CpuConfigSchema;
+
 // ---- InstanceActionInfo, Vm ----
 
 export const InstanceActionInfo = z.strictObject({
@@ -181,12 +201,12 @@ export const FullVmConfiguration = z.strictObject({
   logger: Logger.optional(),
   metrics: Metrics.optional(),
   entropy: EntropyDevice.optional(),
+  balloon: Balloon.optional(),
+  "cpu-config": CpuConfig.optional(),
 });
 
 /** Keys of the spec's FullVmConfiguration that kindling does not implement, and what each is. */
 export const UNSUPPORTED_CONFIG_KEYS: Record<string, string> = {
-  balloon: "the balloon device",
-  "cpu-config": "custom CPU templates (cpu-config)",
   "memory-hotplug": "memory hotplug (virtio-mem)",
   "mmds-config": "the microVM metadata service (MMDS)",
   pmem: "virtio-pmem devices",
@@ -201,6 +221,8 @@ export type NetworkInterface = z.output<typeof NetworkInterface>;
 export type PartialNetworkInterface = z.output<typeof PartialNetworkInterface>;
 export type Vsock = z.output<typeof Vsock>;
 export type EntropyDevice = z.output<typeof EntropyDevice>;
+export type Balloon = z.output<typeof Balloon>;
+export type CpuConfig = z.output<typeof CpuConfig>;
 export type SerialDevice = z.output<typeof SerialDevice>;
 export type LoggerConfig = z.output<typeof Logger>;
 export type MetricsConfig = z.output<typeof Metrics>;

@@ -1,5 +1,6 @@
 // The PC devices every kindling VM has on its port-IO bus, attached in one place: the 16550 UART at COM1
-// (the serial console), the i8042 (only its reset line: Linux's `reboot=k` ends the VM through it), the CMOS
+// (the serial console), the i8042 (its reset line: Linux's `reboot=k` ends the VM through it; its keyboard
+// types SendCtrlAltDel, on IRQ 1), the CMOS
 // RTC (the wall clock Linux reads at boot) and a sink for port 0x80 (io_delay writes). Vm (src/vm.ts) and
 // trace replay (src/trace/replay.ts) both call attachLegacyDevices, so the replay set is the VM's set.
 //
@@ -23,6 +24,8 @@ export interface LegacyOptions {
   serialIrq: InterruptLine;
   /** Where the guest's console output goes. */
   consoleOutput?: (bytes: Uint8Array) => void;
+  /** The i8042 keyboard's interrupt line (IRQ 1: I8042_KEYBOARD_IRQ); without it keys can only be polled. */
+  keyboardIrq?: InterruptLine;
   /** The guest pulsed the i8042's reset line (called once). */
   onReset?: () => void;
   /** Build the UART differently (trace-replay tests pass a modified model). */
@@ -35,7 +38,7 @@ export interface LegacyOptions {
 export function attachLegacyDevices(pio: Bus, opts: LegacyOptions): LegacyDevices {
   const serial = opts.serial?.(opts.serialIrq) ?? new Serial(opts.consoleOutput ?? (() => {}), opts.serialIrq);
   pio.register(COM1_PORT, 8, serial);
-  const i8042 = new I8042(opts.onReset ?? (() => {}));
+  const i8042 = new I8042(opts.onReset ?? (() => {}), opts.keyboardIrq);
   for (const { port, device } of i8042.ports()) pio.register(port, 1, device);
   const rtc = new CmosRtc(opts.now);
   for (const { port, device } of rtc.ports()) pio.register(port, 1, device);

@@ -137,6 +137,8 @@ export const MAP_SHARED = 0x01;
 export const MAP_PRIVATE = 0x02;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_NORESERVE = 0x4000;
+/** Drop the pages' contents: an anonymous private page reads back as zeros and stops counting in RSS. */
+export const MADV_DONTNEED = 4;
 export const MADV_DONTFORK = 10;
 export const MADV_MERGEABLE = 12;
 
@@ -160,6 +162,11 @@ export function munmap(m: Mapping): void {
 
 export function madvise(m: Mapping, advice: number): void {
   check("madvise", libc.madvise(m.addr as Pointer, m.size, advice));
+}
+
+/** madvise(2) on part of a mapping: `addr` must be page-aligned (the balloon releasing guest pages). */
+export function madviseRange(addr: number, length: number, advice: number): void {
+  check("madvise", libc.madvise(addr as Pointer, length, advice));
 }
 
 /** The address of a buffer, for structs that hold pointers (kvm_userspace_memory_region.userspace_addr). */

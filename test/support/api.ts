@@ -12,6 +12,7 @@ import type { LinuxBootOptions } from "../../src/boot/linux.ts";
 import { createVirtioDevices, driveName } from "../../src/boot/machine.ts";
 import { MicroVM, type MicroVMOptions, type RunningVm, type VmEnd } from "../../src/microvm.ts";
 import type { MicroVMConfig } from "../../src/config/schemas.ts";
+import type { VirtioBalloon } from "../../src/devices/virtio/balloon.ts";
 import type { VirtioDevice } from "../../src/devices/virtio/device.ts";
 import { serveApi, type ApiServer } from "../../src/api/server.ts";
 
@@ -21,6 +22,8 @@ export interface FakeVm extends RunningVm {
   devices: { name: string; device: unknown }[];
   paused: boolean;
   input: number[];
+  /** How many times SendCtrlAltDel reached the keyboard. */
+  ctrlAltDels: number;
   /** The guest "prints" to its console. */
   print(text: string): void;
   /** The guest ends on its own. */
@@ -28,12 +31,12 @@ export interface FakeVm extends RunningVm {
 }
 
 export function fakeBoot(booted: FakeVm[] = []) {
-  return async (opts: LinuxBootOptions): Promise<{ vm: FakeVm; devices: { virtio: { name: string; device: VirtioDevice }[] } }> => {
+  return async (opts: LinuxBootOptions): Promise<{ vm: FakeVm; devices: { virtio: { name: string; device: VirtioDevice }[]; balloon?: VirtioBalloon } }> => {
     let resolve!: (e: VmEnd) => void;
     const exited = new Promise<VmEnd>((r) => (resolve = r));
-    // Net and vsock devices come from the real recipe (with the test's device models); drives and the
-    // entropy device are stand-ins whose counters the metrics tests read.
-    const built = createVirtioDevices({ kernel: opts.kernel, nets: opts.nets, vsock: opts.vsock }, { models: opts.deviceModels, log: opts.log });
+    // Net and vsock devices and the balloon come from the real recipe (with the test's device models); drives
+    // and the entropy device are stand-ins whose counters the metrics tests read.
+    const built = createVirtioDevices({ kernel: opts.kernel, nets: opts.nets, vsock: opts.vsock, balloon: opts.balloon }, { models: opts.deviceModels, log: opts.log });
     const standIn = (counters?: Record<string, number>) => ({ counters, describe: () => ({ kind: "stand-in" }) }) as unknown as VirtioDevice;
     const virtio = [
       ...(opts.drives ?? []).map((d, i) => ({ name: `block_${driveName(d, i)}`, device: standIn({ reads: 1 }) })),
@@ -46,6 +49,8 @@ export function fakeBoot(booted: FakeVm[] = []) {
       devices: virtio,
       paused: false,
       input: [],
+      ctrlAltDels: 0,
+      legacy: { i8042: { sendCtrlAltDel: () => (vm.ctrlAltDels++, true) } },
       pause: () => void (vm.paused = true),
       resume: () => void (vm.paused = false),
       stop: async (message = "stopped") => {
@@ -66,7 +71,7 @@ export function fakeBoot(booted: FakeVm[] = []) {
       vcpus: [{ exitCounts: new Map([[2, 7], [6, 3]]) }], // KVM_EXIT_IO, KVM_EXIT_MMIO
     };
     booted.push(vm);
-    return { vm, devices: { virtio } };
+    return { vm, devices: { virtio, balloon: built.balloon } };
   };
 }
 

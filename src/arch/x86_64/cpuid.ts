@@ -60,6 +60,8 @@ export const CPUID_LEAF_V2_EXT_TOPOLOGY = 0x1f; // V2 extended topology enumerat
 export const KVM_CPUID_SIGNATURE = 0x40000000;
 export const KVM_CPUID_FEATURES = 0x40000001;
 export const CPUID_LEAF_ADDR_SIZES = 0x80000008; // address sizes; EBX holds AMD extended feature bits
+/** AMD APM vol. 3, CPUID Fn8000_001E: extended APIC id, compute unit (core) id and threads per unit. */
+export const CPUID_LEAF_AMD_EXT_APIC_ID = 0x8000001e;
 
 /** Leaf 1 ECX bit 31: "a hypervisor is present" (reserved for this use on real CPUs). */
 export const X86_FEATURE_HYPERVISOR_BIT = 31;
@@ -176,19 +178,29 @@ export interface VcpuCpuidOptions {
   cpuIndex: number;
   cpuCount: number;
   profile: CpuidProfile;
+  /**
+   * Hardware threads per core: 1, or 2 for Firecracker's `smt: true` (vCPUs 2n and 2n+1 are the two
+   * threads of core n). Default 1.
+   */
+  threadsPerCore?: 1 | 2;
 }
 
 /** Bits of an APIC id needed to number `n` things: ceil(log2(n)). */
 const bitsFor = (n: number) => (n <= 1 ? 0 : 32 - Math.clz32(n - 1));
 
 /**
- * The CPUID entries for one vCPU. The topology is one package of `cpuCount` cores, one thread per core;
- * the vCPU index is its APIC id (and the MP table's processor entry says the same).
+ * The CPUID entries for one vCPU. The topology is one package of `cpuCount` vCPUs: `cpuCount` cores of one
+ * thread, or with `threadsPerCore` 2 (SMT) `cpuCount / 2` cores of two threads. The vCPU index is its APIC
+ * id (and the MP table's processor entry says the same); with SMT its low bit is the thread.
  */
 export function vcpuCpuid(supported: readonly CpuidEntry[], opts: VcpuCpuidOptions): CpuidResult {
   const { cpuIndex, cpuCount } = opts;
   if (!Number.isInteger(cpuCount) || cpuCount < 1 || cpuCount > 255) throw new Error(`CPUID: vCPU count ${cpuCount} is not in 1..255`);
   if (!Number.isInteger(cpuIndex) || cpuIndex < 0 || cpuIndex >= cpuCount) throw new Error(`CPUID: vCPU index ${cpuIndex} is not in 0..${cpuCount - 1}`);
+  // Firecracker: "With SMT enabled, the vCPU count is required to be either 1 or an even number".
+  const threads = cpuCount === 1 ? 1 : (opts.threadsPerCore ?? 1);
+  if (threads !== 1 && (threads !== 2 || cpuCount % 2 !== 0)) throw new Error(`CPUID: ${cpuCount} vCPUs cannot be cores of ${threads} threads`);
+  const cores = cpuCount / threads;
 
   const ed = new Editor(supported);
   const cmdline: CmdlineAddition[] = [];
@@ -205,13 +217,13 @@ export function vcpuCpuid(supported: readonly CpuidEntry[], opts: VcpuCpuidOptio
       "hypervisor present: Linux then reads leaf 0x4000_0000 and finds KVM");
   }
 
-  // Leaf 4: which CPUs share each cache. L1 and L2 belong to one core (one thread); L3 to the package.
+  // Leaf 4: which CPUs share each cache. L1 and L2 belong to one core (its threads); L3 to the package.
   for (const e of ed.all(CPUID_LEAF_CACHE_PARAMS)) {
     if ((e.eax & 0x1f) === 0) continue; // cache type 0: no more caches
     const level = (e.eax >>> 5) & 0x7;
-    const sharing = level >= 3 ? cpuCount : 1;
+    const sharing = level >= 3 ? cpuCount : threads;
     ed.setBits(e, "eax", 14, 25, sharing - 1, `L${level} cache shared by ${sharing} logical processor(s) (field is count - 1)`);
-    ed.setBits(e, "eax", 26, 31, Math.min(cpuCount, 64) - 1, `${cpuCount} cores in the package (field is count - 1)`);
+    ed.setBits(e, "eax", 26, 31, Math.min(cores, 64) - 1, `${cores} cores in the package (field is count - 1)`);
   }
 
   // Leaves 0xB and 0x1F: the x2APIC topology, level by level; EDX is this CPU's x2APIC id at every level.
@@ -221,11 +233,20 @@ export function vcpuCpuid(supported: readonly CpuidEntry[], opts: VcpuCpuidOptio
       function: leaf, index, flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
       eax: shift, ebx: count, ecx: (type << 8) | index, edx: cpuIndex,
     });
+    // EAX: how far to shift the x2APIC id to get the next level's id; EBX: logical processors at this level.
     ed.replaceLeaf(leaf, [
-      sub(0, 0, 1, TOPOLOGY_LEVEL_SMT),
-      sub(1, bitsFor(cpuCount), cpuCount, TOPOLOGY_LEVEL_CORE),
+      sub(0, bitsFor(threads), threads, TOPOLOGY_LEVEL_SMT),
+      sub(1, bitsFor(threads) + bitsFor(cores), cpuCount, TOPOLOGY_LEVEL_CORE),
       sub(2, 0, 0, TOPOLOGY_LEVEL_INVALID),
-    ], `x2APIC topology: 1 thread per core, ${cpuCount} core(s), x2APIC id ${cpuIndex}`);
+    ], `x2APIC topology: ${threads} thread(s) per core, ${cores} core(s), x2APIC id ${cpuIndex}`);
+  }
+
+  // AMD leaf 0x8000_001E with SMT: EBX[15:8] is threads per core - 1, EBX[7:0] this thread's core.
+  const amdTopology = ed.find(CPUID_LEAF_AMD_EXT_APIC_ID);
+  if (amdTopology && threads > 1) {
+    ed.set(amdTopology, "eax", cpuIndex, `extended APIC id = vCPU index ${cpuIndex}`);
+    ed.setBits(amdTopology, "ebx", 8, 15, threads - 1, `${threads} threads per core (field is count - 1)`);
+    ed.setBits(amdTopology, "ebx", 0, 7, cpuIndex >> bitsFor(threads), `core ${cpuIndex >> bitsFor(threads)}`);
   }
 
   // Leaf 0x4000_0000: the signature Linux's kvm_detect() looks for.

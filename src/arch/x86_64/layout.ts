@@ -135,6 +135,8 @@ export const COM1_IRQ = 4;
 /** The i8042 keyboard controller: data at 0x60, status/command at 0x64 (0xFE there pulses CPU reset). */
 export const I8042_DATA_PORT = 0x60;
 export const I8042_COMMAND_PORT = 0x64;
+/** The keyboard behind the i8042 interrupts on ISA IRQ 1 (the mouse would use 12; there is none). */
+export const I8042_KEYBOARD_IRQ = 1;
 /** The CMOS/RTC (MC146818): write a register number to 0x70, then read or write it at 0x71. */
 export const CMOS_INDEX_PORT = 0x70;
 export const CMOS_DATA_PORT = 0x71;

@@ -120,11 +120,13 @@ export class VirtioBlock implements VirtioDevice {
   private readonly config = new StructView(virtio_blk_config);
   private readonly log: (message: string) => void;
   private queue: Virtqueue | undefined;
+  private ctx: VirtioContext | undefined;
   /** VIRTIO_BLK_F_FLUSH not negotiated: the driver expects every write to be durable when it completes. */
   private writethrough = true;
 
   constructor(
-    readonly backend: BlockBackend,
+    /** Where the bytes are; replaceBackend() swaps it (PATCH /drives path_on_host). */
+    public backend: BlockBackend,
     opts: VirtioBlockOptions = {},
   ) {
     const queueSize = opts.queueSize ?? 256;
@@ -158,6 +160,24 @@ export class VirtioBlock implements VirtioDevice {
     return changed;
   }
 
+  /**
+   * Firecracker's drive update (PATCH /drives/{id} with path_on_host): the disk's bytes come from `backend`
+   * from the next request on; the old one is closed. firecracker-containerd and Kata attach placeholder
+   * drives at boot and put a container's image into one this way. The guest gets a configuration change
+   * interrupt, as Firecracker sends, so it re-reads `capacity` (§5.2.4).
+   */
+  replaceBackend(backend: BlockBackend): void {
+    if (backend.readOnly !== this.backend.readOnly) {
+      backend.close();
+      throw new Error(`${this.name}: the new file must be ${this.backend.readOnly ? "read-only" : "writable"} like the old one (VIRTIO_BLK_F_RO was offered at boot)`);
+    }
+    const old = this.backend;
+    this.backend = backend;
+    old.close();
+    this.updateCapacity();
+    this.ctx?.configChanged();
+  }
+
   readConfig(offset: number, data: Uint8Array): void {
     readConfigBytes(this.config.bytes, offset, data);
   }
@@ -171,6 +191,7 @@ export class VirtioBlock implements VirtioDevice {
     const q = ctx.queues[0];
     if (!q) throw new Error("queue 0 (requestq) is not ready");
     this.queue = q;
+    this.ctx = ctx;
     this.writethrough = (ctx.features & bit(VIRTIO_BLK_F_FLUSH)) === 0n;
   }
 
@@ -180,6 +201,7 @@ export class VirtioBlock implements VirtioDevice {
   }
 
   reset(): void {
+    this.ctx = undefined;
     this.queue = undefined;
   }
 

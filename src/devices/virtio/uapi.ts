@@ -1,6 +1,6 @@
 // The virtio constants and structures kindling's devices use, with Linux's UAPI names
 // (<linux/virtio_config.h>, <linux/virtio_ring.h>, <linux/virtio_mmio.h>, <linux/virtio_ids.h>,
-// <linux/virtio_blk.h>). The virtio 1.2 specification uses other names for some of them (VIRTQ_DESC_F_NEXT
+// <linux/virtio_blk.h>, <linux/virtio_balloon.h>). The virtio 1.2 specification uses other names for some of them (VIRTQ_DESC_F_NEXT
 // for VRING_DESC_F_NEXT, VIRTIO_F_INDIRECT_DESC for VIRTIO_RING_F_INDIRECT_DESC); both are given where
 // they differ, so either can be searched.
 //
@@ -39,6 +39,7 @@ export const VIRTIO_ID_NET = 1;
 export const VIRTIO_ID_BLOCK = 2;
 export const VIRTIO_ID_CONSOLE = 3;
 export const VIRTIO_ID_RNG = 4;
+export const VIRTIO_ID_BALLOON = 5;
 export const VIRTIO_ID_VSOCK = 19;
 
 // ---- Split virtqueues (§2.7; <linux/virtio_ring.h>) ----
@@ -318,3 +319,47 @@ export const VIRTIO_VSOCK_SHUTDOWN_SEND = 2;
 export const virtio_vsock_event = struct("virtio_vsock_event", [["id", "u32"]], { size: 4 });
 /** All connections were reset (after migration or a snapshot restore): the guest drops them. */
 export const VIRTIO_VSOCK_EVENT_TRANSPORT_RESET = 0;
+
+// ---- Traditional memory balloon (§5.5; <linux/virtio_balloon.h>) ----
+
+/** The host must be told before the guest uses a deflated page (kindling does not offer it). */
+export const VIRTIO_BALLOON_F_MUST_TELL_HOST = 0;
+/** A statistics queue: the guest reports its memory statistics when the device returns the buffer. */
+export const VIRTIO_BALLOON_F_STATS_VQ = 1;
+/** The guest deflates the balloon when it runs out of memory, instead of invoking the OOM killer. */
+export const VIRTIO_BALLOON_F_DEFLATE_ON_OOM = 2;
+/** Free page hinting (free_page_vq, free_page_hint_cmd_id): not offered by kindling. */
+export const VIRTIO_BALLOON_F_FREE_PAGE_HINT = 3;
+/** The guest poisons free pages with poison_val: not offered by kindling. */
+export const VIRTIO_BALLOON_F_PAGE_POISON = 4;
+/** Free page reporting: the guest hands over ranges of free memory on reporting_vq. */
+export const VIRTIO_BALLOON_F_PAGE_REPORTING = 5;
+
+/** Inflate and deflate buffers are arrays of le32 page frame numbers of 4 KiB pages, whatever the guest's page size. */
+export const VIRTIO_BALLOON_PFN_SHIFT = 12;
+
+/** Configuration space (§5.5.4): num_pages is the host's target, actual the guest's answer. */
+export const virtio_balloon_config = struct("virtio_balloon_config", [
+  ["num_pages", "u32"], ["actual", "u32"], ["free_page_hint_cmd_id", "u32"], ["poison_val", "u32"],
+], { size: 16 });
+
+/** One statistic on the stats queue (§5.5.6.3): packed, 10 bytes. */
+export const virtio_balloon_stat = struct("virtio_balloon_stat", [["tag", "u16"], ["val", "u64"]], { packed: true, size: 10 });
+
+// Statistic tags (§5.5.6.3, and the later ones from Linux's header). Memory amounts are in bytes.
+export const VIRTIO_BALLOON_S_SWAP_IN = 0;
+export const VIRTIO_BALLOON_S_SWAP_OUT = 1;
+export const VIRTIO_BALLOON_S_MAJFLT = 2;
+export const VIRTIO_BALLOON_S_MINFLT = 3;
+export const VIRTIO_BALLOON_S_MEMFREE = 4;
+export const VIRTIO_BALLOON_S_MEMTOT = 5;
+export const VIRTIO_BALLOON_S_AVAIL = 6;
+export const VIRTIO_BALLOON_S_CACHES = 7;
+export const VIRTIO_BALLOON_S_HTLB_PGALLOC = 8;
+export const VIRTIO_BALLOON_S_HTLB_PGFAIL = 9;
+export const VIRTIO_BALLOON_S_OOM_KILL = 10;
+export const VIRTIO_BALLOON_S_ALLOC_STALL = 11;
+export const VIRTIO_BALLOON_S_ASYNC_SCAN = 12;
+export const VIRTIO_BALLOON_S_DIRECT_SCAN = 13;
+export const VIRTIO_BALLOON_S_ASYNC_RECLAIM = 14;
+export const VIRTIO_BALLOON_S_DIRECT_RECLAIM = 15;
