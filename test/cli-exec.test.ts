@@ -28,6 +28,8 @@ describe("kindling exec", () => {
       expect(r.stderr, report).toContain("oops\n");
       // No kernel log on stdout: the guest's console messages are kept off it.
       expect(r.stdout).not.toMatch(/\[\s*\d+\.\d+\]/);
+      // kindling's own log (the exec summary line) goes to stderr too.
+      expect(r.stderr, report).toContain("exec: exit status 3");
       expect(r.code, report).toBe(3);
       console.log(`kindling exec -- sh -c '...; exit 3': ${(r.ms / 1000).toFixed(1)} s from spawn to exit`);
     },

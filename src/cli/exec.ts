@@ -38,6 +38,8 @@ export default defineCommand({
     timeout: { type: "string", description: "Stop the microVM after this many seconds and exit 124", valueHint: "seconds" },
   },
   async run({ args, rawArgs }) {
+    // stdout is the guest command's alone: kindling's own log goes to stderr.
+    consola.options.stdout = process.stderr;
     const parsed = ExecArgs.safeParse(args);
     if (!parsed.success) throw new CliError(parsed.error.issues.map((i) => i.message).join("; "), EXIT.USAGE);
     const a = parsed.data;
