@@ -3,8 +3,8 @@
 // Prints a table, writes <out>/<date>-<host>.json (raw samples, medians, p90, the host, kindling's git
 // revision) and <out>/latest.svg. bench/README.md says how each figure is measured.
 //
-//   bun bench/run.ts [--quick] [--only first,linux,memory,exits,creation] [--no-qemu] [--qemu-cpu host,max,qemu64]
-//                    [--out DIR] [--markdown]
+//   bun bench/run.ts [--quick] [--only first,linux,memory,exits,creation,restore,clones,exec-snapshot] [--no-qemu]
+//                    [--qemu-cpu host,max,qemu64] [--out DIR] [--markdown]
 //   bun bench/run.ts --from RESULTS.json [--out DIR] [--markdown]     table and chart again, measuring nothing
 // QEMU runs with the first `-cpu` model of the list (default QEMU_CPU_MODELS) that boots the first probe
 // here; the JSON and the table name it. When none does, or QEMU is missing, the run stops before measuring
@@ -25,21 +25,24 @@ import { linuxBoot } from "./metrics/linux-boot.ts";
 import { memory } from "./metrics/memory.ts";
 import { exitRtt } from "./metrics/exit-rtt.ts";
 import { creation } from "./metrics/creation.ts";
+import { cloneMemory, execSnapshot, restoreLatency } from "./metrics/snapshot.ts";
 import { buildGuest, guestArtifactsIfBuilt } from "../guest/build.ts";
 import { MiB } from "../src/arch/x86_64/layout.ts";
 
-const METRICS = ["first", "linux", "memory", "exits", "creation"] as const;
+const METRICS = ["first", "linux", "memory", "exits", "creation", "restore", "clones", "exec-snapshot"] as const;
 type Metric = (typeof METRICS)[number];
 
 /** How much of each metric a run does. */
 const CONFIG = {
   full: {
     startRuns: 20, breakdownRuns: 10, memoryCounts: [1, 4, 16, 64], exitRuns: 3, creationSeconds: 10, creationBreakdown: 20,
-    linuxRuns: 1, qemuLinuxRuns: 2, metrics: [...METRICS],
+    linuxRuns: 1, qemuLinuxRuns: 2, restoreRuns: 10, restoreWarm: 5, cloneCounts: [1, 16, 64], cloneProcessCounts: [1, 16, 64],
+    metrics: [...METRICS],
   },
   quick: {
     startRuns: 3, breakdownRuns: 2, memoryCounts: [1, 4], exitRuns: 1, creationSeconds: 2, creationBreakdown: 3,
-    linuxRuns: 0, qemuLinuxRuns: 0, metrics: METRICS.filter((m) => m !== "linux"),
+    linuxRuns: 0, qemuLinuxRuns: 0, restoreRuns: 2, restoreWarm: 2, cloneCounts: [1, 4], cloneProcessCounts: [] as number[],
+    metrics: METRICS.filter((m) => m !== "linux" && m !== "exec-snapshot"),
   },
 };
 
@@ -165,6 +168,18 @@ async function measure(args: ReturnType<typeof parseArgs>): Promise<Report> {
   if (metrics.includes("creation")) {
     log(`creation rate: ${config.creationSeconds} s windows`);
     results.creation = await creation({ seconds: config.creationSeconds, breakdownCount: config.creationBreakdown, qemuElf: qemu.probes?.firstWrite, qemuCpu, log });
+  }
+  if (metrics.includes("restore")) {
+    log(`snapshot restore to first instruction: ${config.restoreRuns} processes, ${config.restoreWarm} warm restores each`);
+    results.restore = await restoreLatency({ runs: config.restoreRuns, warm: config.restoreWarm, qemuElf: qemu.probes?.counter, log });
+  }
+  if (metrics.includes("clones")) {
+    log(`clone memory: N = ${config.cloneCounts.join(", ")} in one process${config.cloneProcessCounts.length ? `, ${config.cloneProcessCounts.join(", ")} processes` : ""}`);
+    results.clones = await cloneMemory({ counts: config.cloneCounts, processCounts: config.cloneProcessCounts, log });
+  }
+  if (metrics.includes("exec-snapshot")) {
+    log(`exec --snapshot (Linux at its shell): ${config.restoreRuns} runs`);
+    results.execSnapshot = await execSnapshot({ runs: config.restoreRuns, log });
   }
   if (metrics.includes("linux")) {
     const guest = guestArtifactsIfBuilt() ?? (log("building the guest kernel and initramfs first (guest/build.ts): this takes long, once"), await buildGuest({ log }));

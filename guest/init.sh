@@ -63,7 +63,11 @@ run_framed() {
   sed "s/^/${rs}2/" < /tmp/.kindling-stderr > /dev/console &
   { sh -c "$1" < /dev/null 2> /tmp/.kindling-stderr; echo $? > /tmp/.kindling-status; } | sed "s/^/${rs}1/" > /dev/console
   wait
-  echo "kindling: exit status $(cat /tmp/.kindling-status)" > /dev/console
+  status=$(cat /tmp/.kindling-status)
+  # Killed by a signal (128 + n): the kernel's last words on it (e.g. "segfault at ...") are in its log,
+  # which the console no longer shows; pass them on as console lines.
+  [ "$status" -gt 128 ] 2>/dev/null && dmesg | tail -n 8 | sed 's/^/kindling: dmesg: /' > /dev/console
+  echo "kindling: exit status $status" > /dev/console
 }
 
 if [ -n "$encoded" ]; then

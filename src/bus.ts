@@ -5,7 +5,11 @@
 // own range and a byte buffer of the access size: it fills the buffer on a read and decodes it on a write.
 //
 // Ranges may not overlap (registering one that does is an error). An access nobody claims is counted and
-// logged once per address; reads of it return all-ones, as on a real bus with nothing driving it.
+// logged once per address; reads of it return all-ones, as on a real bus with nothing driving it. The guest
+// chooses those addresses, so both are bounded: counts are kept for the first UNCLAIMED_TRACKED_MAX
+// addresses (the rest share one counter), and the log lines go through a rate limit (src/rate-limit.ts).
+
+import { rateLimitedLog } from "./rate-limit.ts";
 
 /** Something on a bus. `data.length` is the access size: 1, 2, 4 or 8 bytes. */
 export interface BusDevice {
@@ -46,20 +50,28 @@ interface Range {
   readonly device: BusDevice;
 }
 
+/** Unclaimed addresses counted one by one; accesses to further addresses are only counted together. */
+export const UNCLAIMED_TRACKED_MAX = 256;
+
 export class BusError extends Error {
   override name = "BusError";
 }
 
 export class Bus {
   private ranges: Range[] = [];
-  /** Unclaimed accesses by address, so each address is logged only once. */
+  /** Unclaimed accesses by address (at most UNCLAIMED_TRACKED_MAX addresses), so each is logged once. */
   readonly unclaimed = new Map<number, number>();
+  /** Unclaimed accesses to addresses beyond the first UNCLAIMED_TRACKED_MAX. */
+  unclaimedUntracked = 0;
+  private readonly log: (msg: string) => void;
 
   constructor(
     /** "pio" or "mmio", used in messages. */
     readonly kind: "pio" | "mmio",
-    private readonly log: (msg: string) => void = () => {},
-  ) {}
+    log: (msg: string) => void = () => {},
+  ) {
+    this.log = rateLimitedLog(log);
+  }
 
   register(base: number, size: number, device: BusDevice): void {
     if (size <= 0 || !Number.isSafeInteger(base) || !Number.isSafeInteger(size)) {
@@ -123,8 +135,16 @@ export class Bus {
   }
 
   private miss(addr: number, size: number, what: string): void {
-    const n = this.unclaimed.get(addr) ?? 0;
-    this.unclaimed.set(addr, n + 1);
-    if (n === 0) this.log(`${this.kind}: unclaimed ${size}-byte ${what} at 0x${addr.toString(16)} (logged once per address)`);
+    const n = this.unclaimed.get(addr);
+    if (n !== undefined) {
+      this.unclaimed.set(addr, n + 1);
+      return;
+    }
+    if (this.unclaimed.size >= UNCLAIMED_TRACKED_MAX) {
+      if (this.unclaimedUntracked++ === 0) this.log(`${this.kind}: unclaimed accesses at more than ${UNCLAIMED_TRACKED_MAX} addresses; counting the rest together`);
+      return;
+    }
+    this.unclaimed.set(addr, 1);
+    this.log(`${this.kind}: unclaimed ${size}-byte ${what} at 0x${addr.toString(16)} (logged once per address)`);
   }
 }

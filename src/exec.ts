@@ -12,6 +12,8 @@
 //      init's own lines), and init's last line "kindling: exit status N" carries the status.
 //   4. init ends the VM (`reboot -f` through the i8042); exec() resolves when the VM has ended.
 
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { DEFAULT_CMDLINE } from "./arch/x86_64/cmdline.ts";
 import { MicroVM, MicroVMError, type MicroVMOptions, type VmEnd } from "./microvm.ts";
 import type * as S from "./config/schemas.ts";
@@ -247,4 +249,171 @@ export async function exec(argv: string[], opts: ExecOptions): Promise<ExecResul
     throw new ExecError(`the microVM ended (${end.reason}: ${end.message}) before the command reported its exit status; last console lines:\n${consoleTail.join("\n")}`, end);
   }
   return { exitCode: status, stdout, stderr, timedOut: false, end, timings };
+}
+
+// ---- `kindling exec --snapshot DIR -- CMD` ----
+// run a command in a microVM restored from a snapshot taken at the
+// guest's shell prompt, instead of booting one. The kernel does not boot again: the load maps guest RAM
+// from DIR/vm.mem and the command is typed into the restored shell on the serial console.
+//
+//   saveExecSnapshot(DIR):  boot the guest with no command (guest/init.sh then runs an interactive shell on
+//                           the console), wait until the shell answers, pause, snapshot into DIR/vm.state and
+//                           DIR/vm.mem (`kindling exec --save-snapshot DIR`).
+//   execFromSnapshot(argv): a fresh microVM loads DIR with resume_vm; one line is typed into its shell: a
+//                           begin marker, argv (stdin /dev/null, stderr into stdout), its exit status as
+//                           "kindling: exit status N" (typedExecLine); what the console shows between the
+//                           marker and that line is the command's output. Then the VM is stopped.
+// The typed line is echoed by the guest's tty before it runs: it holds no RS byte and no status line of
+// digits, so it lands among the console lines.
+
+
+export const EXEC_SNAPSHOT_STATE = "vm.state";
+export const EXEC_SNAPSHOT_MEM = "vm.mem";
+/** What the shell answers once it runs: the arithmetic shows the shell evaluated the line, not the tty echo. */
+const READY_LINE = "echo kindling-shell-$((6*7))\n";
+const READY_ANSWER = "kindling-shell-42";
+
+export interface SaveExecSnapshotOptions {
+  kernel: string;
+  rootfs: string;
+  memoryMib?: number;
+  vcpus?: number;
+  /** Give up after this long (a boot of an emulated guest kernel takes minutes). */
+  timeoutMs?: number;
+  log?: (line: string) => void;
+  onConsole?: (text: string) => void;
+  microvm?: MicroVMOptions;
+}
+
+/** Boot to the shell prompt and snapshot it into `dir`; resolves with the milliseconds it took. */
+export async function saveExecSnapshot(dir: string, o: SaveExecSnapshotOptions): Promise<number> {
+  const t0 = performance.now();
+  mkdirSync(dir, { recursive: true });
+  const vm = new MicroVM({
+    "boot-source": { kernel_image_path: o.kernel, boot_args: `${DEFAULT_CMDLINE} quiet` },
+    "machine-config": { vcpu_count: o.vcpus ?? 1, mem_size_mib: o.memoryMib ?? 128 },
+    drives: [{ drive_id: "rootfs", path_on_host: o.rootfs, is_root_device: true, is_read_only: true }],
+  }, o.microvm);
+  vm.logger.sink = (line) => o.log?.(line);
+  let text = "";
+  vm.on("serial", (b) => {
+    const s = new TextDecoder().decode(b);
+    text += s;
+    if (text.length > 65536) text = text.slice(-32768);
+    o.onConsole?.(s);
+  });
+  const deadline = performance.now() + (o.timeoutMs ?? 15 * 60_000);
+  try {
+    await vm.start();
+    // Ask until the shell answers: before it runs, the line waits in the UART's input.
+    let asked = -Infinity;
+    while (!text.includes(READY_ANSWER)) {
+      if (vm.state === "Stopped") throw new ExecError(`the guest ended before its shell answered:\n${text.slice(-2000)}`);
+      if (performance.now() > deadline) throw new ExecError(`the guest's shell did not answer within ${o.timeoutMs} ms:\n${text.slice(-2000)}`);
+      if (text.includes("kindling: init ready") && performance.now() - asked > 10_000) {
+        vm.writeSerial(new TextEncoder().encode(READY_LINE));
+        asked = performance.now();
+      }
+      await Bun.sleep(100);
+    }
+    await Bun.sleep(500); // let the shell print its prompt and wait for input again
+    vm.pause();
+    await vm.createSnapshot({ snapshot_path: join(dir, EXEC_SNAPSHOT_STATE), mem_file_path: join(dir, EXEC_SNAPSHOT_MEM) });
+  } finally {
+    await vm.stop("the snapshot is taken");
+  }
+  return performance.now() - t0;
+}
+
+/** The line the restored shell prints before the command's output: RS "S". */
+const BEGIN_MARKER = "S";
+
+/**
+ * The line typed into the restored shell. Every process costs seconds where the host emulates the guest
+ * kernel (a fork, an exec and their page faults), so the line starts none of its own: a begin marker
+ * (RS "S", by the shell's printf builtin), argv (one process if it is not a builtin), its status. The
+ * command's stderr goes to its stdout: keeping them apart, as kindling.exec does, takes two `sed`s.
+ */
+export function typedExecLine(argv: string[]): string {
+  return `printf '\\036${BEGIN_MARKER}\\n'; ${quoteArgs(argv)} < /dev/null 2>&1; echo "kindling: exit status $?"\n`;
+}
+
+export interface ExecFromSnapshotOptions {
+  timeoutMs?: number;
+  onStdout?: (bytes: Uint8Array) => void;
+  onStderr?: (bytes: Uint8Array) => void;
+  onConsole?: (line: string) => void;
+  log?: (line: string) => void;
+  microvm?: MicroVMOptions;
+}
+
+/** Restore `dir`'s snapshot, run argv in its shell, and return what it printed and its exit status. */
+export async function execFromSnapshot(argv: string[], dir: string, o: ExecFromSnapshotOptions = {}): Promise<ExecResult & { timings: ExecResult["timings"] & { loadMs: number } }> {
+  if (argv.length === 0) throw new MicroVMError("exec: no command given");
+  const state = join(dir, EXEC_SNAPSHOT_STATE);
+  const mem = join(dir, EXEC_SNAPSHOT_MEM);
+  if (!existsSync(state) || !existsSync(mem)) {
+    throw new MicroVMError(`exec --snapshot ${dir}: no ${EXEC_SNAPSHOT_STATE} and ${EXEC_SNAPSHOT_MEM} there; make them with kindling exec --save-snapshot ${dir}`);
+  }
+  const t0 = performance.now();
+  const since = () => Math.round(performance.now() - t0);
+  const vm = new MicroVM({}, o.microvm);
+  vm.logger.sink = (line) => o.log?.(line);
+  const decoder = { out: new TextDecoder(), err: new TextDecoder() };
+  let stdout = "";
+  let stderr = "";
+  let firstOutputMs: number | undefined;
+  const done = Promise.withResolvers<number>();
+  const frames = new ExecFrames({
+    stdout: (b) => {
+      firstOutputMs ??= since();
+      stdout += decoder.out.decode(b, { stream: true });
+      o.onStdout?.(b);
+    },
+    stderr: (b) => {
+      firstOutputMs ??= since();
+      stderr += decoder.err.decode(b, { stream: true });
+      o.onStderr?.(b);
+    },
+    console: (line) => {
+      const m = STATUS_LINE.exec(line);
+      if (m && inCommand) {
+        inCommand = false;
+        done.resolve(Number(m[1]));
+      } else if (line === BEGIN_MARKER) {
+        inCommand = true;
+      } else if (inCommand) {
+        // Between the marker and the status line: the command's output (see typedExecLine).
+        firstOutputMs ??= since();
+        const bytes = new TextEncoder().encode(`${line}\n`);
+        stdout += `${line}\n`;
+        o.onStdout?.(bytes);
+      } else {
+        o.onConsole?.(line);
+      }
+    },
+  });
+  let inCommand = false;
+  vm.on("serial", (b) => frames.push(b));
+  let timedOut = false;
+  const timer = o.timeoutMs === undefined ? undefined : setTimeout(() => {
+    timedOut = true;
+    done.resolve(-1);
+  }, o.timeoutMs);
+  try {
+    await vm.loadSnapshot({ snapshot_path: state, mem_backend: { backend_type: "File", backend_path: mem }, resume_vm: true });
+    const loadMs = since();
+    vm.writeSerial(new TextEncoder().encode(typedExecLine(argv)));
+    void vm.exited.then((end) => done.reject(new ExecError(`the microVM ended (${end.reason}: ${end.message}) before the command reported its exit status`, end)));
+    const status = await done.promise;
+    clearTimeout(timer);
+    const end = await vm.stop("the command finished");
+    const timings = { firstOutputMs, totalMs: since(), loadMs };
+    if (timedOut) return { exitCode: 124, stdout, stderr, timedOut, end, timings };
+    return { exitCode: status, stdout, stderr, timedOut: false, end, timings };
+  } catch (e) {
+    clearTimeout(timer);
+    await vm.stop("exec from a snapshot failed");
+    throw e;
+  }
 }

@@ -1,4 +1,10 @@
-import { madviseRange, mmap, munmap, MADV_DONTNEED, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, type Mapping } from "./kvm/libc.ts";
+import {
+  close, madvise, madviseRange, mmap, munmap, open, MADV_DONTDUMP, MADV_DONTNEED, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE,
+  O_RDONLY, PROT_READ, PROT_WRITE, type Mapping,
+} from "./kvm/libc.ts";
+
+/** KVM's dirty log, and so the VMM's own, counts 4 KiB pages (api.rst 4.8: one bit per page of the slot). */
+const DIRTY_PAGE_SIZE = 4096;
 
 // Guest RAM: one or more regions of host memory, each mapped into the guest at a guest-physical address.
 //
@@ -68,7 +74,35 @@ export class GuestMemory {
     const r = this.find(gpa, length);
     if (!r) throw new GuestMemoryError(gpa, length);
     const at = gpa - r.gpa;
+    if (this.vmmDirty) this.markVmmDirty(r, at, length);
     return r.bytes.subarray(at, at + length);
+  }
+
+  /**
+   * Pages the VMM itself may have written (a device filling a buffer), one bit per page, per region: KVM's
+   * dirty log sees only the guest's writes. Every slice() marks its pages (a read too: the VMM cannot tell a
+   * view it will write through from one it only reads), so a diff snapshot may hold a few extra pages.
+   */
+  private vmmDirty?: Map<MemoryRegion, Uint8Array>;
+
+  /** Start recording the pages the VMM touches (for diff snapshots). */
+  trackVmmWrites(): void {
+    this.vmmDirty = new Map(this.regions.map((r) => [r, dirtyBitmap(r.bytes.byteLength)]));
+  }
+
+  /** The VMM's dirty bitmap for region `index` (KVM_GET_DIRTY_LOG's format), cleared as it is taken. */
+  takeVmmDirty(index: number): Uint8Array | undefined {
+    const r = this.regions[index]!;
+    const bitmap = this.vmmDirty?.get(r);
+    if (!bitmap) return undefined;
+    this.vmmDirty!.set(r, dirtyBitmap(r.bytes.byteLength));
+    return bitmap;
+  }
+
+  private markVmmDirty(r: MemoryRegion, at: number, length: number): void {
+    const bitmap = this.vmmDirty!.get(r)!;
+    const last = Math.floor((at + Math.max(length, 1) - 1) / DIRTY_PAGE_SIZE);
+    for (let p = Math.floor(at / DIRTY_PAGE_SIZE); p <= last; p++) bitmap[p >> 3]! |= 1 << (p & 7);
   }
 
   /** A DataView over [gpa, gpa+length). */
@@ -114,15 +148,54 @@ export class GuestMemory {
 
 /**
  * Anonymous, private host memory for a VM's RAM regions. MAP_NORESERVE: pages are only backed when the
- * guest touches them, so a 128 MiB guest that uses 20 MiB costs 20 MiB.
+ * guest touches them, so a 128 MiB guest that uses 20 MiB costs 20 MiB. MADV_DONTDUMP: a core dump of the
+ * VMM leaves guest RAM out (it holds the guest's data, which the host's crash reports should not carry,
+ * and would make every dump as large as the guest).
  */
 export function allocateGuestMemory(layout: { gpa: number; size: number }[]): GuestMemory {
-  return new GuestMemory(
-    layout.map((r) => {
+  const maps: Mapping[] = [];
+  try {
+    for (const r of layout) {
       const m = mmap(r.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
-      return { gpa: r.gpa, bytes: new Uint8Array(m.buffer), hostAddr: m.addr, mapping: m };
-    }),
-  );
+      maps.push(m);
+      madvise(m, MADV_DONTDUMP);
+    }
+  } catch (e) {
+    // A later region that cannot be mapped must not leave the earlier ones behind.
+    for (const m of maps) munmap(m);
+    throw e;
+  }
+  return new GuestMemory(layout.map((r, i) => {
+    const m = maps[i]!;
+    return { gpa: r.gpa, bytes: new Uint8Array(m.buffer), hostAddr: m.addr, mapping: m };
+  }));
+}
+
+/** A cleared dirty bitmap for `size` bytes: one bit per page, in whole 64-bit words as KVM writes them. */
+export function dirtyBitmap(size: number): Uint8Array {
+  return new Uint8Array(Math.ceil(size / DIRTY_PAGE_SIZE / 64) * 8);
+}
+
+/**
+ * Guest RAM from a snapshot's memory file: the regions lie back to back in the file, in guest-physical
+ * order. MAP_PRIVATE: pages are read from the file when first touched, and a write (by the guest or the
+ * VMM) copies the page into this process's memory, so the file never changes and any number of VMs can map
+ * it at once, sharing every page none of them wrote (the page cache holds one copy).
+ */
+export function mapGuestMemoryFile(layout: { gpa: number; size: number }[], path: string): GuestMemory {
+  const fd = open(path, O_RDONLY);
+  try {
+    let offset = 0;
+    return new GuestMemory(
+      layout.map((r) => {
+        const m = mmap(r.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, offset);
+        offset += r.size;
+        return { gpa: r.gpa, bytes: new Uint8Array(m.buffer), hostAddr: m.addr, mapping: m };
+      }),
+    );
+  } finally {
+    close(fd); // the mappings keep the file open
+  }
 }
 
 /** Give allocated RAM back to the host (the GuestMemory must not be used afterwards). */

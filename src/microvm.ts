@@ -14,8 +14,10 @@
 import { closeSync, existsSync } from "node:fs";
 import type { z } from "zod";
 import { bootLinux, type LinuxBootOptions } from "./boot/linux.ts";
-import type { DeviceModels, MachineDevices } from "./boot/machine.ts";
+import { checkDeviceCount, type DeviceModels, type MachineDevices } from "./boot/machine.ts";
 import { MiB } from "./arch/x86_64/layout.ts";
+import { limitOutput, type RateLimiter } from "./devices/rate-limiter.ts";
+import { MmdsError, MmdsStore } from "./mmds/store.ts";
 import type { BootCompleteInfo } from "./devices/boot-timer.ts";
 import type { SerialCounters } from "./devices/serial.ts";
 import { Lifecycle, type VmEnd, type VmState } from "./lifecycle.ts";
@@ -29,6 +31,10 @@ import type { BalloonStatistics, VirtioBalloon } from "./devices/virtio/balloon.
 import type { StaticCpuTemplate } from "./arch/x86_64/cpu-templates.ts";
 import { Logger, openAppend, writeQuietly } from "./config/logger.ts";
 import { Metrics } from "./config/metrics.ts";
+import { rateLimitedLog, SERIAL_OUT_BURST_BYTES, SERIAL_OUT_BYTES_PER_SECOND, TokenBucket } from "./rate-limit.ts";
+import { loadSnapshotBody, snapshotMicroVm } from "./snapshot/api.ts";
+import { SnapshotCreateParams, SnapshotLoadParams } from "./snapshot/params.ts";
+import { SnapshotError } from "./snapshot/errors.ts";
 
 export { MicroVMError, ValidationError } from "./config/errors.ts";
 export type { VmEnd } from "./lifecycle.ts";
@@ -60,6 +66,8 @@ export interface MicroVMOptions {
   boot?: BootFn;
   /** Device models for network interfaces and the vsock (tests pass stand-ins). Default: VirtioNet and VirtioVsock. */
   deviceModels?: DeviceModels;
+  /** What `boot` boots, recorded in snapshots (default "linux"; a test booting a probe names the probe). */
+  guestKind?: string;
 }
 
 export interface MicroVMEvents {
@@ -90,8 +98,11 @@ export class MicroVM {
   /** Resolves with how the VM ended. */
   readonly exited: Promise<VmEnd>;
   private readonly resources = new VmResources();
+  /** The MMDS data store (PUT/PATCH/GET /mmds), shared by every interface MMDS is configured on. */
+  readonly mmds = new MmdsStore();
   private readonly bootFn: BootFn;
   private readonly models: NonNullable<MicroVMOptions["deviceModels"]>;
+  private readonly guestKind: string;
   /** Not started -> Starting -> Running <-> Paused -> Stopped (src/lifecycle.ts), the same table as Vm's. */
   private readonly lifecycle = new Lifecycle();
   private starting?: Promise<void>;
@@ -101,9 +112,16 @@ export class MicroVM {
   /** The devices runtime updates reach by name: drives (PATCH /drives), the balloon (PATCH /balloon ...). */
   private named: Partial<Pick<MachineDevices, "drives" | "balloon">> = {};
   private serialFd?: number;
+  /** Guest console bytes to serial_out_path: a token bucket (src/rate-limit.ts); over it they are dropped. */
+  private readonly serialOutBucket = new TokenBucket(SERIAL_OUT_BURST_BYTES, SERIAL_OUT_BYTES_PER_SECOND);
+  /** Bytes the bucket did not let through. */
+  serialOutDropped = 0;
+  private readonly serialOutLog = rateLimitedLog((m) => this.logger.warn(m, "serial"));
   private serialStream?: { stream: ReadableStream<Uint8Array>; controller: ReadableStreamDefaultController<Uint8Array> };
   /** Console bytes dropped because the `serial` stream's reader fell more than 1 MiB behind. */
   serialDropped = 0;
+  /** Console bytes dropped by the serial `rate_limiter`. */
+  serialRateLimited = 0;
   private readonly listeners = new Map<keyof MicroVMEvents, Set<(arg: never) => void>>();
   private resolveExited!: (exit: VmEnd) => void;
 
@@ -111,6 +129,7 @@ export class MicroVM {
     this.id = checkInstanceId(opts.id ?? DEFAULT_ID);
     this.bootFn = opts.boot ?? (bootLinux as BootFn);
     this.models = opts.deviceModels ?? {};
+    this.guestKind = opts.guestKind ?? "linux";
     this.logger = new Logger(this.id);
     this.metrics = new Metrics(this.id, {
       exitCounts: () => this.vm?.vcpus.map((v) => v.exitCounts) ?? [],
@@ -118,6 +137,7 @@ export class MicroVM {
       devices: () => this.devices,
     });
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
+    this.mmds.tokens.setAad(this.id);
     this.applyConfig(config);
   }
 
@@ -144,6 +164,8 @@ export class MicroVM {
     if (c.balloon) r.setBalloon(c.balloon);
     // The schema transforms cpu-config's strings into numbers: the setter parses the original again.
     if (c["cpu-config"]) r.setCpuConfig((input as Record<string, unknown>)["cpu-config"]);
+    // After the interfaces it names.
+    if (c["mmds-config"]) this.applyMmdsConfig(r.setMmdsConfig(c["mmds-config"]));
     // Last: these two open their files.
     if (c.logger) this.logger.configure(c.logger);
     if (c.metrics) this.metrics.configure(c.metrics);
@@ -211,18 +233,62 @@ export class MicroVM {
     this.resources.serial = checked;
   }
 
+  /** PUT /mmds/config (pre-boot, as in Firecracker): which interfaces reach MMDS, the version, the address. */
+  setMmdsConfig(m: z.input<typeof S.MmdsConfig>): void {
+    this.preBoot("mmds-config");
+    this.applyMmdsConfig(this.resources.setMmdsConfig(m));
+  }
+
+  private applyMmdsConfig(m: S.MmdsConfig): void {
+    this.mmds.version = m.version ?? "V1";
+    this.mmds.imdsCompat = m.imds_compat ?? false;
+  }
+
+  // ---- MMDS contents: any time ----
+
+  /** PUT /mmds: replace the metadata. */
+  putMmds(data: unknown): void {
+    this.mmdsCall(() => this.mmds.put(data));
+  }
+
+  /** PATCH /mmds: merge into the metadata (RFC 7396). */
+  patchMmds(patch: unknown): void {
+    this.mmdsCall(() => this.mmds.patch(patch));
+  }
+
+  /** GET /mmds: the metadata ({} while empty). */
+  getMmds(): unknown {
+    // Re-parsed from the serialized form: keys in sorted order, as Firecracker (serde_json) writes them.
+    return JSON.parse(this.mmds.serialized());
+  }
+
+  private mmdsCall(f: () => void): void {
+    try {
+      f();
+    } catch (e) {
+      if (!(e instanceof MmdsError)) throw e;
+      // Firecracker's VmmActionError wording; over the size limit is its 413.
+      if (e.kind === "DataStoreLimitExceeded") throw new MicroVMError(`MMDS limit exceeded error: ${e.message}`, 413);
+      throw new MicroVMError(`MMDS error: ${e.message}`);
+    }
+  }
+
   // ---- runtime updates ----
 
   /**
-   * PATCH /drives after start: a new backing file (path_on_host), as firecracker-containerd and Kata swap a
-   * container's image into a placeholder drive. The guest sees a configuration change and re-reads the size.
+   * PATCH /drives after start: a new `rate_limiter` at once, and a new backing file (path_on_host), as
+   * firecracker-containerd and Kata swap a container's image into a placeholder drive. The guest sees a
+   * configuration change and re-reads the size.
    */
   patchDrive(d: z.input<typeof S.PartialDrive>): void {
     const p = parseWith(S.PartialDrive, d, "drive");
     this.requireStarted("drive updates");
     const current = this.resources.drives.get(p.drive_id);
     if (!current) throw new MicroVMError(`drive.drive_id: no drive ${p.drive_id}`);
-    if (p.rate_limiter !== undefined) throw new MicroVMError("drive.rate_limiter: rate limiting is not supported by kindling yet");
+    if (p.rate_limiter !== undefined) {
+      this.limiterOf(`block_${p.drive_id}`, "rateLimiter")?.update(p.rate_limiter);
+      current.rate_limiter = mergeLimiter(current.rate_limiter, p.rate_limiter);
+    }
     if (p.path_on_host === undefined || p.path_on_host === current.path_on_host) return;
     const readOnly = current.is_read_only ?? false;
     checkFile("drive.path_on_host", p.path_on_host, readOnly);
@@ -285,14 +351,27 @@ export class MicroVM {
     return device;
   }
 
-  /** PATCH /network-interfaces: rate limiters only, which kindling does not implement. */
+  /** PATCH /network-interfaces: new rx/tx rate limiters, at once. */
   patchNetworkInterface(n: z.input<typeof S.PartialNetworkInterface>): void {
     const p = parseWith(S.PartialNetworkInterface, n, "network-interface");
     this.requireStarted("network interface updates");
-    if (!this.resources.nets.has(p.iface_id)) throw new MicroVMError(`network-interface.iface_id: no network interface ${p.iface_id}`);
-    for (const k of ["rx_rate_limiter", "tx_rate_limiter"] as const) {
-      if (p[k] !== undefined) throw new MicroVMError(`network-interface.${k}: rate limiting is not supported by kindling yet`);
+    const current = this.resources.nets.get(p.iface_id);
+    if (!current) throw new MicroVMError(`network-interface.iface_id: no network interface ${p.iface_id}`);
+    if (p.rx_rate_limiter !== undefined) {
+      this.limiterOf(`net_${p.iface_id}`, "rxRateLimiter")?.update(p.rx_rate_limiter);
+      current.rx_rate_limiter = mergeLimiter(current.rx_rate_limiter, p.rx_rate_limiter);
     }
+    if (p.tx_rate_limiter !== undefined) {
+      this.limiterOf(`net_${p.iface_id}`, "txRateLimiter")?.update(p.tx_rate_limiter);
+      current.tx_rate_limiter = mergeLimiter(current.tx_rate_limiter, p.tx_rate_limiter);
+    }
+  }
+
+  /** A running device's rate limiter, by the device's metrics name (a stand-in device may have none). */
+  private limiterOf(name: string, field: "rateLimiter" | "rxRateLimiter" | "txRateLimiter"): RateLimiter | undefined {
+    const device = this.devices.find((d) => d.name === name)?.device as Record<string, unknown> | undefined;
+    const limiter = device?.[field] as RateLimiter | undefined;
+    return typeof limiter?.update === "function" ? limiter : undefined;
   }
 
   private requireStarted(what: string): RunningVm {
@@ -340,10 +419,18 @@ export class MicroVM {
   private async boot(): Promise<void> {
     const r = this.resources;
     if (!r.bootSource) throw new MicroVMError("InstanceStart: no boot source: configure boot-source (PUT /boot-source) first");
+    const machine = this.bootOptions();
+    // Count the devices before anything is opened: only VIRTIO_DEVICES_MAX fit (one IRQ each).
+    try {
+      checkDeviceCount(machine);
+    } catch (e) {
+      throw new MicroVMError(`InstanceStart: ${(e as Error).message}`);
+    }
     this.lifecycle.to("Starting");
     try {
-      const { vm, devices } = await this.bootFn(this.bootOptions());
-      this.devices = devices.virtio;
+      const { vm, devices } = await this.bootFn(machine);
+      // Firecracker's `mmds` metrics group too, when MMDS answers on some interface.
+      this.devices = r.mmdsConfig ? [...devices.virtio, { name: "mmds", device: this.mmds }] : devices.virtio;
       this.named = { drives: devices.drives, balloon: devices.balloon };
       this.vm = vm;
       this.lifecycle.to("Running");
@@ -373,16 +460,24 @@ export class MicroVM {
       // The root drive first: it is /dev/vda. A partuuid finds it through its partition table instead.
       drives: r.orderedDrives().map((d) => ({
         id: d.drive_id, path: d.path_on_host!, readOnly: d.is_read_only ?? false, root: d.is_root_device, partuuid: d.partuuid,
+        rateLimiter: d.rate_limiter,
       })),
       entropy: r.entropy !== undefined,
-      nets: [...r.nets.values()].map((n) => ({ id: n.iface_id, hostDevName: n.host_dev_name, guestMac: n.guest_mac, mtu: n.mtu })),
+      entropyRateLimiter: r.entropy?.rate_limiter,
+      nets: [...r.nets.values()].map((n) => ({
+        id: n.iface_id, hostDevName: n.host_dev_name, guestMac: n.guest_mac, mtu: n.mtu,
+        rxRateLimiter: n.rx_rate_limiter, txRateLimiter: n.tx_rate_limiter,
+        // MMDS answers on the interfaces its configuration names (Firecracker's configure_mmds_network_stack).
+        mmds: r.mmdsConfig?.network_interfaces.includes(n.iface_id) ? { store: this.mmds, ipv4: r.mmdsIpv4 } : undefined,
+      })),
       vsock: r.vsock && { guestCid: r.vsock.guest_cid, udsPath: r.vsock.uds_path },
       balloon: r.balloon && {
         amountMib: r.balloon.amount_mib, deflateOnOom: r.balloon.deflate_on_oom,
         statsPollingIntervalS: r.balloon.stats_polling_interval_s, freePageReporting: r.balloon.free_page_reporting,
       },
       deviceModels: this.models,
-      consoleOutput: (bytes) => this.consoleOutput(bytes),
+      // The serial `rate_limiter` drops output over budget, as Firecracker's does (a UART cannot wait).
+      consoleOutput: limitOutput(r.serial?.rate_limiter, (bytes) => this.consoleOutput(bytes), { onDrop: (n) => (this.serialRateLimited += n) }),
       log: (line) => this.logger.info(line),
       onBootComplete: (info) => this.emit("boot-complete", info),
     };
@@ -398,6 +493,70 @@ export class MicroVM {
     this.requireStarted("Resumed").resume();
     this.lifecycle.to("Running");
     this.logger.info(`microVM ${this.id} resumed`);
+  }
+
+  // ---- snapshots (src/snapshot/api.ts) ----
+
+  /** PUT /snapshot/create: only while Paused (Firecracker's rule). */
+  async createSnapshot(body: unknown): Promise<void> {
+    const p = parseWith(SnapshotCreateParams, body, "snapshot-create"); // a bad body is named before the state is
+    const vm = this.requireStarted("snapshot/create");
+    if (this.lifecycle.state !== "Paused") throw new MicroVMError('snapshot/create: the microVM must be Paused first (PATCH /vm {"state": "Paused"}); it is Running');
+    try {
+      const r = await snapshotMicroVm(vm, p, {
+        config: this.config as Record<string, unknown>, machine: this.bootOptions(), names: this.devices.map((d) => d.name), kind: this.guestKind,
+      });
+      this.logger.info(`snapshot created: ${r.stateBytes} bytes of state, ${r.memoryBytes} bytes of guest memory written`);
+    } catch (e) {
+      throw snapshotFault("snapshot/create", e);
+    }
+  }
+
+  /**
+   * PUT /snapshot/load: only in a fresh microVM, with nothing configured but the logger and metrics (and
+   * where the console goes). Without resume_vm the microVM comes up Paused. A failed load leaves it
+   * "Not started", with nothing built.
+   */
+  async loadSnapshot(body: unknown): Promise<void> {
+    const p = parseWith(SnapshotLoadParams, body, "snapshot-load");
+    this.preBoot("snapshot/load");
+    if (JSON.stringify(this.resources.toConfig()) !== JSON.stringify(new VmResources().toConfig())) {
+      throw new MicroVMError("snapshot/load: the microVM has been configured (boot source, machine, devices); a snapshot can only be loaded before anything but the logger and metrics is");
+    }
+    this.lifecycle.to("Starting");
+    try {
+      const loaded = await loadSnapshotBody(p, {
+        consoleOutput: (bytes) => this.consoleOutput(bytes), log: (line) => this.logger.info(line), models: this.models,
+        onBootComplete: (info) => this.emit("boot-complete", info),
+      });
+      this.adoptSnapshotConfig(loaded.description?.config, p);
+      this.devices = loaded.devices.virtio;
+      this.named = { drives: loaded.devices.drives, balloon: loaded.devices.balloon };
+      this.vm = loaded.vm;
+      this.lifecycle.to("Running");
+      if (!loaded.resumed) this.lifecycle.to("Paused");
+      this.logger.info(`microVM ${this.id} loaded from a snapshot (${loaded.state.machine.kind}), ${this.lifecycle.state}`);
+      void loaded.vm.exited.then((exit) => this.ended(exit));
+    } catch (e) {
+      this.lifecycle.to("Not started");
+      throw snapshotFault("snapshot/load", e);
+    }
+  }
+
+  /**
+   * After a load: the snapshot's configuration becomes this microVM's (GET /vm/config), with the overrides
+   * the load applied; its logger and metrics stay this process's own.
+   */
+  private adoptSnapshotConfig(config: Record<string, unknown> | undefined, p: { network_overrides?: { iface_id: string; host_dev_name: string }[]; vsock_override?: { uds_path: string } }): void {
+    if (!config) return;
+    const c = { ...(config as S.FullVmConfiguration), logger: undefined, metrics: undefined };
+    c["network-interfaces"] = c["network-interfaces"]?.map((n) => ({ ...n, host_dev_name: p.network_overrides?.find((o) => o.iface_id === n.iface_id)?.host_dev_name ?? n.host_dev_name }));
+    if (c.vsock && p.vsock_override) c.vsock = { ...c.vsock, uds_path: p.vsock_override.uds_path };
+    try {
+      this.applyConfig(c);
+    } catch (e) {
+      this.logger.warn(`the snapshot's configuration could not be adopted for GET /vm/config: ${(e as Error).message}`);
+    }
   }
 
   /** Stop the VM (or, before start, mark it stopped). Resolves with how it ended. */
@@ -473,7 +632,15 @@ export class MicroVM {
   }
 
   private consoleOutput(bytes: Uint8Array): void {
-    if (this.serialFd !== undefined) writeQuietly(this.serialFd, bytes);
+    if (this.serialFd !== undefined) {
+      // The guest decides how much it prints: the file gets what the token bucket allows, the rest is counted.
+      const n = this.serialOutBucket.takeUpTo(bytes.byteLength);
+      if (n > 0) writeQuietly(this.serialFd, bytes.subarray(0, n));
+      if (n < bytes.byteLength) {
+        this.serialOutDropped += bytes.byteLength - n;
+        this.serialOutLog(`serial_out_path: ${this.serialOutDropped} bytes of guest console output dropped so far by the rate limit (${SERIAL_OUT_BYTES_PER_SECOND} bytes/s after a ${SERIAL_OUT_BURST_BYTES}-byte burst)`);
+      }
+    }
     const s = this.serialStream;
     if (s) {
       if ((s.controller.desiredSize ?? 0) >= bytes.byteLength) s.controller.enqueue(bytes);
@@ -498,4 +665,25 @@ export class MicroVM {
     this.emit("exit", exit);
     this.resolveExited(exit);
   }
+}
+
+/**
+ * A stored rate_limiter after a PATCH: the buckets the patch names replace the old ones (a bucket of size
+ * or refill_time 0 removes it), the others stay, as the live limiter does (RateLimiter.update).
+ */
+function mergeLimiter(old: S.RateLimiter | undefined, patch: S.RateLimiter): S.RateLimiter {
+  const out: S.RateLimiter = { bandwidth: old?.bandwidth, ops: old?.ops };
+  for (const k of ["bandwidth", "ops"] as const) {
+    const b = patch[k];
+    if (b === undefined) continue;
+    out[k] = b.size === 0 || b.refill_time === 0 ? undefined : { ...b };
+  }
+  return out;
+}
+
+/** A snapshot failure as the API's 400: the SnapshotError's code and message. */
+function snapshotFault(what: string, e: unknown): MicroVMError {
+  if (e instanceof MicroVMError) return e;
+  if (e instanceof SnapshotError) return new MicroVMError(`${what}: ${e.code}: ${e.message}`);
+  return new MicroVMError(`${what} failed: ${(e as Error).message}`);
 }

@@ -4,11 +4,10 @@
 // Creating one follows the order the KVM API wants (api.rst 4):
 //   1. open /dev/kvm, check the API version (Kvm)
 //   2. KVM_CREATE_VM
-//   3. KVM_SET_TSS_ADDR (Intel needs three pages for real-mode emulation)
-//   4. guest RAM: mmap + KVM_SET_USER_MEMORY_REGION per region, before the irqchip: once an in-kernel
-//      irqchip exists, each memory slot change waits for an SRCU grace period (0.2 ms before, 5 to 8 ms
-//      after, measured here), on the thread that makes it
-//   4b. KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2
+//   3. guest RAM: mmap + KVM_SET_USER_MEMORY_REGION per region. Before the irqchip: measured on this
+//      project's (PVM) host, a memory slot added after KVM_CREATE_IRQCHIP takes ~7 ms (a grace period the
+//      kernel waits out), one added before it ~0.2 ms; the API allows either order.
+//   4. KVM_SET_TSS_ADDR (Intel needs three pages for real-mode emulation), KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2
 //   5. devices on the port-IO and MMIO buses, their interrupt lines as irqfds
 //   6. KVM_CREATE_VCPU per vCPU (after the irqchip, so each gets an in-kernel local APIC)
 // Loading a guest and setting the first registers is the caller's job (see boot/probe.ts); then start().
@@ -20,7 +19,7 @@ import { allocateGuestMemory, freeGuestMemory, type GuestMemory } from "./memory
 import { IrqFdLine } from "./kvm/irqfd.ts";
 import { Vcpu } from "./vcpu/vcpu.ts";
 import {
-  COM1_IRQ, I8042_KEYBOARD_IRQ, IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, VIRTIO_MMIO_MAX_DEVICES, VIRTIO_MMIO_SIZE,
+  COM1_IRQ, I8042_KEYBOARD_IRQ, IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, VIRTIO_DEVICES_MAX, VIRTIO_MMIO_SIZE,
   VIRTIO_MMIO_START, ramRegions,
 } from "./arch/x86_64/layout.ts";
 import { Serial } from "./devices/serial.ts";
@@ -31,6 +30,7 @@ import { IoEventFd } from "./kvm/ioeventfd.ts";
 import { attachLegacyDevices, type LegacyDevices } from "./devices/legacy.ts";
 import { Lifecycle, type VmEnd, type VmState } from "./lifecycle.ts";
 import { prestartVcpuWorkers } from "./vcpu/worker-pool.ts";
+import { KVM_MEM_LOG_DIRTY_PAGES } from "./kvm/uapi.ts";
 
 export interface VmOptions {
   /** Guest RAM in bytes. */
@@ -51,6 +51,10 @@ export interface VmOptions {
    * measure what the ioeventfd saves (bench/virtio-blk.ts).
    */
   queueNotify?: "ioeventfd" | "exit";
+  /** Guest RAM made elsewhere (a snapshot's memory file, see snapshot/restore.ts) instead of fresh memory. */
+  memory?: GuestMemory;
+  /** Have KVM log the pages the guest writes (KVM_MEM_LOG_DIRTY_PAGES), and the VMM its own: diff snapshots. */
+  trackDirtyPages?: boolean;
   /**
    * Complete guest system calls that this host leaves at LSTAR in CPL3 (src/arch/x86_64/syscall-assist.ts).
    * For hosts that emulate guest kernel code only; on others it would only add exits.
@@ -77,6 +81,7 @@ export class Vm {
   /** The UART, i8042 and CMOS RTC on the port-IO bus (src/devices/legacy.ts). */
   readonly legacy: LegacyDevices;
   readonly irqchip: boolean;
+  readonly trackDirtyPages: boolean;
   private readonly queueNotify: "ioeventfd" | "exit";
   private readonly irqLines: IrqFdLine[] = [];
   private readonly ioEventFds: IoEventFd[] = [];
@@ -104,26 +109,56 @@ export class Vm {
       this.kvm.close();
       throw e;
     }
-    this.fd.setTssAddr(KVM_TSS_ADDRESS);
-    this.memory = allocateGuestMemory(ramRegions(opts.memSize));
-    this.memory.regions.forEach((r, slot) => this.fd.setUserMemoryRegion(slot, r.gpa, r.bytes.byteLength, r.hostAddr!));
-    if (this.irqchip) {
-      this.fd.createIrqchip();
-      this.fd.createPit2();
+    // Every step from here on holds something of the host's (fds, RAM, threads): if one fails, everything
+    // taken so far is given back before the error goes on (nothing leaks when a client retries).
+    try {
+      // RAM slots before the irqchip: registering a slot then costs far less (snapshot restores care).
+      this.memory = opts.memory ?? allocateGuestMemory(ramRegions(opts.memSize));
+      this.trackDirtyPages = opts.trackDirtyPages ?? false;
+      if (this.trackDirtyPages) this.memory.trackVmmWrites();
+      const slotFlags = this.trackDirtyPages ? KVM_MEM_LOG_DIRTY_PAGES : 0;
+      this.memory.regions.forEach((r, slot) => this.fd.setUserMemoryRegion(slot, r.gpa, r.bytes.byteLength, r.hostAddr!, slotFlags));
+      this.fd.setTssAddr(KVM_TSS_ADDRESS);
+      if (this.irqchip) {
+        this.fd.createIrqchip();
+        this.fd.createPit2();
+      }
+
+      this.pio = new Bus("pio", this.log);
+      this.mmio = new Bus("mmio", this.log);
+      this.legacy = attachLegacyDevices(this.pio, {
+        serialIrq: this.interruptLine(COM1_IRQ),
+        keyboardIrq: this.interruptLine(I8042_KEYBOARD_IRQ),
+        consoleOutput: opts.consoleOutput,
+        onReset: () => this.end({ reason: "reset", message: "guest reset the machine through the i8042 (0xFE to port 0x64)" }),
+      });
+      this.serial = this.legacy.serial;
+
+      for (let i = 0; i < (opts.vcpus ?? 1); i++) this.vcpus.push(new Vcpu(this.fd.createVcpu(i), this));
+      if (opts.syscallAssist) for (const v of this.vcpus) v.enableSyscallAssist();
+    } catch (e) {
+      this.releasePartial();
+      throw e;
     }
+  }
 
-    this.pio = new Bus("pio", this.log);
-    this.mmio = new Bus("mmio", this.log);
-    this.legacy = attachLegacyDevices(this.pio, {
-      serialIrq: this.interruptLine(COM1_IRQ),
-      keyboardIrq: this.interruptLine(I8042_KEYBOARD_IRQ),
-      consoleOutput: opts.consoleOutput,
-      onReset: () => this.end({ reason: "reset", message: "guest reset the machine through the i8042 (0xFE to port 0x64)" }),
-    });
-    this.serial = this.legacy.serial;
-
-    for (let i = 0; i < (opts.vcpus ?? 1); i++) this.vcpus.push(new Vcpu(this.fd.createVcpu(i), this));
-    if (opts.syscallAssist) for (const v of this.vcpus) v.enableSyscallAssist();
+  /** Undo a constructor that failed part way: whatever of the vCPUs, lines, RAM and fds exists. */
+  private releasePartial(): void {
+    const quietly = (f: () => void) => {
+      try {
+        f();
+      } catch {
+        // Already failing: the first error is the one reported.
+      }
+    };
+    for (const v of this.vcpus) {
+      quietly(() => v.thread.terminate());
+      quietly(() => v.fd.close());
+    }
+    for (const l of this.irqLines) quietly(() => l.close());
+    if (this.memory) quietly(() => freeGuestMemory(this.memory));
+    quietly(() => this.fd.close());
+    quietly(() => this.kvm.close());
   }
 
   /** An interrupt line on `gsi`: an eventfd registered with KVM_IRQFD, or a no-op without an irqchip. */
@@ -142,7 +177,7 @@ export class Vm {
   addVirtioDevice(device: VirtioDevice): AttachedVirtio {
     const index = this.virtio.length;
     const irq = IRQ_BASE + index;
-    if (index >= VIRTIO_MMIO_MAX_DEVICES || irq > IRQ_MAX) throw new Error(`too many virtio devices: at most ${Math.min(VIRTIO_MMIO_MAX_DEVICES, IRQ_MAX - IRQ_BASE + 1)}`);
+    if (index >= VIRTIO_DEVICES_MAX || irq > IRQ_MAX) throw new Error(`too many virtio devices: at most ${VIRTIO_DEVICES_MAX}`);
     const addr = VIRTIO_MMIO_START + index * VIRTIO_MMIO_SIZE;
     const transport = new VirtioMmioTransport(device, { mem: this.memory, irq: this.interruptLine(irq), log: (m) => this.log(`${device.name}: ${m}`) });
     this.mmio.register(addr, VIRTIO_MMIO_SIZE, transport);
@@ -201,8 +236,11 @@ export class Vm {
   }
 
   /** Start every vCPU. Registers must be set up first. */
-  async start(): Promise<void> {
+  async start(opts: { paused?: boolean } = {}): Promise<void> {
     this.lifecycle.to("Running");
+    // Paused from the start (a restored snapshot without resume_vm): the kicks leave immediate_exit set, so
+    // each vCPU's first KVM_RUN returns at once and its loop waits at the gate; no guest code runs.
+    if (opts.paused) this.pause();
     for (const v of this.vcpus) await v.start();
   }
 

@@ -6,10 +6,13 @@
 // The seed is printed; KINDLING_FUZZ_SEED=<n> replays a run.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { consola } from "consola";
+import { INTERNAL_ERROR_MESSAGE } from "../src/api/handlers.ts";
+import { serveApi } from "../src/api/server.ts";
 import { fakeMicroVM, fixtureFiles, serveFake } from "./support/api.ts";
+import { waitFor } from "./support/virtio-driver.ts";
 
 consola.level = -1;
 const files = fixtureFiles();
@@ -186,4 +189,83 @@ describe(`API fuzz (seed ${SEED}; replay with KINDLING_FUZZ_SEED=${SEED})`, () =
     for (let i = 0; i < 20; i++) expect((await call("GET", "/version")).status).toBe(200);
     server.close();
   });
+
+  test("deep JSON, in objects and arrays, is a 400 with a fault_message", async () => {
+    const { server, call } = await serveFake(fakeMicroVM(), files.dir);
+    for (const body of ['{"a":'.repeat(12_000) + "1" + "}".repeat(12_000), "[".repeat(25_000) + "]".repeat(25_000), '{"a":['.repeat(6000)]) {
+      const r = await call("PUT", "/machine-config", body);
+      expect(r.status).toBe(400);
+      expect((r.json as { fault_message: string }).fault_message).toBeString();
+    }
+    server.close();
+  });
+
+  test("a bug answers 500 with a fixed fault_message; the details go to the log only", async () => {
+    const vm = fakeMicroVM();
+    const log = join(files.dir, "internal.log");
+    vm.setLogger({ log_path: log, level: "Error" });
+    vm.setBootSource = () => {
+      throw new TypeError("secret detail at /very/private/path");
+    };
+    const { server, call } = await serveFake(vm, files.dir);
+    const r = await call("PUT", "/boot-source", { kernel_image_path: "k" });
+    expect(r.status).toBe(500);
+    expect(r.json).toEqual({ fault_message: INTERNAL_ERROR_MESSAGE });
+    expect(r.text).not.toContain("secret");
+    expect(readFileSync(log, "utf8")).toContain("secret detail at /very/private/path");
+    server.close();
+  });
+
+  test("many concurrent connections are all answered", async () => {
+    const { server } = await serveFake(fakeMicroVM(), files.dir);
+    const statuses = await Promise.all(Array.from({ length: 400 }, (_, i) =>
+      fetch(`http://localhost${i % 2 ? "/version" : "/machine-config"}`, { method: i % 3 ? "GET" : "PUT", body: i % 3 ? undefined : "{", unix: server.socketPath } as RequestInit)
+        .then(async (res) => {
+          const j = (await res.json()) as { fault_message?: string };
+          return res.status === 200 || (res.status === 400 && typeof j.fault_message === "string") ? "ok" : `${res.status}`;
+        })));
+    expect(statuses.filter((x) => x !== "ok")).toEqual([]);
+    server.close();
+  });
+
+  test("slow and stalled connections are closed (idle timeouts) or answered 408 (body timeout)", async () => {
+    const vm = fakeMicroVM();
+    const server = await serveApi({ socketPath: join(files.dir, "slow.sock"), microvm: vm, idleTimeoutSeconds: 1, bodyTimeoutSeconds: 1 });
+    const started = performance.now();
+    const open = async (first: string) => {
+      let closedAt: number | undefined;
+      let got = "";
+      const socket = await Bun.connect({
+        unix: server.socketPath,
+        socket: { data: (_s, d) => void (got += new TextDecoder().decode(d)), close: () => void (closedAt ??= performance.now() - started) },
+      });
+      socket.write(first);
+      return { socket, closedAt: () => closedAt, got: () => got };
+    };
+    // A keep-alive connection that goes quiet after one request: closed after idleTimeoutSeconds (Bun's
+    // timers tick every 4 s, so within 1 + 4 s). A body that trickles in: 408 after bodyTimeoutSeconds.
+    // One that sends nothing, and one that stops halfway through its headers: Bun closes those itself
+    // after its fixed 10 s request timeout (+ a tick), whatever idleTimeout says.
+    const keepAlive = await open("GET /version HTTP/1.1\r\nHost: x\r\n\r\n");
+    const trickle = await open("PUT /machine-config HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n{");
+    const silent = await open("");
+    const halfHeaders = await open("GET / HTTP/1.1\r\nHost: x\r\nX-Slow:");
+    const dripper = setInterval(() => trickle.socket.write(" "), 200);
+    try {
+      await waitFor(() => trickle.got().includes("\r\n\r\n{"), "the trickling body to be refused", 4000);
+      expect(trickle.got()).toStartWith("HTTP/1.1 408");
+      expect(trickle.got()).toContain('"fault_message":"PUT /machine-config: the body did not arrive in time"');
+      await waitFor(() => keepAlive.closedAt() !== undefined, "the idle keep-alive connection to be closed", 7000);
+      expect(keepAlive.got()).toStartWith("HTTP/1.1 200");
+      await waitFor(() => silent.closedAt() !== undefined && halfHeaders.closedAt() !== undefined, "the stalled connections to be closed", 16_000);
+    } finally {
+      clearInterval(dripper);
+    }
+    expect(keepAlive.closedAt()!).toBeLessThan(6000);
+    for (const c of [keepAlive, trickle, silent, halfHeaders]) c.socket.end();
+    // The server still answers.
+    const res = await fetch("http://localhost/version", { unix: server.socketPath } as RequestInit);
+    expect(res.status).toBe(200);
+    server.close();
+  }, 25_000);
 });

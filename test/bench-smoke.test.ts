@@ -80,9 +80,15 @@ kvmTest(
       measured(r.creation.kindlingInProcess.perSecond, "kindling creation rate in one process");
       measured(r.creation.breakdown.medianMs["total per VM, one at a time"], "creation breakdown");
       measured(r.creation.kindlingProcesses.perSecond, "kindling creation rate as processes");
+      // 6. snapshot restore to first instruction, and memory per clone.
+      measured(r.restore.kindling.spareCallMs.median, "kindling restore");
+      measured(r.restore.kindling.coldCallMs.median, "kindling restore, fresh process");
+      for (const p of r.clones.inProcess.points) measured(p.rssKiB, `clones at N=${p.n}`);
+      measured(r.clones.inProcess.perCloneMiB.rss, "memory per clone");
 
       if (qemu) {
         measured(r.startToFirst.qemu.wallMs.median, "QEMU start to first instruction");
+        measured(r.restore.qemu.commandToFirstMs.median, "QEMU migrate_incoming");
         for (const p of r.memory.qemu.points) measured(p.rssKiB, `QEMU memory at N=${p.n}`);
         measured(r.exitRtt.qemu.loopMs.both.median, "QEMU exits loop");
         expect(Number.isFinite(r.exitRtt.qemu.pioUs.median)).toBe(true);

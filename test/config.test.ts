@@ -59,7 +59,7 @@ describe("loadConfigFile", () => {
     expect(() => loadConfigFile(configFile("syntax.json", '{"boot-source": {'))).toThrow("syntax.json: not valid JSON");
     expect(() => loadConfigFile(configFile("array.json", []))).toThrow("array.json: body: must be an object");
     expect(() => loadConfigFile(configFile("huge.json", " ".repeat(1024 * 1024 + 1)))).toThrow("more than a config file can be");
-    expect(() => loadConfigFile(configFile("mmds.json", { "mmds-config": {} }))).toThrow("mmds-config: the microVM metadata service (MMDS) is not supported by kindling yet");
+    expect(() => loadConfigFile(configFile("mmds.json", { "mmds-config": {} }))).toThrow("mmds-config.network_interfaces: required");
     expect(() => loadConfigFile(configFile("many.json", { drives: Array.from({ length: 33 }, (_, i) => ({ drive_id: `d${i}`, is_root_device: false })) }))).toThrow(
       "drives: must have at most 32 entries",
     );

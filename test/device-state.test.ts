@@ -126,7 +126,10 @@ describe("virtio devices on the mmio transport", () => {
     writeFileSync(path, new Uint8Array(64 * 512));
     const { state } = virtioRoundTrip(() => new VirtioBlock(new FileBlockBackend(path, true), { id: "rootfs", queueSize: 16 }), () => {});
     expect(state.device).toEqual({ kind: "virtio-blk", capacity: 64, readOnly: true, id: "rootfs", writethrough: false });
-    const rw = new VirtioBlock(new FileBlockBackend(path, false));
+    // Another file: the read-only devices above still hold a shared flock on this one.
+    const rwPath = join(dir, "disk-rw.img");
+    writeFileSync(rwPath, new Uint8Array(64 * 512));
+    const rw = new VirtioBlock(new FileBlockBackend(rwPath, false));
     expect(() => rw.restore(state.device)).toThrow("readOnly: true, but the backing file given is not read-only");
   });
 

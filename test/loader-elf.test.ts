@@ -1,4 +1,7 @@
 import { describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   EI_CLASS, EI_DATA, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, EM_X86_64, ET_DYN, ET_EXEC, Elf64_Ehdr, Elf64_Nhdr,
   Elf64_Phdr, PT_LOAD, PT_NOTE, XEN_ELFNOTE_PHYS32_ENTRY, loadElf,
@@ -153,6 +156,28 @@ describe("ELF loader rejects malformed input", () => {
     const img = buildElf();
     new StructView(Elf64_Nhdr, img, 0x400).set("n_descsz", 0x1000);
     expect(() => loadElf(ram(), img)).toThrow("malformed note in segment 1");
+  });
+  test("a note whose padded sizes wrap 32-bit arithmetic is refused, not looped on", () => {
+    // (n + 3) & ~3 in 32-bit signed arithmetic pads 0x7ffffffd to -2^31: the next note's offset would be this one's.
+    // The load runs in a child process with a deadline, so a regression fails here instead of hanging the suite.
+    const img = buildElf();
+    new StructView(Elf64_Nhdr, img, 0x400).assign({ n_namesz: 0x7ffffffd, n_descsz: 0x7ffffff4 });
+    const dir = mkdtempSync(join(tmpdir(), "kindling-elf-"));
+    try {
+      writeFileSync(join(dir, "vmlinux"), img);
+      const script = `
+        import { loadElf } from ${JSON.stringify(join(import.meta.dir, "../src/loader/elf.ts"))};
+        import { GuestMemory } from ${JSON.stringify(join(import.meta.dir, "../src/memory.ts"))};
+        const img = new Uint8Array(await Bun.file(${JSON.stringify(join(dir, "vmlinux"))}).arrayBuffer());
+        try { loadElf(GuestMemory.plain([{ gpa: 0, size: ${64 * MiB} }]), img); console.log("loaded"); }
+        catch (e) { console.log("refused: " + e.message); }`;
+      writeFileSync(join(dir, "load.ts"), script);
+      const r = Bun.spawnSync({ cmd: [process.execPath, join(dir, "load.ts")], timeout: 4_000, stdout: "pipe", stderr: "pipe" });
+      expect(r.exitCode === null ? "hung (killed after 4 s)" : r.stdout.toString().trim())
+        .toBe("refused: ELF: malformed note in segment 1: it runs past the segment's end");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
   test("a segment that does not fit is found before anything is copied", () => {
     const mem = ram(16 * MiB + 0x1000); // the segment's file bytes would fit, its .bss would not

@@ -36,10 +36,8 @@ describe("MicroVM configuration", () => {
 
   test("what kindling does not implement is refused by name, never ignored", () => {
     const vm = new MicroVM();
-    const bucket = { size: 1, refill_time: 1 };
     expect(() => vm.setMachineConfig({ vcpu_count: 1, mem_size_mib: 128, cpu_template: "V1N1" })).toThrow("cpu_template: V1N1 is an aarch64");
     expect(() => vm.putBalloon({ amount_mib: 1, deflate_on_oom: true, free_page_hinting: true })).toThrow("balloon.free_page_hinting: free page hinting is not supported");
-    expect(() => vm.setEntropy({ rate_limiter: { ops: bucket } })).toThrow("entropy.rate_limiter: rate limiting is not supported");
     expect(() => vm.putDrive({ drive_id: "v", is_root_device: false, socket: "/tmp/vhost.sock" })).toThrow("vhost-user-block");
     expect(() => vm.sendCtrlAltDel()).toThrow("SendCtrlAltDel: the microVM has not started");
     // Nothing was stored by the refused calls.

@@ -15,6 +15,10 @@ const layouts: Record<string, Layout> = {
   kvm_userspace_memory_region: uapi.kvm_userspace_memory_region, kvm_irqfd: uapi.kvm_irqfd,
   kvm_ioeventfd: uapi.kvm_ioeventfd, kvm_irq_level: uapi.kvm_irq_level, kvm_pit_config: uapi.kvm_pit_config,
   kvm_lapic_state: uapi.kvm_lapic_state, kvm_vcpu_events: uapi.kvm_vcpu_events, kvm_run: uapi.kvm_run,
+  kvm_mp_state: uapi.kvm_mp_state, kvm_xsave: uapi.kvm_xsave, kvm_xcr: uapi.kvm_xcr, kvm_xcrs: uapi.kvm_xcrs,
+  kvm_debugregs: uapi.kvm_debugregs, kvm_msr_list: uapi.kvm_msr_list, kvm_pit_channel_state: uapi.kvm_pit_channel_state,
+  kvm_pit_state2: uapi.kvm_pit_state2, kvm_clock_data: uapi.kvm_clock_data, kvm_pic_state: uapi.kvm_pic_state,
+  kvm_ioapic_state: uapi.kvm_ioapic_state, kvm_irqchip: uapi.kvm_irqchip, kvm_dirty_log: uapi.kvm_dirty_log,
   kvm_guest_debug: uapi.kvm_guest_debug,
 };
 

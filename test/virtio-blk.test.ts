@@ -2,10 +2,11 @@
 // and malformed requests, through the test driver and the virtio-mmio transport.
 
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FileBlockBackend, VirtioBlock, type BlockBackend } from "../src/devices/virtio/block.ts";
+import { BLK_MAX_REQUEST_BYTES, FileBlockBackend, VirtioBlock, type BlockBackend } from "../src/devices/virtio/block.ts";
+import { GuestMemory } from "../src/memory.ts";
 import { StructView } from "../src/kvm/struct.ts";
 import * as V from "../src/devices/virtio/uapi.ts";
 import { virtioSetup, type Buf, type TestQueue } from "./support/virtio-driver.ts";
@@ -204,6 +205,23 @@ describe("refused requests", () => {
     expect(s.backend.writes).toBe(0);
     expect(readFileSync(path).equals(before)).toBe(true);
     expect(read(s, 2, 512).status).toBe(V.VIRTIO_BLK_S_OK);
+  });
+
+  test("a request over BLK_MAX_REQUEST_BYTES gets IOERR without touching the disk (I/O runs on the main thread)", () => {
+    const path = join(dir, `big${files++}.img`);
+    writeFileSync(path, "");
+    truncateSync(path, BLK_MAX_REQUEST_BYTES + (1 << 20)); // sparse
+    const backend = new CountingBackend(new FileBlockBackend(path, false));
+    const blk = new VirtioBlock(backend, { queueSize: 16 });
+    const s = { ...virtioSetup(blk, GuestMemory.plain([{ gpa: 0, size: 3 * BLK_MAX_REQUEST_BYTES + (4 << 20) }])), blk, backend };
+    const [q] = s.driver.init();
+    const t = { ...s, q: q! } as unknown as Setup;
+    const over = BLK_MAX_REQUEST_BYTES + V.SECTOR_SIZE;
+    expect(read(t, 0, over).status).toBe(V.VIRTIO_BLK_S_IOERR);
+    expect(write(t, 0, new Uint8Array(over)).status).toBe(V.VIRTIO_BLK_S_IOERR);
+    expect(backend.writes).toBe(0);
+    expect(read(t, 0, BLK_MAX_REQUEST_BYTES).status).toBe(V.VIRTIO_BLK_S_OK);
+    backend.close();
   });
 
   test("past the end: IOERR, also for sectors that would overflow 64 bits", () => {

@@ -4,7 +4,7 @@
 // a hang, or unbounded buffering.
 
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Socket, TCPSocketListener } from "bun";
@@ -200,6 +200,19 @@ describe("device", () => {
     const stale = join(dir, "stale.sock");
     writeFileSync(stale, "");
     expect(() => new VirtioVsock({ guestCid: 3, udsPath: stale })).toThrow(`cannot listen on ${stale}`);
+  });
+
+  test("the host-side socket is created mode 0600 whatever the process umask", () => {
+    const old = process.umask(0);
+    try {
+      const udsPath = join(dir, `mode${paths++}.sock`);
+      const v = new VirtioVsock({ guestCid: GUEST_CID, udsPath });
+      devices.push(v);
+      expect(statSync(udsPath).mode & 0o777).toBe(0o600);
+      expect(process.umask()).toBe(0);
+    } finally {
+      process.umask(old);
+    }
   });
 
   test("close stops listening and removes the socket file", async () => {

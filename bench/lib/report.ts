@@ -6,6 +6,7 @@ import type { LinuxBootResult } from "../metrics/linux-boot.ts";
 import type { MemoryResult } from "../metrics/memory.ts";
 import type { ExitRttResult } from "../metrics/exit-rtt.ts";
 import type { CreationResult } from "../metrics/creation.ts";
+import type { ClonesResult, ExecSnapshotResult, RestoreResult } from "../metrics/snapshot.ts";
 import { round } from "./stats.ts";
 import { MILESTONES } from "../../src/boot/milestones.ts";
 
@@ -15,6 +16,9 @@ export interface Results {
   memory?: MemoryResult;
   exitRtt?: ExitRttResult;
   creation?: CreationResult;
+  restore?: RestoreResult;
+  clones?: ClonesResult;
+  execSnapshot?: ExecSnapshotResult;
 }
 
 export interface Row {
@@ -137,6 +141,41 @@ export function headlineRows(r: Results): Row[] {
       target: { text: ">= 60 VMs/s", met: c.kindlingInProcess.perSecond >= 60 },
     });
     rows.push({ metric: `creation rate, a process per VM (${c.concurrency} at a time)`, unit: "VMs/s", kindling: c.kindlingProcesses.perSecond, qemu: c.qemuProcesses?.perSecond, better: "higher", chart: true });
+  }
+  const rs = r.restore;
+  if (rs) {
+    const k = rs.kindling.spareCallMs.median;
+    const q = rs.qemu?.commandToFirstMs.median;
+    rows.push({
+      metric: `snapshot restore to first instruction, ${rs.guestMemMiB} MiB probe (QEMU: migrate_incoming)`, title: "restore to first instruction",
+      note: "kindling: restoreSnapshot() with a spare vCPU worker; QEMU: -incoming defer", unit: "ms", kindling: k, qemu: q, better: "lower", chart: true,
+      target: { text: "<= 5 ms and <= 0.2x QEMU", met: k <= 5 && (q === undefined || k <= 0.2 * q) },
+    });
+    rows.push({ metric: "  p90", unit: "ms", kindling: rs.kindling.spareCallMs.p90, qemu: rs.qemu?.commandToFirstMs.p90, better: "lower", chart: false });
+    rows.push({ metric: "  warm process, no spare worker", unit: "ms", kindling: rs.kindling.warmCallMs.median, better: "lower", chart: false });
+    rows.push({ metric: "  first restore of a fresh process", unit: "ms", kindling: rs.kindling.coldCallMs.median, better: "lower", chart: false });
+    rows.push({
+      metric: "  spawn to first instruction after restore", title: "spawn to first instruction after restore", unit: "ms",
+      kindling: rs.kindling.spawnToFirstMs.median, qemu: rs.qemu?.spawnToFirstMs.median, better: "lower", chart: true,
+    });
+  }
+  const cl = r.clones;
+  if (cl) {
+    const p = cl.inProcess.perCloneMiB;
+    rows.push({
+      metric: `memory per clone, one process, N=${cl.inProcess.points.map((x) => x.n).join("/")}: RSS beyond guest pages`, title: "memory per clone (RSS, one process)",
+      unit: "MiB", kindling: p.rss, better: "lower", chart: true, target: { text: "<= 2 MiB beyond touched pages", met: p.rss <= 2 },
+    });
+    rows.push({ metric: "  guest pages each clone wrote", unit: "MiB", kindling: p.guestWritten, better: "lower", chart: false });
+    if (cl.processes) rows.push({ metric: "  a process per clone: PSS", unit: "MiB", kindling: cl.processes.perCloneMiB.pss, better: "lower", chart: false });
+  }
+  const ex = r.execSnapshot;
+  if (ex) {
+    rows.push({
+      metric: "exec --snapshot echo hi: call to first output (Linux at its shell)", title: "exec --snapshot: echo hi", unit: "ms",
+      kindling: ex.firstOutputMs.median, better: "lower", chart: true, target: { text: "<= 50 ms", met: ex.firstOutputMs.median <= 50 },
+    });
+    rows.push({ metric: "  of which the load (restore)", unit: "ms", kindling: ex.loadMs.median, better: "lower", chart: false });
   }
   return rows;
 }

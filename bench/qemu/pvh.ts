@@ -33,6 +33,8 @@ const TWO_MIB = 2 * MiB;
 export interface PvhProbes {
   dir: string;
   firstWrite: string;
+  /** The counter probe (snapshots): its instructions, like first-write's, run in 32-bit mode as they are. */
+  counter: string;
   /** The exits probe entered at `user` (both loops), at its MMIO loop, and at `reset` (no loop). */
   exits: { both: string; mmio: string; none: string };
 }
@@ -104,6 +106,8 @@ export function buildPvhProbes(): PvhProbes {
 
   const fw = assemble(join(PROBE_DIR, "first-write.S"), join(dir, "first-write.o"), dir);
   const firstWrite = link(join(dir, "first-write.elf"), [fw, note], dir, { pvh_entry: "_start" });
+  const ct = assemble(join(PROBE_DIR, "counter.S"), join(dir, "counter.o"), dir);
+  const counter = link(join(dir, "counter.elf"), [ct, note], dir, { pvh_entry: "_start" });
 
   // The probe's object comes first, so its addresses do not depend on USER_ENTRY: link once to find them.
   const ex = assemble(join(PROBE_DIR, "exits.S"), join(dir, "exits.o"), dir);
@@ -117,7 +121,7 @@ export function buildPvhProbes(): PvhProbes {
   const exits = Object.fromEntries(
     Object.entries(entries).map(([k, addr]) => [k, link(join(dir, `exits-${k}.elf`), [ex, long, note], dir, { USER_ENTRY: hex(addr) })]),
   ) as PvhProbes["exits"];
-  return { dir, firstWrite, exits };
+  return { dir, firstWrite, counter, exits };
 }
 
 if (import.meta.main) console.log(buildPvhProbes());

@@ -34,6 +34,7 @@ export const PROBES: Record<string, ProbeSpec> = {
   exits: { name: "exits", mode: "long", load: HIMEM_START, about: "EXIT_LOOPS port writes, then EXIT_LOOPS MMIO writes (bench)" },
   syscall: { name: "syscall", mode: "long", load: HIMEM_START, about: "CPL3 syscalls to a CPL0 entry: run by the CPU, or completed by the syscall assist" },
   "first-write": { name: "first-write", mode: "long", load: HIMEM_START, about: "writes 123 to the boot timer first, then resets (bench)" },
+  counter: { name: "counter", mode: "long", load: HIMEM_START, about: "counts in memory, on a port and on the UART, forever (snapshots)" },
 };
 
 /** How many port writes, then MMIO writes, the exits probe makes. */

@@ -82,6 +82,12 @@ export const ROUTES: Route[] = [
   { path: "/logger", method: "PUT", metric: "logger", handle: (vm, b) => vm.setLogger(b as never) },
   { path: "/metrics", method: "PUT", metric: "metrics", handle: (vm, b) => vm.setMetrics(b as never) },
   { path: "/serial", method: "PUT", metric: "serial", handle: (vm, b) => vm.setSerial(b as never) },
+  { path: "/mmds", method: "GET", metric: "mmds", handle: (vm) => vm.getMmds() },
+  { path: "/mmds", method: "PUT", metric: "mmds", handle: (vm, b) => vm.putMmds(b) },
+  { path: "/mmds", method: "PATCH", metric: "mmds", handle: (vm, b) => vm.patchMmds(b) },
+  { path: "/mmds/config", method: "PUT", metric: "mmds", handle: (vm, b) => vm.setMmdsConfig(b as never) },
+  { path: "/snapshot/create", method: "PUT", metric: "create_snapshot", handle: (vm, b) => vm.createSnapshot(b) },
+  { path: "/snapshot/load", method: "PUT", metric: "load_snapshot", handle: (vm, b) => vm.loadSnapshot(b) },
 ];
 
 async function action(vm: MicroVM, body: unknown): Promise<undefined> {
@@ -103,9 +109,7 @@ function vmState(vm: MicroVM, body: unknown): undefined {
 export const NOT_SERVED: { pattern: RegExp; feature: string }[] = [
   { pattern: /^\/balloon\/hinting\/(start|status|stop)$/, feature: "the balloon's free page hinting" },
   { pattern: /^\/pmem\/[^/]+$/, feature: "virtio-pmem devices" },
-  { pattern: /^\/mmds(\/config)?$/, feature: "the microVM metadata service (MMDS)" },
   { pattern: /^\/hotplug\/memory$/, feature: "memory hotplug (virtio-mem)" },
-  { pattern: /^\/snapshot\/(create|load)$/, feature: "snapshots" },
 ];
 
 /** "/drives/rootfs" against "/drives/{drive_id}": the id, or undefined if it does not match. */
@@ -140,6 +144,9 @@ export function findRoute(method: string, path: string): Matched | ApiResponse {
   return fault(`${method} ${path}: invalid request method and/or path; not a path of the Firecracker API`);
 }
 
+/** The whole answer to a request that hit a bug (500); the details are in the VMM's log. */
+export const INTERNAL_ERROR_MESSAGE = "internal error in the VMM; the details are in its log";
+
 export function fault(message: string, status = 400): ApiResponse {
   return { status, body: { fault_message: message } };
 }
@@ -150,7 +157,10 @@ export async function runRoute(vm: MicroVM, m: Matched, body: unknown): Promise<
     const out = await m.route.handle(vm, body, m.id);
     return out === undefined ? { status: 204 } : { status: 200, body: out };
   } catch (e) {
-    if (e instanceof MicroVMError) return fault(e.message);
-    return fault(`internal error: ${(e as Error).message}`, 500);
+    if (e instanceof MicroVMError) return fault(e.message, e.status);
+    // A bug, not the client's doing: the details go to the VMM's log, the client gets a fixed message (an
+    // internal message may name host paths or state the client has no business seeing).
+    vm.logger.error(`internal error serving ${m.route.method} ${m.route.path}: ${(e as Error)?.stack ?? String(e)}`, "api");
+    return fault(INTERNAL_ERROR_MESSAGE, 500);
   }
 }

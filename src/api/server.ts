@@ -4,20 +4,33 @@
 //     A stale socket file (nobody accepts on it) is replaced; a live one is refused.
 //   - Bodies over 51200 bytes are refused (Firecracker's HTTP_MAX_PAYLOAD_SIZE), as are bodies that are
 //     not UTF-8 JSON. Every answer is JSON: 200 with a body, 204, or 4xx/5xx with {"fault_message"}.
+//   - A connection idle for API_IDLE_TIMEOUT_S seconds (a client that opened it and sends nothing, or stops
+//     halfway through its headers) is closed, and a body must arrive whole within API_BODY_TIMEOUT_S
+//     seconds (else 408), so slow or stalled clients cannot hold connections open without end.
+//   - A request that hits a bug gets 500 with a fixed fault_message; the details go to the log only.
 //   - Requests are handled one after another, as Firecracker's API thread hands them to the VMM one by one,
 //     so an InstanceStart in progress is never interleaved with a configuration change.
 
 import { chmodSync, lstatSync, unlinkSync } from "node:fs";
 import type { MicroVM } from "../microvm.ts";
-import { fault, findRoute, runRoute, type ApiResponse } from "./handlers.ts";
+import { fault, findRoute, INTERNAL_ERROR_MESSAGE, runRoute, type ApiResponse } from "./handlers.ts";
 
 /** Firecracker's limit on a request body, in bytes. */
 export const HTTP_MAX_PAYLOAD_SIZE = 51200;
+
+/** Seconds a connection may stay idle (Bun.serve's idleTimeout) before it is closed. */
+export const API_IDLE_TIMEOUT_S = 10;
+/** Seconds a request's body may take to arrive in full. */
+export const API_BODY_TIMEOUT_S = 10;
 
 export interface ApiServerOptions {
   /** Where to create the socket. */
   socketPath: string;
   microvm: MicroVM;
+  /** Default API_IDLE_TIMEOUT_S (tests use less). */
+  idleTimeoutSeconds?: number;
+  /** Default API_BODY_TIMEOUT_S. */
+  bodyTimeoutSeconds?: number;
 }
 
 export interface ApiServer {
@@ -58,16 +71,28 @@ async function claimSocketPath(path: string): Promise<void> {
   unlinkSync(path);
 }
 
-/** The body, or undefined if there is none; "too big" past the limit (reading stops there). */
-async function readBody(req: Request): Promise<Uint8Array | "too big" | undefined> {
+type RawBody = Uint8Array | "too big" | "too slow" | undefined;
+
+/**
+ * The body, or undefined if there is none; "too big" past the limit (reading stops there); "too slow" if it
+ * has not all arrived within `timeoutMs`.
+ */
+async function readBody(req: Request, timeoutMs: number): Promise<RawBody> {
   const declared = Number(req.headers.get("content-length") ?? 0);
   if (declared > HTTP_MAX_PAYLOAD_SIZE) return "too big";
   if (!req.body) return undefined;
   const chunks: Uint8Array[] = [];
   let total = 0;
   const reader = req.body.getReader();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), timeoutMs)));
   for (;;) {
-    const { done, value } = await reader.read();
+    const next = await Promise.race([reader.read(), late]);
+    if (next === "late") {
+      await reader.cancel().catch(() => {});
+      return "too slow";
+    }
+    const { done, value } = next;
     if (done) break;
     total += value.byteLength;
     if (total > HTTP_MAX_PAYLOAD_SIZE) {
@@ -76,6 +101,7 @@ async function readBody(req: Request): Promise<Uint8Array | "too big" | undefine
     }
     chunks.push(value);
   }
+  clearTimeout(timer);
   return total === 0 ? undefined : Buffer.concat(chunks);
 }
 
@@ -100,7 +126,7 @@ function respond(r: ApiResponse): Response {
   return r.body === undefined ? new Response(null, { status: r.status }) : Response.json(r.body, { status: r.status });
 }
 
-async function handle(vm: MicroVM, req: Request, raw: Uint8Array | "too big" | undefined): Promise<ApiResponse> {
+async function handle(vm: MicroVM, req: Request, raw: RawBody): Promise<ApiResponse> {
   const url = new URL(req.url);
   let path: string;
   try {
@@ -114,6 +140,8 @@ async function handle(vm: MicroVM, req: Request, raw: Uint8Array | "too big" | u
   let answer: ApiResponse;
   if (raw === "too big") {
     answer = fault(`${req.method} ${path}: the body is larger than the limit of ${HTTP_MAX_PAYLOAD_SIZE} bytes`);
+  } else if (raw === "too slow") {
+    answer = fault(`${req.method} ${path}: the body did not arrive in time`, 408);
   } else {
     const parsed = parseBody(req.method, path, raw);
     answer = "status" in parsed ? parsed : await runRoute(vm, matched, parsed.body);
@@ -125,6 +153,7 @@ async function handle(vm: MicroVM, req: Request, raw: Uint8Array | "too big" | u
 /** Serve the Firecracker API for `microvm` on a Unix socket. */
 export async function serveApi(opts: ApiServerOptions): Promise<ApiServer> {
   const { socketPath, microvm: vm } = opts;
+  const bodyTimeoutMs = 1000 * (opts.bodyTimeoutSeconds ?? API_BODY_TIMEOUT_S);
   await claimSocketPath(socketPath);
   let queue: Promise<unknown> = Promise.resolve();
   const log = vm.logger;
@@ -134,8 +163,10 @@ export async function serveApi(opts: ApiServerOptions): Promise<ApiServer> {
   try {
     server = Bun.serve({
       unix: socketPath,
+      // bun-types leave idleTimeout out of the Unix-socket options; Bun honours it (test/api-fuzz.test.ts).
+      ...({ idleTimeout: opts.idleTimeoutSeconds ?? API_IDLE_TIMEOUT_S } as object),
       async fetch(req) {
-        const raw = await readBody(req);
+        const raw = await readBody(req, bodyTimeoutMs);
         const turn = queue.then(() => handle(vm, req, raw));
         queue = turn.catch(() => {});
         const answer = await turn;
@@ -145,7 +176,8 @@ export async function serveApi(opts: ApiServerOptions): Promise<ApiServer> {
         return respond(answer);
       },
       error(e) {
-        return respond(fault(`internal error: ${e.message}`, 500));
+        log.error(`internal error in the API server: ${e.stack ?? e.message}`, "api");
+        return respond(fault(INTERNAL_ERROR_MESSAGE, 500));
       },
     });
   } finally {

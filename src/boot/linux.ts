@@ -13,7 +13,7 @@
 //   8. set up the vCPUs: CPUID, MSRs, LAPIC LINT0/LINT1; the boot vCPU also gets 64-bit mode (regs.ts)
 //   9. start the vCPUs; the other vCPUs wait in the kernel for the boot vCPU's INIT/SIPI
 
-import { readFileSync } from "node:fs";
+import { INITRD_MAX_BYTES, KERNEL_MAX_BYTES, readImage } from "../host-file.ts";
 import { Vm, type VmOptions } from "../vm.ts";
 import { loadKernel, type LoadedKernel } from "../loader/kernel.ts";
 import { loadInitrd } from "../loader/initrd.ts";
@@ -37,7 +37,7 @@ import {
 import { BootTimer, bootTimerStart, type BootCompleteInfo } from "../devices/boot-timer.ts";
 import { detectHost } from "../host.ts";
 import {
-  attachVirtioDevices, createVirtioDevices, type DeviceModels, type MachineConfig, type MachineDevices,
+  attachVirtioDevices, checkDeviceCount, createVirtioDevices, type DeviceModels, type MachineConfig, type MachineDevices,
 } from "./machine.ts";
 import { bootStep, type BootStep, type BootStepData, type BootStepNumber } from "./steps.ts";
 
@@ -88,7 +88,8 @@ export interface BootPlan {
   devices: { name: string; addr: number; irq: number }[];
 }
 
-const bytesOf = (x: string | Uint8Array) => (typeof x === "string" ? new Uint8Array(readFileSync(x)) : x);
+/** A path is read through host-file.ts: no symlink, a regular file, at most `max` bytes, from one descriptor. */
+const bytesOf = (field: string, x: string | Uint8Array, max: number) => (typeof x === "string" ? readImage(field, x, max) : x);
 
 export function resolveCpuidProfile(t: CpuidProfile | "auto" | undefined): CpuidProfile {
   if (t && t !== "auto") return t;
@@ -107,8 +108,10 @@ export async function bootLinux(opts: LinuxBootOptions): Promise<BootedLinux> {
   const memSize = opts.memSize ?? 128 * MiB;
   const vcpus = opts.vcpus ?? 1;
   const cpuidProfile = resolveCpuidProfile(opts.cpuidProfile);
-  const kernelImage = bytesOf(opts.kernel);
-  const initrdImage = opts.initrd === undefined ? undefined : bytesOf(opts.initrd);
+  const kernelImage = bytesOf("kernel", opts.kernel, KERNEL_MAX_BYTES);
+  const initrdImage = opts.initrd === undefined ? undefined : bytesOf("initrd", opts.initrd, Math.min(INITRD_MAX_BYTES, memSize));
+  // Every device must fit before anything is opened (one IRQ each: VIRTIO_DEVICES_MAX).
+  checkDeviceCount(opts);
 
   // 1. The VM.
   // The syscall assist goes with the emulated-host template: only hosts that need it pay for its exits.

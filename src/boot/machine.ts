@@ -18,10 +18,14 @@ import { VirtioRng } from "../devices/virtio/rng.ts";
 import { VirtioBalloon } from "../devices/virtio/balloon.ts";
 import { VIRTIO_BLK_ID_BYTES } from "../devices/virtio/uapi.ts";
 import { VirtioVsock } from "../devices/virtio/vsock.ts";
+import type { RateLimiterConfig } from "../devices/rate-limiter.ts";
+import { MmdsNetworkStack } from "../mmds/stack.ts";
+import type { MmdsStore } from "../mmds/store.ts";
 import type { CpuidProfile } from "../arch/x86_64/cpuid.ts";
 import type { CpuTemplateDefinition, StaticCpuTemplate } from "../arch/x86_64/cpu-templates.ts";
 import type { RootDriveInfo } from "../arch/x86_64/cmdline.ts";
 import type { AttachedVirtio, Vm } from "../vm.ts";
+import { VIRTIO_DEVICES_MAX } from "../arch/x86_64/layout.ts";
 
 export interface DriveConfig extends RootDriveInfo {
   /** The drive's name among the machine's devices (Firecracker's drive_id); default vda, vdb ... */
@@ -30,6 +34,8 @@ export interface DriveConfig extends RootDriveInfo {
   path: string;
   /** What VIRTIO_BLK_T_GET_ID answers (the guest's /sys/block/vdX/serial): the id cut to 20 bytes, or "kindling". */
   serial?: string;
+  /** Firecracker's drive `rate_limiter` (src/devices/rate-limiter.ts). */
+  rateLimiter?: RateLimiterConfig;
 }
 
 export interface NetConfig {
@@ -39,6 +45,11 @@ export interface NetConfig {
   hostDevName: string;
   guestMac?: string;
   mtu?: number;
+  /** Firecracker's `rx_rate_limiter` and `tx_rate_limiter`. */
+  rxRateLimiter?: RateLimiterConfig;
+  txRateLimiter?: RateLimiterConfig;
+  /** MMDS answers on this interface, from `store`, at `ipv4` (src/mmds/stack.ts). */
+  mmds?: { store: MmdsStore; ipv4: string };
 }
 
 export interface BalloonConfig {
@@ -79,6 +90,8 @@ export interface MachineConfig {
   drives?: DriveConfig[];
   /** A virtio-rng device fed from the host's CSPRNG. */
   entropy?: boolean;
+  /** The entropy device's `rate_limiter`. */
+  entropyRateLimiter?: RateLimiterConfig;
   /** virtio-net devices, each on a TAP. */
   nets?: NetConfig[];
   vsock?: VsockConfig;
@@ -90,7 +103,7 @@ export interface MachineConfig {
 
 /**
  * A net or vsock device model's constructor, for callers that substitute their own (tests). kindling calls
- *   new VirtioNet({ ifaceId, hostDevName, guestMac?, mtu?, log })
+ *   new VirtioNet({ ifaceId, hostDevName, guestMac?, mtu?, log, rxRateLimiter?, txRateLimiter? })
  *   new VirtioVsock({ guestCid, udsPath, log })
  * and, after the VM ends, the device's close() if it has one.
  */
@@ -118,6 +131,17 @@ export type { BootCompleteInfo };
 export const driveName = (d: DriveConfig, i: number): string => d.id ?? `vd${String.fromCharCode(97 + (i % 26))}${i >= 26 ? i : ""}`;
 
 /**
+ * Throw unless the machine's virtio devices all fit (VIRTIO_DEVICES_MAX: one IRQ each). Checked before
+ * anything is opened, so a machine with one drive too many fails without opening (or locking) any.
+ */
+export function checkDeviceCount(m: MachineConfig): void {
+  const count = (m.drives?.length ?? 0) + (m.entropy ? 1 : 0) + (m.nets?.length ?? 0) + (m.vsock ? 1 : 0);
+  if (count > VIRTIO_DEVICES_MAX) {
+    throw new Error(`${count} virtio devices are configured (drives, network interfaces, vsock, entropy); at most ${VIRTIO_DEVICES_MAX} fit`);
+  }
+}
+
+/**
  * Build the virtio devices a machine describes, in window order. If one cannot be built (a file or TAP
  * that does not open), those already built are closed and the error is thrown.
  */
@@ -130,13 +154,18 @@ export function createVirtioDevices(m: MachineConfig, opts: { models?: DeviceMod
       const id = driveName(d, i);
       if (out.drives.has(id)) throw new Error(`drive id ${id} is used twice`);
       const serial = d.serial ?? (d.id === undefined ? undefined : d.id.slice(0, VIRTIO_BLK_ID_BYTES));
-      out.drives.set(id, add(`block_${id}`, new VirtioBlock(new FileBlockBackend(d.path, d.readOnly ?? false), { id: serial, log })));
+      out.drives.set(id, add(`block_${id}`, new VirtioBlock(new FileBlockBackend(d.path, d.readOnly ?? false), { id: serial, log, rateLimiter: d.rateLimiter })));
     });
-    if (m.entropy) out.entropy = add("entropy", new VirtioRng());
+    if (m.entropy) out.entropy = add("entropy", new VirtioRng({ rateLimiter: m.entropyRateLimiter }));
     const Net = opts.models?.VirtioNet ?? (VirtioNet as unknown as DeviceClass);
     for (const n of m.nets ?? []) {
       if (out.nets.has(n.id)) throw new Error(`network interface id ${n.id} is used twice`);
-      out.nets.set(n.id, add(`net_${n.id}`, new Net({ ifaceId: n.id, hostDevName: n.hostDevName, guestMac: n.guestMac, mtu: n.mtu, log })));
+      const net = new Net({
+        ifaceId: n.id, hostDevName: n.hostDevName, guestMac: n.guestMac, mtu: n.mtu, log, rxRateLimiter: n.rxRateLimiter, txRateLimiter: n.txRateLimiter,
+      });
+      out.nets.set(n.id, add(`net_${n.id}`, net));
+      // A substitute model (tests) that is a VirtioNet gets MMDS too; other substitutes have no TX path to hook.
+      if (n.mmds && net instanceof VirtioNet) net.setMmds(new MmdsNetworkStack(n.mmds.store, { ipv4: n.mmds.ipv4 }));
     }
     if (m.vsock) {
       const Vsock = opts.models?.VirtioVsock ?? (VirtioVsock as unknown as DeviceClass);

@@ -11,7 +11,7 @@ import { loadConfigFile } from "../config/file.ts";
 import type { MicroVMConfig } from "../config/schemas.ts";
 import { ESCAPE_HELP } from "../console.ts";
 import { CliError, EXIT } from "./main.ts";
-import { runVmm, usageErrors, VMM_ARGS } from "./run.ts";
+import { runVmm, seccompChoice, usageErrors, VMM_ARGS } from "./run.ts";
 
 export default defineCommand({
   meta: { name: "api", description: `Serve Firecracker's REST API on a Unix socket and run the microVM it configures. ${ESCAPE_HELP}.` },
@@ -35,6 +35,8 @@ export default defineCommand({
       enablePci: args["enable-pci"],
       logPath: args["log-path"],
       metricsPath: args["metrics-path"],
+      metadata: args.metadata,
+      seccomp: seccompChoice(args),
     });
   },
 });

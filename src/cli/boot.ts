@@ -17,6 +17,7 @@ import { MiB } from "../arch/x86_64/layout.ts";
 import { detectHost, warnIfEmulatingHost } from "../host.ts";
 import { PROBES } from "../../guest/probes/probes.ts";
 import { CliError, EXIT } from "./main.ts";
+import { guardExit } from "./exit-guard.ts";
 import type { Vm } from "../vm.ts";
 import type { VmEnd } from "../lifecycle.ts";
 
@@ -137,15 +138,13 @@ export default defineCommand({
 
 async function runOnTerminal(vm: Vm): Promise<VmEnd> {
   const console_ = attachConsole((b) => vm.serial.queueInput(b), () => void vm.stop("quit from the console (Ctrl-A x)"));
-  const onSignal = () => void vm.stop("interrupted by a signal");
-  process.once("SIGTERM", onSignal);
-  process.once("SIGINT", onSignal);
+  // Signals (twice, SIGHUP too) and crashes still restore the terminal (exit-guard.ts).
+  const guard = guardExit((why) => void vm.stop(why), [() => console_.detach()]);
   try {
     return await vm.exited;
   } finally {
+    guard.dispose();
     console_.detach();
-    process.off("SIGTERM", onSignal);
-    process.off("SIGINT", onSignal);
   }
 }
 

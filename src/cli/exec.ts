@@ -5,7 +5,7 @@
 import { defineCommand } from "citty";
 import { consola } from "consola";
 import { z } from "zod";
-import { exec, ExecError, EXEC_TIMEOUT_STATUS } from "../exec.ts";
+import { exec, execFromSnapshot, ExecError, EXEC_TIMEOUT_STATUS, saveExecSnapshot } from "../exec.ts";
 import { MicroVMError } from "../microvm.ts";
 import { kvmAvailability } from "../host.ts";
 import { CliError, EXIT } from "./main.ts";
@@ -18,6 +18,8 @@ const ExecArgs = z.object({
   net: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, "--net: a TAP interface name (1 to 15 letters, digits, _ . -)").optional(),
   timeout: z.coerce.number({ error: () => "--timeout: must be a number of seconds" }).positive("--timeout: must be more than 0 seconds").optional(),
   "read-write": z.boolean().optional(),
+  snapshot: z.string().min(1, "--snapshot: give a directory").optional(),
+  "save-snapshot": z.string().min(1, "--save-snapshot: give a directory").optional(),
 });
 
 /** The command after `--` (or the positional arguments when there is no `--`). */
@@ -36,6 +38,8 @@ export default defineCommand({
     vcpus: { type: "string", description: "Number of vCPUs", default: "1", valueHint: "n" },
     net: { type: "string", description: "Attach this host TAP device as the guest's eth0 (the command sets up addresses)", valueHint: "tap" },
     timeout: { type: "string", description: "Stop the microVM after this many seconds and exit 124", valueHint: "seconds" },
+    snapshot: { type: "string", description: "Restore the guest from this directory's snapshot (taken at its shell by --save-snapshot) instead of booting it", valueHint: "dir" },
+    "save-snapshot": { type: "string", description: "Boot the guest to its shell prompt and snapshot it into this directory (no command)", valueHint: "dir" },
   },
   async run({ args, rawArgs }) {
     // stdout is the guest command's alone: kindling's own log goes to stderr.
@@ -44,9 +48,10 @@ export default defineCommand({
     if (!parsed.success) throw new CliError(parsed.error.issues.map((i) => i.message).join("; "), EXIT.USAGE);
     const a = parsed.data;
     const argv = commandOf(rawArgs, (args._ as string[] | undefined) ?? []);
-    if (argv.length === 0) throw new CliError("no command: kindling exec [flags] -- CMD [ARGS...]", EXIT.USAGE);
+    if (argv.length === 0 && !a["save-snapshot"]) throw new CliError("no command: kindling exec [flags] -- CMD [ARGS...]", EXIT.USAGE);
     const kvm = kvmAvailability();
     if (!kvm.ok) throw new CliError(kvm.reason, EXIT.NO_KVM);
+    if (a.snapshot) return runFromSnapshot(argv, a.snapshot, a.timeout);
 
     let { kernel, rootfs } = a;
     if (!kernel || !rootfs) {
@@ -54,6 +59,16 @@ export default defineCommand({
       const guest = await buildGuest({ log: (line) => consola.info(line) });
       kernel ??= guest.vmlinux;
       rootfs ??= guest.rootfs;
+    }
+    if (a["save-snapshot"]) {
+      const ms = await saveExecSnapshot(a["save-snapshot"], {
+        kernel, rootfs, memoryMib: a.memory, vcpus: a.vcpus, log: (line) => consola.debug(line),
+        timeoutMs: a.timeout === undefined ? undefined : a.timeout * 1000,
+      }).catch((e: Error) => {
+        throw new CliError(e.message, e instanceof MicroVMError ? EXIT.USAGE : EXIT.VM_ERROR);
+      });
+      consola.success(`the guest's shell is snapshotted in ${a["save-snapshot"]} (${(ms / 1000).toFixed(1)} s); run commands with kindling exec --snapshot ${a["save-snapshot"]} -- CMD`);
+      return;
     }
     const onSignal = () => void vmRef?.stop("interrupted by a signal");
     let vmRef: { stop(m: string): unknown } | undefined;
@@ -87,3 +102,23 @@ export default defineCommand({
     }
   },
 });
+
+/** `--snapshot DIR`: the command in a microVM restored at its shell (src/exec.ts, execFromSnapshot). */
+async function runFromSnapshot(argv: string[], dir: string, timeoutS: number | undefined): Promise<void> {
+  try {
+    const r = await execFromSnapshot(argv, dir, {
+      timeoutMs: timeoutS === undefined ? undefined : timeoutS * 1000,
+      onStdout: (b) => process.stdout.write(b),
+      onStderr: (b) => process.stderr.write(b),
+      onConsole: (line) => consola.debug(`guest console: ${line}`),
+      log: (line) => consola.debug(line),
+    });
+    const t = r.timings;
+    consola.info(`exec: exit status ${r.exitCode}${r.timedOut ? " (timed out)" : ""}; snapshot loaded ${t.loadMs} ms, first output ${t.firstOutputMs ?? "-"} ms, total ${t.totalMs} ms after the call`);
+    process.exitCode = r.timedOut ? EXEC_TIMEOUT_STATUS : r.exitCode;
+  } catch (e) {
+    if (e instanceof MicroVMError) throw new CliError(e.message, EXIT.USAGE);
+    if (e instanceof ExecError) throw new CliError(e.message, EXIT.VM_ERROR);
+    throw e;
+  }
+}

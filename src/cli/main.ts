@@ -57,8 +57,9 @@ function applyLogLevel(flag: string | undefined): void {
 function lazyCommand(meta: CommandMeta, file: string): CommandDef {
   const url = new URL(`./${file}`, import.meta.url);
   let loaded: Promise<CommandDef> | undefined;
+  // In a `bun build --compile` binary (the jailer's) the file is embedded under /$bunfs/, which existsSync cannot see.
   const load = () =>
-    (loaded ??= existsSync(url)
+    (loaded ??= existsSync(url) || url.pathname.startsWith("/$bunfs/")
       ? import(url.href).then((m: { default?: CommandDef }) => {
           if (!m.default) throw new CliError(`src/cli/${file} has no default export (a citty command)`, EXIT.MISSING);
           return m.default;
@@ -115,6 +116,8 @@ export const kindling = defineCommand({
     exec: lazyCommand({ name: "exec", description: "Boot a fresh microVM, run a command in it, and exit with its exit status" }, "exec.ts"),
     run: lazyCommand({ name: "run", description: "Boot a microVM from a JSON config file (Firecracker's shape) or from flags" }, "run.ts"),
     api: lazyCommand({ name: "api", description: "Serve Firecracker's REST API on a Unix socket and run the microVM it configures" }, "api.ts"),
+    jailer: lazyCommand({ name: "jailer", description: "Start the VMM in a chroot, namespaces and a cgroup as an unprivileged user (Firecracker's jailer)" }, "jailer.ts"),
+    snapshot: lazyCommand({ name: "snapshot", description: "Snapshots from scripts: create (through a VMM's API), load (in a new VMM), merge (a Diff onto its base)" }, "snapshot.ts"),
     guest: defineCommand({
       meta: { name: "guest", description: "Build the guest images the tests and `boot` use" },
       subCommands: { build: guestBuild },

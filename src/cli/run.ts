@@ -9,11 +9,15 @@ import { defineCommand, type ArgsDef } from "citty";
 import { consola } from "consola";
 import { checkInstanceId, MicroVM, MicroVMError, type VmEnd } from "../microvm.ts";
 import { defaultApiSocket, serveApi, type ApiServer } from "../api/server.ts";
-import { loadConfigFile } from "../config/file.ts";
+import { readFileSync, statSync } from "node:fs";
+import { CONFIG_FILE_MAX_SIZE, loadConfigFile } from "../config/file.ts";
 import type { LogLevelName, MicroVMConfig } from "../config/schemas.ts";
-import { attachConsole, ESCAPE_HELP } from "../console.ts";
+import { attachConsole, ESCAPE_HELP, type AttachedConsole } from "../console.ts";
 import { kvmAvailability, warnIfEmulatingHost } from "../host.ts";
+import { prewarmVcpuWorkers } from "../vcpu/thread.ts";
 import { CliError, EXIT } from "./main.ts";
+import { guardExit } from "./exit-guard.ts";
+import { installProgram, loadFilterFile, programFor, type SeccompChoice } from "../seccomp/install.ts";
 
 /** The flags `run` and `api` share: Firecracker's own. */
 export const VMM_ARGS = {
@@ -22,8 +26,19 @@ export const VMM_ARGS = {
   "boot-timer": { type: "boolean", description: "Log the guest's boot time when its init writes to the boot-timer device", default: false },
   "log-path": { type: "string", description: "Write kindling's log to this file or named pipe (at the --level level)", valueHint: "path" },
   "metrics-path": { type: "string", description: "Write metrics (JSON lines, every 60 s) to this file or named pipe", valueHint: "path" },
+  metadata: { type: "string", description: "A JSON file to fill the MMDS data store with (as PUT /mmds)", valueHint: "file" },
   "enable-pci": { type: "boolean", description: "Firecracker's virtio-over-PCI transport: refused (kindling's devices are virtio-mmio)", default: false },
+  seccomp: { type: "boolean", description: "Install kindling's seccomp filter once set up (docs/security-jail.md)", default: true, negativeDescription: "No seccomp filter" },
+  "seccomp-filter": { type: "string", description: "Install this seccomp filter (JSON, docs/security-jail.md) instead of the built-in one", valueHint: "file" },
 } as const satisfies ArgsDef;
+
+/** --no-seccomp and --seccomp-filter as a choice; the file is read and checked now (a usage error if bad). */
+export function seccompChoice(args: { seccomp: boolean; "seccomp-filter"?: string }): SeccompChoice {
+  const path = args["seccomp-filter"];
+  if (path !== undefined && !args.seccomp) throw new CliError("--no-seccomp and --seccomp-filter contradict each other", EXIT.USAGE);
+  if (path === undefined) return args.seccomp ? { kind: "builtin" } : { kind: "off" };
+  return { kind: "file", path, filter: usageErrors(() => loadFilterFile(path)) };
+}
 
 export interface VmmOptions {
   config: MicroVMConfig;
@@ -39,6 +54,30 @@ export interface VmmOptions {
   enablePci?: boolean;
   logPath?: string;
   metricsPath?: string;
+  /** The seccomp filter to install once set up (default: kindling's). */
+  seccomp?: SeccompChoice;
+  /** Load this snapshot at once (PUT /snapshot/load's body) instead of booting: `kindling snapshot load`. */
+  loadSnapshot?: Record<string, unknown>;
+  /** --metadata: a JSON file for the MMDS store. */
+  metadata?: string;
+}
+
+/** --metadata: the file's JSON, put in the MMDS store as PUT /mmds would (Firecracker's --metadata). */
+function loadMetadata(vm: MicroVM, path: string): void {
+  let text: string;
+  try {
+    const size = statSync(path).size;
+    if (size > CONFIG_FILE_MAX_SIZE) throw new Error(`${size} bytes is more than a metadata file can be`);
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CliError(`--metadata: ${path}: ${code === "ENOENT" ? "no such file" : (e as Error).message}`, EXIT.USAGE);
+  }
+  try {
+    vm.putMmds(JSON.parse(text));
+  } catch (e) {
+    throw new CliError(`--metadata: ${path}: ${e instanceof SyntaxError ? `not valid JSON: ${e.message}` : (e as Error).message}`, EXIT.USAGE);
+  }
 }
 
 /** consola's level as a Firecracker logger level (--level sets consola's; main.ts). */
@@ -72,18 +111,23 @@ export async function runVmm(o: VmmOptions): Promise<void> {
     if (e instanceof MicroVMError) throw new CliError(`${o.source}: ${e.message}`, EXIT.USAGE);
     throw e;
   }
+  if (o.metadata !== undefined) loadMetadata(vm, o.metadata);
   if (o.bootNow && !vm.config["boot-source"]) throw new CliError(`${o.source}: boot-source: required to boot at once`, EXIT.USAGE);
   if (o.bootNow) {
     const kvm = kvmAvailability();
     if (!kvm.ok) throw new CliError(kvm.reason, EXIT.NO_KVM);
   }
 
-  // 2. The API socket.
+  // 2. The API socket. From here on signals (twice, SIGHUP too) and crashes still restore the terminal and
+  // remove the socket (exit-guard.ts): installed before the socket exists, so no signal finds it unguarded.
   let server: ApiServer | undefined;
+  let terminal: AttachedConsole | undefined;
+  const guard = guardExit((why) => void vm.stop(why), [() => terminal?.detach(), () => server?.close()]);
   if (o.apiSock) {
     try {
       server = await serveApi({ socketPath: o.apiSock, microvm: vm });
     } catch (e) {
+      guard.dispose();
       throw new CliError((e as Error).message, EXIT.USAGE);
     }
   }
@@ -97,29 +141,43 @@ export async function runVmm(o: VmmOptions): Promise<void> {
     if (o.bootTimer) vm.logger.info(text);
     else vm.logger.debug(text);
   });
-  const terminal = attachConsole((b) => void vm.writeSerial(b), () => void vm.stop("quit from the console (Ctrl-A x)"));
-  const onSignal = () => void vm.stop("interrupted by a signal");
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  terminal = attachConsole((b) => void vm.writeSerial(b), () => void vm.stop("quit from the console (Ctrl-A x)"));
 
   let exit: VmEnd;
   try {
+    // 3b. Set up: from here on every thread runs under the seccomp filter (src/seccomp/).
+    const program = programFor(o.seccomp ?? { kind: "builtin" });
+    if (program) {
+      installProgram(program);
+      const from = o.seccomp?.kind === "file" ? o.seccomp.path : "the built-in filter";
+      consola.debug(`seccomp: ${program.length} BPF instructions from ${from} installed on every thread`);
+    }
+
     // 4. Boot now, or when the API says so; then wait for the end.
-    if (o.bootNow) {
+    if (o.loadSnapshot) {
+      const kvm = kvmAvailability();
+      if (!kvm.ok) throw new CliError(kvm.reason, EXIT.NO_KVM);
+      await vm.loadSnapshot(o.loadSnapshot).catch((e: Error) => {
+        throw new CliError(e.message, e instanceof MicroVMError ? EXIT.USAGE : EXIT.VM_ERROR);
+      });
+      consola.info(`snapshot loaded, ${vm.state} (${ESCAPE_HELP})`);
+    } else if (o.bootNow) {
       warnIfEmulatingHost();
       await vm.start().catch((e: Error) => {
         throw new CliError(e.message, EXIT.VM_ERROR);
       });
       consola.info(`guest started (${ESCAPE_HELP})`);
     } else {
+      // While it waits for the API, load a vCPU worker, so that InstanceStart or a snapshot load need not
+      // wait the ~5 ms a Worker takes to load (src/vcpu/thread.ts).
+      void prewarmVcpuWorkers(1).catch(() => {});
       consola.info(`waiting for PUT /actions InstanceStart on ${o.apiSock} (${ESCAPE_HELP})`);
     }
     exit = await vm.exited;
   } finally {
+    guard.dispose();
     server?.close();
-    terminal.detach();
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    terminal?.detach();
     if (vm.state !== "Stopped") await vm.stop("kindling is exiting");
   }
   if (!CLEAN_EXITS.includes(exit.reason)) {
@@ -173,6 +231,8 @@ export default defineCommand({
       enablePci: args["enable-pci"],
       logPath: args["log-path"],
       metricsPath: args["metrics-path"],
+      metadata: args.metadata,
+      seccomp: seccompChoice(args),
     });
   },
 });

@@ -9,7 +9,11 @@
  * (pre-boot only, not started). The API answers these with 400 and the message as `fault_message`.
  */
 export class MicroVMError extends Error {
-  constructor(message: string) {
+  /** The HTTP status the API answers with: 400, or 413 where Firecracker answers that (MMDS over its limit). */
+  constructor(
+    message: string,
+    readonly status = 400,
+  ) {
     super(message);
     this.name = "MicroVMError";
   }

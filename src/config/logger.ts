@@ -8,8 +8,9 @@
 //
 // with the level shown if show_level is set and the origin if show_log_origin is set.
 
-import { closeSync, constants, openSync, writeSync } from "node:fs";
+import { closeSync, writeSync } from "node:fs";
 import { consola } from "consola";
+import { openOutput } from "../host-file.ts";
 import { MicroVMError } from "./errors.ts";
 import type { LoggerConfig, LogLevelName } from "./schemas.ts";
 
@@ -25,12 +26,11 @@ const LEVEL_TAG: Record<Level, string> = { error: "ERROR", warn: "WARN", info: "
  * created if missing (mode 0600), non-blocking so a pipe nobody reads never stalls the VMM.
  */
 export function openAppend(field: string, path: string): number {
+  // No symlinks, regular files and named pipes only (src/host-file.ts says why).
   try {
-    return openSync(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK, 0o600);
+    return openOutput(field, path);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const why = code === "ENXIO" ? "a named pipe with no reader" : code === "ENOENT" ? "its directory does not exist" : (e as Error).message;
-    throw new MicroVMError(`${field}: cannot open ${path} for writing: ${why}`);
+    throw new MicroVMError((e as Error).message);
   }
 }
 

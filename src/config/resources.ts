@@ -6,7 +6,8 @@
 // kernel file exist), and only then replaces the stored value, so a refused update changes nothing. What
 // kindling does not implement of a valid body is refused by name, never silently ignored.
 
-import { accessSync, constants, statSync } from "node:fs";
+import { accessSync, constants, lstatSync, statSync } from "node:fs";
+import { isLinkLocalValid, MMDS_DEFAULT_IPV4 } from "../mmds/stack.ts";
 import * as S from "./schemas.ts";
 import { MicroVMError } from "./errors.ts";
 import { parseWith } from "./schemas.ts";
@@ -19,26 +20,25 @@ function unsupported(field: string, what: string): MicroVMError {
   return new MicroVMError(`${field}: ${what} is not supported by kindling yet`);
 }
 
-/** `path` is a regular file this process can read (and write, unless `readOnly`). */
+/**
+ * `path` is a regular file this process can read (and write, unless `readOnly`), and not a symbolic link:
+ * an early answer to the request. The file is checked again, on its descriptor, when it is opened
+ * (src/host-file.ts), which is the check that counts.
+ */
 export function checkFile(field: string, path: string, readOnly = true): void {
   let st;
   try {
-    st = statSync(path);
+    st = lstatSync(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new MicroVMError(`${field}: ${path}: ${code === "ENOENT" ? "no such file" : (e as Error).message}`);
   }
+  if (st.isSymbolicLink()) throw new MicroVMError(`${field}: ${path} is a symbolic link (kindling opens host paths with O_NOFOLLOW; name the file itself)`);
   if (!st.isFile()) throw new MicroVMError(`${field}: ${path} is not a regular file`);
   try {
     accessSync(path, readOnly ? constants.R_OK : constants.R_OK | constants.W_OK);
   } catch {
     throw new MicroVMError(`${field}: ${path}: permission denied (${readOnly ? "needs read" : "needs read and write; or set is_read_only"})`);
-  }
-}
-
-function refuseRateLimiters(prefix: string, body: Record<string, unknown>): void {
-  for (const key of ["rate_limiter", "rx_rate_limiter", "tx_rate_limiter"]) {
-    if (body[key] !== undefined) throw unsupported(`${prefix}.${key}`, "rate limiting");
   }
 }
 
@@ -50,6 +50,7 @@ export class VmResources {
   vsock?: S.Vsock;
   entropy?: S.EntropyDevice;
   serial?: S.SerialDevice;
+  mmdsConfig?: S.MmdsConfig;
   balloon?: S.Balloon;
   /** PUT /cpu-config: a custom CPU template; at boot it is applied instead of machine-config's cpu_template. */
   cpuConfig?: CpuTemplateDefinition;
@@ -88,7 +89,6 @@ export class VmResources {
   putDrive(input: unknown, prefix = "drive"): S.Drive {
     const d = parseWith(S.Drive, input, prefix);
     if (d.socket !== undefined) throw unsupported(`${prefix}.socket`, "vhost-user-block");
-    refuseRateLimiters(prefix, d);
     if (d.io_engine === "Async") throw unsupported(`${prefix}.io_engine`, "the Async (io_uring) engine");
     if (d.path_on_host === undefined) throw new MicroVMError(`${prefix}.path_on_host: required (kindling's drives are virtio-block devices backed by a file)`);
     checkFile(`${prefix}.path_on_host`, d.path_on_host, d.is_read_only ?? false);
@@ -100,7 +100,6 @@ export class VmResources {
 
   putNetworkInterface(input: unknown, prefix = "network-interface"): S.NetworkInterface {
     const n = parseWith(S.NetworkInterface, input, prefix);
-    refuseRateLimiters(prefix, n);
     for (const o of this.nets.values()) {
       if (o.iface_id === n.iface_id) continue;
       if (o.host_dev_name === n.host_dev_name) throw new MicroVMError(`${prefix}.host_dev_name: ${n.host_dev_name} is already used by ${o.iface_id}`);
@@ -117,9 +116,7 @@ export class VmResources {
   }
 
   setEntropy(input: unknown, prefix = "entropy"): void {
-    const e = parseWith(S.EntropyDevice, input, prefix);
-    refuseRateLimiters(prefix, e);
-    this.entropy = e;
+    this.entropy = parseWith(S.EntropyDevice, input, prefix);
   }
 
   /**
@@ -152,9 +149,28 @@ export class VmResources {
 
   /** Checks a serial configuration; the caller opens serial_out_path and then stores it. */
   checkSerial(input: unknown, prefix = "serial"): S.SerialDevice {
-    const s = parseWith(S.SerialDevice, input, prefix);
-    refuseRateLimiters(prefix, s);
-    return s;
+    return parseWith(S.SerialDevice, input, prefix);
+  }
+
+  /**
+   * PUT /mmds/config, with Firecracker's rules and messages (its MmdsConfigError): a link-local address,
+   * at least one interface, every one already configured.
+   */
+  setMmdsConfig(input: unknown, prefix = "mmds-config"): S.MmdsConfig {
+    const m = parseWith(S.MmdsConfig, input, prefix);
+    if (m.ipv4_address !== undefined && !isLinkLocalValid(m.ipv4_address)) throw new MicroVMError(`${prefix}.ipv4_address: The MMDS IPv4 address is not link local.`);
+    if (m.network_interfaces.length === 0) throw new MicroVMError(`${prefix}.network_interfaces: The list of network interface IDs that allow forwarding MMDS requests is empty.`);
+    const unknown = m.network_interfaces.filter((id) => !this.nets.has(id));
+    if (unknown.length) {
+      throw new MicroVMError(`${prefix}.network_interfaces: The list of network interface IDs provided contains at least one ID that does not correspond to any existing network interface (${unknown.join(", ")}).`);
+    }
+    this.mmdsConfig = m;
+    return m;
+  }
+
+  /** The MMDS address the configuration gives (Firecracker's default without one). */
+  get mmdsIpv4(): string {
+    return this.mmdsConfig?.ipv4_address ?? MMDS_DEFAULT_IPV4;
   }
 
   /** Drives in the order the guest sees them: the root device first (/dev/vda), then the others as added. */
@@ -171,6 +187,7 @@ export class VmResources {
     if (this.nets.size) c["network-interfaces"] = [...this.nets.values()].map((n) => ({ ...n }));
     if (this.vsock) c.vsock = { ...this.vsock };
     if (this.entropy) c.entropy = { ...this.entropy };
+    if (this.mmdsConfig) c["mmds-config"] = { ...this.mmdsConfig, network_interfaces: [...this.mmdsConfig.network_interfaces] };
     if (this.balloon) c.balloon = { ...this.balloon };
     return c;
   }

@@ -31,15 +31,18 @@ export const ResourceId = z.string().regex(/^[A-Za-z0-9_]{1,64}$/, { error: "mus
 
 // ---- RateLimiter, TokenBucket ----
 
+/** Firecracker's Option<...> fields: absent or null both mean "none" (serde), as Kata's runtime-rs sends them. */
+const orNull = <T extends z.ZodType>(t: T) => t.nullish().transform((v) => v ?? undefined);
+
 export const TokenBucket = z.strictObject({
   size: U64,
-  one_time_burst: U64.optional(),
+  one_time_burst: orNull(U64),
   refill_time: U64,
 });
 
 export const RateLimiter = z.strictObject({
-  bandwidth: TokenBucket.optional(),
-  ops: TokenBucket.optional(),
+  bandwidth: orNull(TokenBucket),
+  ops: orNull(TokenBucket),
 });
 
 // ---- BootSource ----
@@ -135,6 +138,16 @@ export const SerialDevice = z.strictObject({
   rate_limiter: TokenBucket.optional(),
 });
 
+// ---- MmdsConfig ----
+
+export const MmdsConfig = z.strictObject({
+  version: z.enum(["V1", "V2"]).optional(),
+  network_interfaces: z.array(ResourceId),
+  // Checked to be a link-local address by VmResources.setMmdsConfig, with Firecracker's message.
+  ipv4_address: z.string().optional(),
+  imds_compat: z.boolean().optional(),
+});
+
 // ---- Balloon, BalloonUpdate, BalloonStatsUpdate ----
 
 // Firecracker's types: amount_mib is a u32, stats_polling_interval_s a u16.
@@ -201,6 +214,7 @@ export const FullVmConfiguration = z.strictObject({
   logger: Logger.optional(),
   metrics: Metrics.optional(),
   entropy: EntropyDevice.optional(),
+  "mmds-config": MmdsConfig.optional(),
   balloon: Balloon.optional(),
   "cpu-config": CpuConfig.optional(),
 });
@@ -208,7 +222,6 @@ export const FullVmConfiguration = z.strictObject({
 /** Keys of the spec's FullVmConfiguration that kindling does not implement, and what each is. */
 export const UNSUPPORTED_CONFIG_KEYS: Record<string, string> = {
   "memory-hotplug": "memory hotplug (virtio-mem)",
-  "mmds-config": "the microVM metadata service (MMDS)",
   pmem: "virtio-pmem devices",
 };
 
@@ -224,6 +237,8 @@ export type EntropyDevice = z.output<typeof EntropyDevice>;
 export type Balloon = z.output<typeof Balloon>;
 export type CpuConfig = z.output<typeof CpuConfig>;
 export type SerialDevice = z.output<typeof SerialDevice>;
+export type MmdsConfig = z.output<typeof MmdsConfig>;
+export type RateLimiter = z.output<typeof RateLimiter>;
 export type LoggerConfig = z.output<typeof Logger>;
 export type MetricsConfig = z.output<typeof Metrics>;
 export type FullVmConfiguration = z.output<typeof FullVmConfiguration>;

@@ -9,6 +9,7 @@
 
 import type { Layout } from "./struct.ts";
 import {
+  kvm_clock_data, kvm_debugregs, kvm_dirty_log, kvm_irqchip, kvm_mp_state, kvm_msr_list, kvm_pit_state2, kvm_xcrs, kvm_xsave,
   kvm_cpuid2, kvm_fpu, kvm_guest_debug, kvm_ioeventfd, kvm_irq_level, kvm_irqfd, kvm_lapic_state, kvm_msrs, kvm_pit_config,
   kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_vcpu_events,
 } from "./uapi.ts";
@@ -63,6 +64,26 @@ export const KVM = {
   GET_CPUID2: _IOWR(KVMIO, 0x91, kvm_cpuid2),
   GET_VCPU_EVENTS: _IOR(KVMIO, 0x9f, kvm_vcpu_events),
   SET_VCPU_EVENTS: _IOW(KVMIO, 0xa0, kvm_vcpu_events),
+  // saving and restoring state (snapshots)
+  GET_MSR_INDEX_LIST: _IOWR(KVMIO, 0x02, kvm_msr_list),
+  GET_DIRTY_LOG: _IOW(KVMIO, 0x42, kvm_dirty_log),
+  GET_IRQCHIP: _IOWR(KVMIO, 0x62, kvm_irqchip),
+  SET_IRQCHIP: _IOR(KVMIO, 0x63, kvm_irqchip), // _IOR in the kernel's header, though userspace writes
+  SET_CLOCK: _IOW(KVMIO, 0x7b, kvm_clock_data),
+  GET_CLOCK: _IOR(KVMIO, 0x7c, kvm_clock_data),
+  GET_PIT2: _IOR(KVMIO, 0x9f, kvm_pit_state2),
+  SET_PIT2: _IOW(KVMIO, 0xa0, kvm_pit_state2),
+  GET_MP_STATE: _IOR(KVMIO, 0x98, kvm_mp_state),
+  SET_MP_STATE: _IOW(KVMIO, 0x99, kvm_mp_state),
+  GET_DEBUGREGS: _IOR(KVMIO, 0xa1, kvm_debugregs),
+  SET_DEBUGREGS: _IOW(KVMIO, 0xa2, kvm_debugregs),
+  SET_TSC_KHZ: _IO(KVMIO, 0xa2),
+  GET_TSC_KHZ: _IO(KVMIO, 0xa3),
+  GET_XSAVE: _IOR(KVMIO, 0xa4, kvm_xsave),
+  SET_XSAVE: _IOW(KVMIO, 0xa5, kvm_xsave),
+  GET_XCRS: _IOR(KVMIO, 0xa6, kvm_xcrs),
+  SET_XCRS: _IOW(KVMIO, 0xa7, kvm_xcrs),
+  KVMCLOCK_CTRL: _IO(KVMIO, 0xad),
   SET_GUEST_DEBUG: _IOW(KVMIO, 0x9b, kvm_guest_debug),
 } as const;
 

@@ -18,7 +18,12 @@ export class IrqFdLine {
     readonly gsi: number,
   ) {
     this.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    vm.irqfd(this.fd, gsi);
+    try {
+      vm.irqfd(this.fd, gsi);
+    } catch (e) {
+      close(this.fd);
+      throw e;
+    }
   }
 
   trigger(): void {

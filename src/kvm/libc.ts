@@ -33,6 +33,24 @@ const libc = dlopen("libc.so.6", {
   tcgetattr: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
   tcsetattr: { args: [FFIType.i32, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
   cfmakeraw: { args: [FFIType.ptr], returns: FFIType.void },
+  flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+  // The jailer and the seccomp filter (src/cli/jailer.ts, src/seccomp/).
+  prctl: { args: [FFIType.i32, FFIType.u64, FFIType.u64, FFIType.u64, FFIType.u64], returns: FFIType.i32 },
+  syscall: { args: [FFIType.i64, FFIType.u64, FFIType.u64, FFIType.u64, FFIType.u64, FFIType.u64], returns: FFIType.i64 },
+  unshare: { args: [FFIType.i32], returns: FFIType.i32 },
+  mount: { args: [FFIType.cstring, FFIType.cstring, FFIType.cstring, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
+  umount2: { args: [FFIType.cstring, FFIType.i32], returns: FFIType.i32 },
+  chdir: { args: [FFIType.cstring], returns: FFIType.i32 },
+  chroot: { args: [FFIType.cstring], returns: FFIType.i32 },
+  mknod: { args: [FFIType.cstring, FFIType.u32, FFIType.u64], returns: FFIType.i32 },
+  setgroups: { args: [FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
+  setresgid: { args: [FFIType.u32, FFIType.u32, FFIType.u32], returns: FFIType.i32 },
+  setresuid: { args: [FFIType.u32, FFIType.u32, FFIType.u32], returns: FFIType.i32 },
+  setsid: { args: [], returns: FFIType.i32 },
+  execve: { args: [FFIType.cstring, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+  setns: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+  prlimit: { args: [FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+  dup2: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
 }).symbols;
 
 // ---- errno ----
@@ -141,6 +159,8 @@ export const MAP_NORESERVE = 0x4000;
 export const MADV_DONTNEED = 4;
 export const MADV_DONTFORK = 10;
 export const MADV_MERGEABLE = 12;
+/** Leave the range out of core dumps (madvise(2)): guest RAM holds the guest's secrets, not the VMM's state. */
+export const MADV_DONTDUMP = 16;
 
 /** A mapping: its address (for the kernel) and an ArrayBuffer over the same bytes (for TypeScript). */
 export interface Mapping {
@@ -172,6 +192,18 @@ export function madviseRange(addr: number, length: number, advice: number): void
 /** The address of a buffer, for structs that hold pointers (kvm_userspace_memory_region.userspace_addr). */
 export function addressOf(buf: Uint8Array): number {
   return ptrOf(buf);
+}
+
+// ---- advisory locks (flock(2)) ----
+
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
+
+/** flock(2) on `fd`; throws a SysError (EWOULDBLOCK = EAGAIN with LOCK_NB when another holder has it). */
+export function flock(fd: number, operation: number, detail?: string): void {
+  check("flock", libc.flock(fd, operation), detail);
 }
 
 // ---- eventfd (eventfd(2)) ----
@@ -261,4 +293,136 @@ export function rawMode(fd: number): () => void {
 /** Read 8 bytes at a raw address (used by the vCPU worker to reach kvm_run without copying). */
 export function viewAt(addr: number, size: number): ArrayBuffer {
   return toArrayBuffer(addr as Pointer, 0, size);
+}
+
+// ---- seccomp (seccomp(2), prctl(2)) ----
+
+/** <linux/prctl.h>: after this, execve cannot grant privileges (set-user-ID bits, file capabilities). */
+export const PR_SET_NO_NEW_PRIVS = 38;
+/** <asm/unistd_64.h>: glibc has no seccomp() wrapper. */
+const __NR_seccomp = 317;
+const __NR_pivot_root = 155;
+/** <linux/seccomp.h> */
+export const SECCOMP_SET_MODE_FILTER = 1;
+export const SECCOMP_FILTER_FLAG_TSYNC = 1;
+
+export function prctl(option: number, arg2 = 0, arg3 = 0, arg4 = 0, arg5 = 0): number {
+  return check(`prctl(${option})`, libc.prctl(option, arg2, arg3, arg4, arg5));
+}
+
+/**
+ * seccomp(SECCOMP_SET_MODE_FILTER, flags, prog). With SECCOMP_FILTER_FLAG_TSYNC the kernel attaches the
+ * filter to every thread of the process at once, or fails: then it returns the id of a thread it could not
+ * synchronise (a positive number), which is reported as an error here.
+ */
+export function seccompSetModeFilter(flags: number, fprog: Uint8Array): void {
+  const r = Number(libc.syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, flags, ptrOf(fprog), 0, 0));
+  if (r < 0) throw new SysError("seccomp(SECCOMP_SET_MODE_FILTER)", errno());
+  if (r > 0) throw new Error(`seccomp(SECCOMP_SET_MODE_FILTER, TSYNC): thread ${r} could not be synchronised`);
+}
+
+/** syscall(2) by number, returning the result or -errno: for tests that make a call the filter refuses. */
+export function syscallRaw(nr: number, ...args: number[]): number {
+  const a = [...args, 0, 0, 0, 0, 0];
+  const r = Number(libc.syscall(nr, a[0]!, a[1]!, a[2]!, a[3]!, a[4]!));
+  return r < 0 ? -errno() : r;
+}
+
+// ---- namespaces, mounts and credentials (the jailer) ----
+
+/** <linux/sched.h> */
+export const CLONE_NEWNS = 0x00020000;
+export const CLONE_NEWPID = 0x20000000;
+/** <linux/mount.h> */
+export const MS_BIND = 0x1000;
+export const MS_REC = 0x4000;
+export const MS_PRIVATE = 1 << 18;
+export const MS_SLAVE = 1 << 19;
+export const MNT_DETACH = 2;
+export const MS_NOSUID = 2;
+export const MS_NODEV = 4;
+export const MS_NOEXEC = 8;
+/** <sys/stat.h> */
+export const S_IFCHR = 0o020000;
+
+const cstr = (s: string) => Buffer.from(`${s}\0`);
+
+/** Detach the calling thread (and whatever it execs) from the namespaces named by `flags`. */
+export function unshare(flags: number): void {
+  check("unshare", libc.unshare(flags));
+}
+
+export function mount(source: string, target: string, fstype: string | null, flags: number, data?: string): void {
+  const d = data === undefined ? null : ptrOf(cstr(data));
+  check(`mount(${target})`, libc.mount(cstr(source), cstr(target), fstype === null ? null : cstr(fstype), flags, d));
+}
+
+export function umount2(target: string, flags: number): void {
+  check(`umount2(${target})`, libc.umount2(cstr(target), flags));
+}
+
+/** pivot_root(2): make `newRoot` the root and move the old root to `putOld` (glibc has no wrapper). */
+export function pivotRoot(newRoot: string, putOld: string): void {
+  check("pivot_root", libc.syscall(__NR_pivot_root, ptrOf(cstr(newRoot)), ptrOf(cstr(putOld)), 0, 0, 0));
+}
+
+export function chdir(path: string): void {
+  check(`chdir(${path})`, libc.chdir(cstr(path)));
+}
+
+export function chroot(path: string): void {
+  check(`chroot(${path})`, libc.chroot(cstr(path)));
+}
+
+/** mknod(path, S_IFCHR | mode, makedev(major, minor)) for a character device (<sys/sysmacros.h>'s encoding). */
+export function mknodChar(path: string, mode: number, major: number, minor: number): void {
+  const dev = (BigInt(major & 0xfff) << 8n) | BigInt(minor & 0xff) | (BigInt(minor & ~0xff) << 12n) | (BigInt(major & ~0xfff) << 32n);
+  check(`mknod(${path})`, libc.mknod(cstr(path), S_IFCHR | mode, dev));
+}
+
+/** Drop every supplementary group, then set real, effective and saved ids (glibc applies them to every thread). */
+export function dropPrivileges(uid: number, gid: number): void {
+  check("setgroups", libc.setgroups(0, null));
+  check("setresgid", libc.setresgid(gid, gid, gid));
+  check("setresuid", libc.setresuid(uid, uid, uid));
+}
+
+/** <linux/sched.h> */
+export const CLONE_NEWNET = 0x40000000;
+
+/** Move the calling thread into the namespace `fd` refers to (setns(2)). */
+export function setns(fd: number, nstype: number): void {
+  check("setns", libc.setns(fd, nstype));
+}
+
+/** <asm-generic/resource.h> */
+export const RLIMIT_FSIZE = 1;
+export const RLIMIT_NOFILE = 7;
+
+/** setrlimit for this process: soft and hard limit both `value` (prlimit(2) with pid 0). */
+export function setResourceLimit(resource: number, value: bigint): void {
+  const limits = new BigUint64Array([value, value]);
+  check(`prlimit(${resource})`, libc.prlimit(0, resource, ptrOf(limits), null));
+}
+
+export function dup2(from: number, to: number): void {
+  check("dup2", libc.dup2(from, to));
+}
+
+export function setsid(): void {
+  check("setsid", libc.setsid());
+}
+
+/** execve(2): replace this process with `path`. Returns only by throwing. */
+export function execve(path: string, argv: readonly string[], env: readonly string[]): never {
+  const strings = [...argv, ...env].map(cstr);
+  const vector = (from: number, n: number) => {
+    const v = new BigUint64Array(n + 1);
+    for (let i = 0; i < n; i++) v[i] = BigInt(ptrOf(strings[from + i]!));
+    return v;
+  };
+  const av = vector(0, argv.length);
+  const ev = vector(argv.length, env.length);
+  libc.execve(cstr(path), ptrOf(av), ptrOf(ev));
+  throw new SysError(`execve(${path})`, errno());
 }

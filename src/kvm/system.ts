@@ -4,7 +4,7 @@
 import { close, ioctl, open, O_RDWR, SysError, ERRNO } from "./libc.ts";
 import { KVM } from "./ioctl.ts";
 import { StructView } from "./struct.ts";
-import { KVM_API_VERSION, KVM_CAP, kvm_cpuid2, kvm_cpuid_entry2 } from "./uapi.ts";
+import { KVM_API_VERSION, KVM_CAP, kvm_cpuid2, kvm_cpuid_entry2, kvm_msr_list } from "./uapi.ts";
 import { readCpuidEntries, type CpuidEntry } from "./cpuid.ts";
 import { VmFd } from "./vm-fd.ts";
 
@@ -63,6 +63,28 @@ export class Kvm {
       return readCpuidEntries(buf);
     }
     throw new Error("KVM_GET_SUPPORTED_CPUID: more than 4096 entries");
+  }
+
+  /** KVM_GET_MSR_INDEX_LIST: every MSR KVM saves and restores for a guest (api.rst 4.3). */
+  msrIndexList(): number[] {
+    // With too small an `nmsrs` the kernel fails with E2BIG and writes the number it needs there.
+    let n = 256;
+    for (let tries = 0; tries < 4; tries++) {
+      const buf = new Uint8Array(kvm_msr_list.size + n * 4);
+      const head = new StructView(kvm_msr_list, buf).set("nmsrs", n);
+      try {
+        ioctl(this.fd, KVM.GET_MSR_INDEX_LIST, buf);
+      } catch (e) {
+        if (e instanceof SysError && e.errno === ERRNO.E2BIG) {
+          n = head.get("nmsrs");
+          continue;
+        }
+        throw e;
+      }
+      const count = head.get("nmsrs");
+      return [...new Uint32Array(buf.buffer, kvm_msr_list.size, count)];
+    }
+    throw new Error("KVM_GET_MSR_INDEX_LIST: the list kept growing");
   }
 
   createVm(): VmFd {

@@ -175,3 +175,78 @@ export const KVM_CAP = {
 
 /** KVM_GET_API_VERSION has returned 12 since Linux 2.6.22 and must (api.rst 4.1). */
 export const KVM_API_VERSION = 12;
+
+// ---- Saving and restoring a VM (snapshots): vCPU state beyond the registers, and the in-kernel devices ----
+
+/** KVM_GET/SET_MP_STATE (api.rst 4.38): whether the vCPU runs, waits for INIT/SIPI, or is halted. */
+export const kvm_mp_state = struct("kvm_mp_state", [["mp_state", "u32"]]);
+export const KVM_MP_STATE = { RUNNABLE: 0, UNINITIALIZED: 1, INIT_RECEIVED: 2, HALTED: 3, SIPI_RECEIVED: 4 } as const;
+
+/** KVM_GET/SET_XSAVE (api.rst 4.42): the XSAVE area as XSAVE would store it (legacy 4 KiB size). */
+export const kvm_xsave = struct("kvm_xsave", [["region", array("u32", 1024)]]);
+
+/** KVM_GET/SET_XCRS (api.rst 4.44): the extended control registers (XCR0). */
+export const kvm_xcr = struct("kvm_xcr", [["xcr", "u32"], ["reserved", "u32"], ["value", "u64"]]);
+export const KVM_MAX_XCRS = 16;
+export const kvm_xcrs = struct("kvm_xcrs", [
+  ["nr_xcrs", "u32"], ["flags", "u32"], ["xcrs", array(kvm_xcr, KVM_MAX_XCRS)], ["padding", array("u64", 16)],
+]);
+
+/** KVM_GET/SET_DEBUGREGS (api.rst 4.32): DR0-DR3, DR6, DR7. */
+export const kvm_debugregs = struct("kvm_debugregs", [
+  ["db", array("u64", 4)], ["dr6", "u64"], ["dr7", "u64"], ["flags", "u64"], ["reserved", array("u64", 9)],
+]);
+
+/** KVM_GET_MSR_INDEX_LIST (api.rst 4.3): the fixed header; `indices[nmsrs]` (u32 each) follows it. */
+export const kvm_msr_list = struct("kvm_msr_list", [["nmsrs", "u32"]]);
+
+/** KVM_GET/SET_PIT2 (api.rst 4.63): the i8254's three counters. */
+export const kvm_pit_channel_state = struct("kvm_pit_channel_state", [
+  ["count", "u32"], ["latched_count", "u16"], ["count_latched", "u8"], ["status_latched", "u8"], ["status", "u8"],
+  ["read_state", "u8"], ["write_state", "u8"], ["write_latch", "u8"], ["rw_mode", "u8"], ["mode", "u8"], ["bcd", "u8"],
+  ["gate", "u8"], ["count_load_time", "i64"],
+]);
+export const kvm_pit_state2 = struct("kvm_pit_state2", [
+  ["channels", array(kvm_pit_channel_state, 3)], ["flags", "u32"], ["reserved", array("u32", 9)],
+]);
+
+/** KVM_GET/SET_CLOCK (api.rst 4.29): the guest's kvmclock base, in nanoseconds. */
+export const kvm_clock_data = struct("kvm_clock_data", [
+  ["clock", "u64"], ["flags", "u32"], ["pad0", "u32"], ["realtime", "u64"], ["host_tsc", "u64"], ["pad", array("u32", 4)],
+]);
+/** kvm_clock_data.flags: the clock is the same on every host CPU; `realtime` and `host_tsc` are valid. */
+export const KVM_CLOCK_TSC_STABLE = 2;
+export const KVM_CLOCK_REALTIME = 1 << 2;
+export const KVM_CLOCK_HOST_TSC = 1 << 3;
+
+/** KVM_GET/SET_IRQCHIP (api.rst 4.26): one of the in-kernel interrupt controllers. */
+export const kvm_pic_state = struct("kvm_pic_state", [
+  ["last_irr", "u8"], ["irr", "u8"], ["imr", "u8"], ["isr", "u8"], ["priority_add", "u8"], ["irq_base", "u8"],
+  ["read_reg_select", "u8"], ["poll", "u8"], ["special_mask", "u8"], ["init_state", "u8"], ["auto_eoi", "u8"],
+  ["rotate_on_auto_eoi", "u8"], ["special_fully_nested_mode", "u8"], ["init4", "u8"], ["elcr", "u8"], ["elcr_mask", "u8"],
+]);
+/** KVM_IOAPIC_NUM_PINS */
+export const KVM_IOAPIC_NUM_PINS = 24;
+export const kvm_ioapic_state = struct("kvm_ioapic_state", [
+  ["base_address", "u64"], ["ioregsel", "u32"], ["id", "u32"], ["irr", "u32"], ["pad", "u32"],
+  ["redirtbl", array("u64", KVM_IOAPIC_NUM_PINS)],
+]);
+export const kvm_irqchip = struct("kvm_irqchip", [
+  ["chip_id", "u32"], ["pad", "u32"],
+  ["chip", union("chip", [["dummy", array("u8", 512)], ["pic", kvm_pic_state], ["ioapic", kvm_ioapic_state]])],
+]);
+/** kvm_irqchip.chip_id */
+export const KVM_IRQCHIP_PIC_MASTER = 0;
+export const KVM_IRQCHIP_PIC_SLAVE = 1;
+export const KVM_IRQCHIP_IOAPIC = 2;
+
+/** KVM_GET_DIRTY_LOG (api.rst 4.8): a bitmap, one bit per page of the slot, of pages written since last asked. */
+export const kvm_dirty_log = struct("kvm_dirty_log", [["slot", "u32"], ["padding1", "u32"], ["dirty_bitmap", "u64"]]);
+/** kvm_userspace_memory_region.flags: have KVM track writes to the slot (for KVM_GET_DIRTY_LOG). */
+export const KVM_MEM_LOG_DIRTY_PAGES = 1 << 0;
+
+/** Capabilities that decide which of the state ioctls a host has (KVM_CHECK_EXTENSION). */
+export const KVM_CAP_STATE = {
+  ADJUST_CLOCK: 39, DEBUGREGS: 50, XSAVE: 55, XCRS: 56, GET_TSC_KHZ: 61, TSC_CONTROL: 60, KVMCLOCK_CTRL: 76,
+  GET_MSR_FEATURES: 153, XSAVE2: 208,
+} as const;

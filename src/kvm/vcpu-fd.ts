@@ -1,13 +1,14 @@
 // A vCPU fd: what KVM_CREATE_VCPU returns. Its registers are read and written with KVM_GET/SET_* ioctls,
 // and its `struct kvm_run` page is mmap'd from the fd: KVM_RUN reports each exit there (api.rst 4.10, 5).
 
-import { close, ioctl, mmap, munmap, MAP_SHARED, PROT_READ, PROT_WRITE, type Mapping } from "./libc.ts";
+import { close, ERRNO, ioctl, mmap, munmap, SysError, MAP_SHARED, PROT_READ, PROT_WRITE, type Mapping } from "./libc.ts";
 import { KVM } from "./ioctl.ts";
 import { StructView, type Layout } from "./struct.ts";
 import {
   kvm_fpu, kvm_guest_debug, kvm_lapic_state, kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs, kvm_vcpu_events,
+  kvm_cpuid2, kvm_cpuid_entry2, kvm_debugregs, kvm_mp_state, kvm_xcrs, kvm_xsave,
 } from "./uapi.ts";
-import { writeCpuidEntries, type CpuidEntry } from "./cpuid.ts";
+import { readCpuidEntries, writeCpuidEntries, type CpuidEntry } from "./cpuid.ts";
 
 export class VcpuFd {
   /** The shared kvm_run page(s): the size comes from KVM_GET_VCPU_MMAP_SIZE. */
@@ -95,6 +96,59 @@ export class VcpuFd {
       out.set(e.get("index"), e.getBig("data"));
     }
     return out;
+  }
+
+  // ---- state for snapshots (api.rst 4.38, 4.42, 4.44, 4.32, 4.55, 4.47, 4.98) ----
+
+  getMpState(): StructView {
+    return this.get(KVM.GET_MP_STATE, kvm_mp_state);
+  }
+  setMpState(v: StructView): void {
+    ioctl(this.fd, KVM.SET_MP_STATE, v.bytes);
+  }
+  getXsave(): StructView {
+    return this.get(KVM.GET_XSAVE, kvm_xsave);
+  }
+  setXsave(v: StructView): void {
+    ioctl(this.fd, KVM.SET_XSAVE, v.bytes);
+  }
+  getXcrs(): StructView {
+    return this.get(KVM.GET_XCRS, kvm_xcrs);
+  }
+  setXcrs(v: StructView): void {
+    ioctl(this.fd, KVM.SET_XCRS, v.bytes);
+  }
+  getDebugregs(): StructView {
+    return this.get(KVM.GET_DEBUGREGS, kvm_debugregs);
+  }
+  setDebugregs(v: StructView): void {
+    ioctl(this.fd, KVM.SET_DEBUGREGS, v.bytes);
+  }
+  /** KVM_GET_TSC_KHZ: the guest TSC's frequency in kHz (the return value, not a struct). */
+  getTscKhz(): number {
+    return ioctl(this.fd, KVM.GET_TSC_KHZ);
+  }
+  setTscKhz(khz: number): void {
+    ioctl(this.fd, KVM.SET_TSC_KHZ, khz);
+  }
+  /** KVM_GET_CPUID2: the leaves set with KVM_SET_CPUID2 (E2BIG when `nent` is too small: grow and retry). */
+  getCpuid(): CpuidEntry[] {
+    for (let nent = 64; nent <= 4096; nent *= 2) {
+      const buf = new Uint8Array(kvm_cpuid2.size + nent * kvm_cpuid_entry2.size);
+      new StructView(kvm_cpuid2, buf).set("nent", nent);
+      try {
+        ioctl(this.fd, KVM.GET_CPUID2, buf);
+      } catch (e) {
+        if (e instanceof SysError && e.errno === ERRNO.E2BIG) continue;
+        throw e;
+      }
+      return readCpuidEntries(buf);
+    }
+    throw new Error("KVM_GET_CPUID2: more than 4096 entries");
+  }
+  /** KVM_KVMCLOCK_CTRL: tell the guest's kvmclock it was paused, so its soft-lockup watchdog does not fire. */
+  kvmclockCtrl(): void {
+    ioctl(this.fd, KVM.KVMCLOCK_CTRL);
   }
 
   close(): void {

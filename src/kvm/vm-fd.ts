@@ -1,12 +1,13 @@
 // A VM fd: what KVM_CREATE_VM returns. Memory slots, the in-kernel interrupt controllers and PIT,
 // irqfd/ioeventfd registrations and vCPUs are all created through it (api.rst 4.24 onwards).
 
-import { close, ioctl } from "./libc.ts";
+import { addressOf, close, ioctl } from "./libc.ts";
 import { KVM } from "./ioctl.ts";
 import { StructView } from "./struct.ts";
 import {
   KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_DEASSIGN, KVM_IOEVENTFD_FLAG_PIO, KVM_IRQFD_FLAG_DEASSIGN,
   KVM_PIT_SPEAKER_DUMMY, kvm_ioeventfd, kvm_irq_level, kvm_irqfd, kvm_pit_config, kvm_userspace_memory_region,
+  kvm_clock_data, kvm_dirty_log, kvm_irqchip, kvm_pit_state2,
 } from "./uapi.ts";
 import { VcpuFd } from "./vcpu-fd.ts";
 
@@ -79,6 +80,45 @@ export class VmFd {
   /** KVM_CREATE_VCPU: vCPU `id` (its APIC id), with its kvm_run page mapped (4.7). */
   createVcpu(id: number): VcpuFd {
     return new VcpuFd(ioctl(this.fd, KVM.CREATE_VCPU, id), id, this.kvm.vcpuMmapSize);
+  }
+
+  // ---- state for snapshots (api.rst 4.63, 4.29, 4.26, 4.8) ----
+
+  getPit2(): StructView {
+    const v = new StructView(kvm_pit_state2);
+    ioctl(this.fd, KVM.GET_PIT2, v.bytes);
+    return v;
+  }
+  setPit2(v: StructView): void {
+    ioctl(this.fd, KVM.SET_PIT2, v.bytes);
+  }
+  getClock(): StructView {
+    const v = new StructView(kvm_clock_data);
+    ioctl(this.fd, KVM.GET_CLOCK, v.bytes);
+    return v;
+  }
+  setClock(v: StructView): void {
+    ioctl(this.fd, KVM.SET_CLOCK, v.bytes);
+  }
+  /** KVM_GET_IRQCHIP for one chip: KVM_IRQCHIP_PIC_MASTER, _PIC_SLAVE or _IOAPIC. */
+  getIrqchip(chipId: number): StructView {
+    const v = new StructView(kvm_irqchip).set("chip_id", chipId);
+    ioctl(this.fd, KVM.GET_IRQCHIP, v.bytes, `chip ${chipId}`);
+    return v;
+  }
+  setIrqchip(v: StructView): void {
+    ioctl(this.fd, KVM.SET_IRQCHIP, v.bytes, `chip ${v.get("chip_id")}`);
+  }
+  /**
+   * KVM_GET_DIRTY_LOG: one bit per page of `slot` (of `pages` pages), set for each page written since the
+   * last call, which clears them. The slot must have KVM_MEM_LOG_DIRTY_PAGES.
+   */
+  getDirtyLog(slot: number, pages: number): Uint8Array {
+    // The kernel writes whole longs: round the bitmap up to 64 bits.
+    const bitmap = new Uint8Array(Math.ceil(pages / 64) * 8);
+    const v = new StructView(kvm_dirty_log).assign({ slot, dirty_bitmap: addressOf(bitmap) });
+    ioctl(this.fd, KVM.GET_DIRTY_LOG, v.bytes, `slot ${slot}`);
+    return bitmap;
   }
 
   close(): void {

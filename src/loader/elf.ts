@@ -174,7 +174,9 @@ export function loadElf(mem: GuestMemory, image: Uint8Array): ElfKernel {
  * as a .quad on x86_64 (arch/x86/platform/pvh/head.S); a 4-byte descriptor is accepted too.
  */
 function findPvhEntry(image: Uint8Array, phdrs: StructView[]): number | undefined {
-  const pad4 = (n: number) => (n + 3) & ~3;
+  // Plain arithmetic, not `(n + 3) & ~3`: the sizes are 32-bit unsigned and bitwise operators would wrap
+  // them to negative numbers (n_namesz 0x7ffffffd pads to -2^31), letting a crafted note point back at itself.
+  const pad4 = (n: number) => n + ((4 - (n % 4)) % 4);
   for (const [i, ph] of phdrs.entries()) {
     if (ph.get("p_type") !== PT_NOTE) continue;
     const offset = ph.getBig("p_offset");
@@ -192,6 +194,8 @@ function findPvhEntry(image: Uint8Array, phdrs: StructView[]): number | undefine
       const descAt = nameAt + pad4(namesz);
       const next = descAt + pad4(descsz);
       if (next > notes.byteLength) throw new KernelImageError(`ELF: malformed note in segment ${i}: it runs past the segment's end`);
+      // Every step moves forward (the header alone is 12 bytes); a note that does not would loop forever.
+      if (next <= at) throw new KernelImageError(`ELF: malformed note in segment ${i}: its sizes do not move past it`);
       const name = new TextDecoder().decode(notes.subarray(nameAt, nameAt + namesz)).replace(/\0+$/, "");
       if (name === "Xen" && nh.get("n_type") === XEN_ELFNOTE_PHYS32_ENTRY) {
         const dv = new DataView(notes.buffer, notes.byteOffset + descAt, descsz);

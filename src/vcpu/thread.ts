@@ -13,6 +13,8 @@ import type { VcpuFd } from "../kvm/vcpu-fd.ts";
 import { giveBackVcpuWorker, takeVcpuWorker, type PooledWorker } from "./worker-pool.ts";
 
 const IMMEDIATE_EXIT = kvm_run.offsetOf("immediate_exit");
+/** Start `n` vCPU workers ahead of need and wait until they are loaded (worker-pool.ts keeps them). */
+export { prewarmVcpuWorkers } from "./worker-pool.ts";
 
 export class VcpuThread {
   private readonly pooled: PooledWorker;

@@ -78,6 +78,8 @@ export class Vcpu {
   private readonly bytes: Uint8Array;
   private readonly dv: DataView;
   private loopDone?: Promise<void>;
+  /** True while this vCPU waits out a pause, out of KVM_RUN with no exit pending: its state can be read. */
+  parked = false;
   private assistTimer?: Timer;
 
   constructor(
@@ -151,7 +153,11 @@ export class Vcpu {
           // EINTR: a kick (pause) or a signal that was not ours. EAGAIN: a secondary vCPU left its wait for
           // INIT/SIPI (api.rst 4.10, KVM_RUN). Either way the guest goes on, once the VM is not paused.
           this.thread.clearKick();
-          if (this.host.paused) await this.host.paused;
+          if (this.host.paused) {
+            this.parked = true;
+            await this.host.paused;
+            this.parked = false;
+          }
           if (this.host.stopping) break;
           this.thread.resume();
           continue;

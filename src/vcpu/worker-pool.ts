@@ -49,6 +49,15 @@ export function prestartVcpuWorkers(count: number): void {
   }
 }
 
+/**
+ * Start workers until `count` are idle and wait until each has loaded: for a process that expects to start
+ * or restore a VM soon (an idle `kindling api`, a clone pool), so that its first vCPU need not wait.
+ */
+export async function prewarmVcpuWorkers(count = 1): Promise<void> {
+  prestartVcpuWorkers(count);
+  await Promise.all(idle.map((w) => w.thread));
+}
+
 /** An idle worker, or a new one. It keeps the process alive until it is given back. */
 export function takeVcpuWorker(): PooledWorker {
   const w = idle.pop() ?? startWorker();

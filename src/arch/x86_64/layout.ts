@@ -115,6 +115,8 @@ export const RAM_64BIT_START = MMIO32_END;
 /** The first GSI free for virtio devices (IRQs 0-4 are the PIT, keyboard, cascade, COM2 and COM1). */
 export const IRQ_BASE = 5;
 export const IRQ_MAX = 23;
+/** How many virtio devices fit: one IRQ each from IRQ_BASE to IRQ_MAX (19), and one MMIO window each. */
+export const VIRTIO_DEVICES_MAX = Math.min(VIRTIO_MMIO_MAX_DEVICES, IRQ_MAX - IRQ_BASE + 1);
 
 /** Where RAM lives for a VM of `memSize` bytes: below the gap, then above 4 GiB. */
 export function ramRegions(memSize: number): { gpa: number; size: number }[] {

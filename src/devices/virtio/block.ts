@@ -15,8 +15,12 @@
 // write is followed by fsync before it completes.
 
 import { bool, checkKind, DeviceStateError, int } from "../state.ts";
-import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, readSync, writeSync } from "node:fs";
+import { openDriveImage } from "../../host-file.ts";
+import { rateLimitedLog } from "../../rate-limit.ts";
+import { flock, LOCK_EX, LOCK_NB, LOCK_SH, SysError } from "../../kvm/libc.ts";
 import { StructView } from "../../kvm/struct.ts";
+import { RateLimiter, resumeOnUnblock, serveLimited, type RateLimiterConfig } from "../rate-limiter.ts";
 import { readConfigBytes, type VirtioContext, type VirtioDevice, type VirtioDeviceState } from "./device.ts";
 import type { DescriptorChain, Virtqueue } from "./queue.ts";
 import {
@@ -39,7 +43,14 @@ export interface BlockBackend {
   close(): void;
 }
 
-/** A regular host file as a disk, through positioned reads and writes (pread/pwrite) and fsync. */
+/**
+ * A regular host file as a disk, through positioned reads and writes (pread/pwrite) and fsync.
+ *
+ * Opened through host-file.ts (no symlink, a regular file, checked on the descriptor). An advisory lock
+ * (flock) says who uses the image: exclusive for read-write, shared for read-only, both non-blocking, so two
+ * VMs (or a VM and a tool that also takes flock, as QEMU's and util-linux's do) cannot use one image
+ * read-write at once; a second opener gets a clear error instead of a corrupted filesystem.
+ */
 export class FileBlockBackend implements BlockBackend {
   readonly size: number;
   private fd: number;
@@ -48,17 +59,23 @@ export class FileBlockBackend implements BlockBackend {
     readonly path: string,
     readonly readOnly = false,
   ) {
+    let opened;
     try {
-      this.fd = openSync(path, readOnly ? "r" : "r+");
+      opened = openDriveImage("virtio-blk", path, readOnly);
     } catch (e) {
-      throw new Error(`virtio-blk: cannot open ${path}${readOnly ? " read-only" : " for reading and writing"}: ${(e as Error).message}`);
+      throw new Error(`${(e as Error).message}${readOnly ? " (read-only)" : " (for reading and writing)"}`);
     }
-    const st = fstatSync(this.fd);
-    if (!st.isFile()) {
+    this.fd = opened.fd;
+    this.size = opened.size;
+    try {
+      flock(this.fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB);
+    } catch (e) {
       closeSync(this.fd);
-      throw new Error(`virtio-blk: ${path} is not a regular file`);
+      const busy = e instanceof SysError && e.code === "EAGAIN";
+      throw new Error(busy
+        ? `virtio-blk: ${path} is in use by another VM or program${readOnly ? " read-write" : ""} (its flock is taken); two users may not write one image`
+        : `virtio-blk: locking ${path}: ${(e as Error).message}`);
     }
-    this.size = st.size;
   }
 
   read(buf: Uint8Array, offset: number): void {
@@ -85,11 +102,20 @@ export class FileBlockBackend implements BlockBackend {
   }
 }
 
+/**
+ * The most data one request may move. I/O runs synchronously on the main thread, so one request must not
+ * take long: a guest could otherwise read its whole RAM in one chain. Linux sends at most max_sectors_kb
+ * (1280 KiB by default) per request, well under this; a larger one gets VIRTIO_BLK_S_IOERR.
+ */
+export const BLK_MAX_REQUEST_BYTES = 16 << 20;
+
 export interface VirtioBlockOptions {
   /** The GET_ID answer (the guest's /sys/block/vda/serial): printable ASCII, at most 20 bytes. */
   id?: string;
   /** QueueNumMax (default 256). */
   queueSize?: number;
+  /** Firecracker's drive `rate_limiter`: requests over budget wait on the queue. */
+  rateLimiter?: RateLimiterConfig;
   log?: (message: string) => void;
 }
 
@@ -121,6 +147,8 @@ export class VirtioBlock implements VirtioDevice {
   private readonly log: (message: string) => void;
   private queue: Virtqueue | undefined;
   private ctx: VirtioContext | undefined;
+  /** Bandwidth (data bytes) and ops (requests) limits; PATCH /drives updates them with update(). */
+  readonly rateLimiter: RateLimiter;
   /** VIRTIO_BLK_F_FLUSH not negotiated: the driver expects every write to be durable when it completes. */
   private writethrough = true;
 
@@ -131,7 +159,10 @@ export class VirtioBlock implements VirtioDevice {
   ) {
     const queueSize = opts.queueSize ?? 256;
     this.queueMaxSizes = [queueSize];
-    this.log = opts.log ?? (() => {});
+    // Failed requests are the guest's doing: rate-limited.
+    this.log = rateLimitedLog(opts.log ?? (() => {}));
+    this.rateLimiter = new RateLimiter(opts.rateLimiter);
+    this.rateLimiter.onUnblocked = resumeOnUnblock(() => this.ctx, () => this.process(0));
     const id = opts.id ?? "kindling";
     if (!/^[\x20-\x7e]*$/.test(id) || id.length > VIRTIO_BLK_ID_BYTES) {
       throw new Error(`virtio-blk: id ${JSON.stringify(id)} must be printable ASCII of at most ${VIRTIO_BLK_ID_BYTES} bytes`);
@@ -197,6 +228,7 @@ export class VirtioBlock implements VirtioDevice {
 
   /** The VM has ended: close the backing file. */
   close(): void {
+    this.rateLimiter.close();
     this.backend.close();
   }
 
@@ -228,7 +260,12 @@ export class VirtioBlock implements VirtioDevice {
   }
 
   process(_queueIndex: number): boolean {
-    return this.queue?.serve((chain) => this.handle(chain)) ?? false;
+    const q = this.queue;
+    if (!q) return false;
+    if (this.rateLimiter.unlimited) return q.serve((chain) => this.handle(chain));
+    // A request costs one op and its data bytes (the buffers between the header and the status byte).
+    const cost = (c: DescriptorChain) => Math.max(0, c.readableLength - virtio_blk_outhdr.size) + Math.max(0, c.writableLength - 1);
+    return serveLimited(q, this.rateLimiter, cost, (chain) => this.handle(chain));
   }
 
   /** Carry out one request; returns the used length. */
@@ -263,6 +300,7 @@ export class VirtioBlock implements VirtioDevice {
     const sector = hdr.getBig("sector");
     switch (type) {
       case VIRTIO_BLK_T_IN: {
+        this.checkSize(dataIn, "read");
         const at = this.checkRange(sector, dataIn, "read");
         let pos = at;
         for (const s of chain.writableSlices(0, dataIn)) {
@@ -274,6 +312,7 @@ export class VirtioBlock implements VirtioDevice {
       case VIRTIO_BLK_T_OUT: {
         if (this.backend.readOnly) throw new BlockRequestError(VIRTIO_BLK_S_IOERR, "write to a read-only disk");
         const len = chain.readableLength - virtio_blk_outhdr.size;
+        this.checkSize(len, "write");
         let pos = this.checkRange(sector, len, "write");
         for (const s of chain.readableSlices(virtio_blk_outhdr.size, len)) {
           this.backend.write(s, pos);
@@ -293,6 +332,12 @@ export class VirtioBlock implements VirtioDevice {
       }
       default:
         throw new BlockRequestError(VIRTIO_BLK_S_UNSUPP, `request type ${type} is not supported`);
+    }
+  }
+
+  private checkSize(len: number, what: string): void {
+    if (len > BLK_MAX_REQUEST_BYTES) {
+      throw new BlockRequestError(VIRTIO_BLK_S_IOERR, `${what} of ${len} bytes is over the ${BLK_MAX_REQUEST_BYTES}-byte limit per request`);
     }
   }
 

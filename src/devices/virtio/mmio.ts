@@ -18,6 +18,7 @@
 
 import { bool, checkKind, DeviceStateError, fromHex64, hex64, int, type Stateful } from "../state.ts";
 import type { BusDevice, InterruptLine } from "../../bus.ts";
+import { rateLimitedLog } from "../../rate-limit.ts";
 import type { GuestMemory } from "../../memory.ts";
 import type { VirtioContext, VirtioDevice, VirtioDeviceState } from "./device.ts";
 import { Virtqueue, type VirtqueueState } from "./queue.ts";
@@ -169,7 +170,8 @@ export class VirtioMmioTransport implements BusDevice, Stateful<VirtioMmioState>
     this.name = device.name;
     this.mem = opts.mem;
     this.irq = opts.irq;
-    this.log = opts.log ?? (() => {});
+    // The guest decides how often these happen: through a rate limit (a caller's own onError is its own).
+    this.log = rateLimitedLog(opts.log ?? (() => {}));
     this.onError = opts.onError ?? this.log;
     for (const max of device.queueMaxSizes) {
       if (!Number.isInteger(max) || max < 1 || max > V.VIRTQUEUE_MAX_SIZE || (max & (max - 1)) !== 0) {

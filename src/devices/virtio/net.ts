@@ -28,8 +28,11 @@
 
 import { checkKind, DeviceStateError, fromBase64, int, toBase64 } from "../state.ts";
 import { StructView } from "../../kvm/struct.ts";
+import type { MmdsNetworkStack } from "../../mmds/stack.ts";
+import { RateLimiter, resumeOnUnblock, type RateLimiterConfig } from "../rate-limiter.ts";
 import { Tap, TAP_MAX_FRAME } from "../../net/tap.ts";
 import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 } from "../../net/uapi.ts";
+import { rateLimitedLog } from "../../rate-limit.ts";
 import { readConfigBytes, type VirtioContext, type VirtioDevice, type VirtioDeviceState } from "./device.ts";
 import type { DescriptorChain, Virtqueue } from "./queue.ts";
 import {
@@ -74,6 +77,9 @@ export interface VirtioNetOptions {
   queueSize?: number;
   /** Received frames kept while the driver has no buffer for them (default 64). */
   maxPendingFrames?: number;
+  /** Firecracker's `rx_rate_limiter` and `tx_rate_limiter`: frames over budget wait. */
+  rxRateLimiter?: RateLimiterConfig;
+  txRateLimiter?: RateLimiterConfig;
   log?: (message: string) => void;
 }
 
@@ -127,16 +133,6 @@ const FEATURE_NEEDS: [feature: number, name: string, needs: number, needsName: s
   [VIRTIO_NET_F_HOST_TSO6, "VIRTIO_NET_F_HOST_TSO6", VIRTIO_NET_F_CSUM, "VIRTIO_NET_F_CSUM"],
 ];
 
-/** Log the first few of a kind of guest mistake, then every 1000th: a guest cannot flood the log. */
-class RateLimitedLog {
-  private count = 0;
-  constructor(private readonly log: (m: string) => void) {}
-  note(message: string): void {
-    this.count++;
-    if (this.count <= 8 || this.count % 1000 === 0) this.log(this.count > 8 ? `${message} (${this.count} so far)` : message);
-  }
-}
-
 /**
  * Configuration space (mac, status, mtu), the frames from the host waiting for receive buffers (the
  * device's pending work, virtio-net header first, base64) and the counters. The offloads follow from the
@@ -152,8 +148,9 @@ export class VirtioNet implements VirtioDevice {
   readonly counters: NetCounters = { rxFrames: 0, rxBytes: 0, rxDropped: 0, txFrames: 0, txBytes: 0, txDropped: 0 };
   private readonly config = new StructView(virtio_net_config);
   private readonly log: (message: string) => void;
-  private readonly rxLog: RateLimitedLog;
-  private readonly txLog: RateLimitedLog;
+  /** Guest mistakes on each queue, through the rate-limited log: a guest cannot flood it. */
+  private readonly rxLog: { note: (message: string) => void };
+  private readonly txLog: { note: (message: string) => void };
   private readonly maxPending: number;
   /** Frames from the host waiting for receive buffers, oldest first. */
   private readonly pending: Uint8Array[] = [];
@@ -169,6 +166,17 @@ export class VirtioNet implements VirtioDevice {
   private hostGso = new Set<number>([VIRTIO_NET_HDR_GSO_NONE]);
   private hostCsum = false;
   private reading = false;
+  /** Chains deliverPending may still pop this round. */
+  private rxBudget = 0;
+  private nextRoundScheduled = false;
+  /** Receive and transmit limits (PATCH /network-interfaces updates them with update()). */
+  readonly rxRateLimiter: RateLimiter;
+  readonly txRateLimiter: RateLimiter;
+  /** MMDS on this interface: frames for it are answered by the VMM and never reach the host. */
+  private mmds: MmdsNetworkStack | undefined;
+  /** Frames among `pending` that MMDS made (no host buffer to release), and how many. */
+  private readonly local = new WeakSet<Uint8Array>();
+  private localPending = 0;
 
   readonly backend: NetBackend;
 
@@ -191,12 +199,16 @@ export class VirtioNet implements VirtioDevice {
     }
     const backend = this.backend;
     this.name = `virtio-net(${backend.name})`;
-    this.log = opts.log ?? (() => {});
-    this.rxLog = new RateLimitedLog((m) => this.log(`${this.name}: rx: ${m}`));
-    this.txLog = new RateLimitedLog((m) => this.log(`${this.name}: tx: ${m}`));
+    this.log = rateLimitedLog(opts.log ?? (() => {}));
+    this.rxLog = { note: (m) => this.log(`${this.name}: rx: ${m}`) };
+    this.txLog = { note: (m) => this.log(`${this.name}: tx: ${m}`) };
     const queueSize = opts.queueSize ?? 256;
     this.queueMaxSizes = [queueSize, queueSize];
     this.maxPending = opts.maxPendingFrames ?? 64;
+    this.rxRateLimiter = new RateLimiter(opts.rxRateLimiter);
+    this.rxRateLimiter.onUnblocked = resumeOnUnblock(() => this.ctx, () => (this.deliverPending(), false));
+    this.txRateLimiter = new RateLimiter(opts.txRateLimiter);
+    this.txRateLimiter.onUnblocked = resumeOnUnblock(() => this.ctx, () => this.transmit());
     let features =
       bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_GUEST_TSO4) |
       bit(VIRTIO_NET_F_GUEST_TSO6) | bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6) |
@@ -212,6 +224,13 @@ export class VirtioNet implements VirtioDevice {
     this.deviceFeatures = features;
     // The TAP's carrier is up while kindling holds it open: the link is always up.
     this.config.set("status", VIRTIO_NET_S_LINK_UP);
+  }
+
+  /** Answer MMDS on this interface with `stack` (Firecracker's configure_mmds_network_stack), or stop. */
+  setMmds(stack: MmdsNetworkStack | undefined): void {
+    this.mmds?.close();
+    this.mmds = stack;
+    if (stack) stack.output = (frame) => this.receiveLocal(frame);
   }
 
   /** Frames waiting for receive buffers. */
@@ -283,11 +302,16 @@ export class VirtioNet implements VirtioDevice {
 
   close(): void | Promise<void> {
     this.reset();
+    this.setMmds(undefined);
+    this.rxRateLimiter.close();
+    this.txRateLimiter.close();
     return this.backend.close();
   }
 
   describe(): VirtioNetState {
-    return { kind: "virtio-net", config: toBase64(this.config.bytes), pending: this.pending.map(toBase64), counters: { ...this.counters } };
+    // MMDS's own replies are not the host's frames and are not kept: TCP sends them again.
+    const fromHost = this.pending.filter((f) => !this.local.has(f));
+    return { kind: "virtio-net", config: toBase64(this.config.bytes), pending: fromHost.map(toBase64), counters: { ...this.counters } };
   }
 
   restore(s: VirtioDeviceState): void {
@@ -318,6 +342,11 @@ export class VirtioNet implements VirtioDevice {
     for (let n = 0; n < q.size; n++) {
       const chain = q.pop();
       if (!chain) return false;
+      if (!this.txRateLimiter.admit(chain.readableLength)) {
+        // Over budget: the chain waits on the queue until the limiter unblocks.
+        q.undoPop(1);
+        return false;
+      }
       this.sendChain(chain);
       // Transmit buffers are device-readable: nothing written (§5.1.6.2).
       q.push(chain, 0);
@@ -355,6 +384,12 @@ export class VirtioNet implements VirtioDevice {
     // num_buffers means nothing on transmit (§5.1.6.2): zero it rather than pass the guest's value on.
     buf[HDR_NUM_BUFFERS] = 0;
     buf[HDR_NUM_BUFFERS + 1] = 0;
+    // A frame for MMDS is answered by the VMM (src/mmds/stack.ts) and goes no further.
+    if (this.mmds?.handleFrame(buf.subarray(NET_HDR_SIZE))) {
+      this.counters.txFrames++;
+      this.counters.txBytes += len - NET_HDR_SIZE;
+      return;
+    }
     try {
       this.backend.write(buf);
     } catch (e) {
@@ -369,6 +404,28 @@ export class VirtioNet implements VirtioDevice {
 
   // ---- receive: host -> guest ----
 
+  /** A frame from MMDS for the guest: queued like a frame from the host, with an all-zero header. */
+  private receiveLocal(frame: Uint8Array): void {
+    if (!this.ctx?.running() || this.localPending >= this.maxPending) {
+      // TCP retransmits what is lost here.
+      this.counters.rxDropped++;
+      return;
+    }
+    const f = new Uint8Array(NET_HDR_SIZE + frame.byteLength);
+    f.set(frame, NET_HDR_SIZE);
+    this.local.add(f);
+    this.localPending++;
+    this.pending.push(f);
+    this.deliverPending();
+    this.ctx.signalUsed();
+  }
+
+  /** A frame leaves `pending`: a host frame's buffer goes back to the reader. */
+  private release(frame: Uint8Array): void {
+    if (this.local.delete(frame)) this.localPending--;
+    else this.backend.releaseFrame();
+  }
+
   private onHostFrame(frame: Uint8Array): void {
     if (!this.ctx?.running()) {
       this.counters.rxDropped++;
@@ -381,16 +438,27 @@ export class VirtioNet implements VirtioDevice {
     this.ctx.signalUsed();
   }
 
-  /** Place waiting frames into receive buffers, oldest first, until one does not fit yet. Returns how many. */
+  /**
+   * Place waiting frames into receive buffers, oldest first, until one does not fit yet. Returns how many.
+   * A round pops at most the queue's size of chains (like Virtqueue.serve): a guest that keeps the ring full
+   * of chains too short for a header would otherwise keep this loop, and the main thread, going forever.
+   * When the budget runs out the next round runs on the next event-loop turn.
+   */
   private deliverPending(): number {
     const q = this.rx;
     let delivered = 0;
+    if (q) this.rxBudget = q.size;
     while (q && this.pending.length > 0 && this.ctx?.running()) {
       const frame = this.pending[0]!;
+      if (!this.rxRateLimiter.admit(frame.byteLength)) break;
       const r = this.place(q, frame);
-      if (r === "wait") break;
+      if (r === "wait" || r === "yield") {
+        this.rxRateLimiter.refund(frame.byteLength);
+        if (r === "yield") this.scheduleNextRound();
+        break;
+      }
       this.pending.shift();
-      this.backend.releaseFrame();
+      this.release(frame);
       if (r === "placed") {
         delivered++;
         this.counters.rxFrames++;
@@ -402,11 +470,24 @@ export class VirtioNet implements VirtioDevice {
     return delivered;
   }
 
+  /** Another deliverPending round after the event loop has run (setImmediate: after I/O and timers). */
+  private scheduleNextRound(): void {
+    if (this.nextRoundScheduled) return;
+    this.nextRoundScheduled = true;
+    setImmediate(() => {
+      this.nextRoundScheduled = false;
+      if (!this.ctx?.running()) return;
+      this.deliverPending();
+      this.ctx.signalUsed();
+    });
+  }
+
   /**
    * Put one frame into receive buffers: one chain, or with MRG_RXBUF as many as it needs (§5.1.6.3.2).
-   * "wait": not enough buffers yet (none taken). "dropped": the frame can never be delivered.
+   * "wait": not enough buffers yet (none taken). "dropped": the frame can never be delivered. "yield": this
+   * round's budget of pops (rxBudget) is spent (none taken); try again next round.
    */
-  private place(q: Virtqueue, frame: Uint8Array): "placed" | "wait" | "dropped" {
+  private place(q: Virtqueue, frame: Uint8Array): "placed" | "wait" | "dropped" | "yield" {
     const why = this.unacceptable(frame);
     if (why) {
       this.rxLog.note(`${why}; dropped`);
@@ -421,11 +502,16 @@ export class VirtioNet implements VirtioDevice {
         this.rxLog.note(`a ${frame.byteLength}-byte frame does not fit ${this.mergeable ? "the whole receive ring" : `receive chain ${chains[0]!.head}`} (${room} bytes); dropped`);
         return "dropped";
       }
+      if (this.rxBudget <= 0) {
+        q.undoPop(chains.length);
+        return "yield";
+      }
       const chain = q.pop();
       if (!chain) {
         q.undoPop(chains.length);
         return "wait";
       }
+      this.rxBudget--;
       // A chain with fewer bytes than the header cannot start a frame; as a later part it adds its room.
       chains.push(chain);
       room += chain.writableLength;
@@ -463,9 +549,9 @@ export class VirtioNet implements VirtioDevice {
   }
 
   private dropPending(): void {
-    for (const _ of this.pending) {
+    for (const frame of this.pending) {
       this.counters.rxDropped++;
-      this.backend.releaseFrame();
+      this.release(frame);
     }
     this.pending.length = 0;
   }

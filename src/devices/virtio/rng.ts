@@ -6,9 +6,10 @@
 // VIRTIO_RNG_MAX_BYTES_PER_REQUEST bytes however large its buffers: the used length says how many
 // (§5.4.6.2: the device MAY fill less than the whole buffer).
 
+import { RateLimiter, resumeOnUnblock, serveLimited, type RateLimiterConfig } from "../rate-limiter.ts";
 import { checkKind, int } from "../state.ts";
 import type { VirtioContext, VirtioDevice, VirtioDeviceState } from "./device.ts";
-import type { Virtqueue } from "./queue.ts";
+import type { DescriptorChain, Virtqueue } from "./queue.ts";
 import { VIRTIO_ID_RNG } from "./uapi.ts";
 
 export const VIRTIO_RNG_MAX_BYTES_PER_REQUEST = 64 * 1024;
@@ -26,9 +27,14 @@ export class VirtioRng implements VirtioDevice {
   /** Random bytes handed to the guest, for metrics and tests. */
   bytesServed = 0;
   private queue: Virtqueue | undefined;
+  private ctx: VirtioContext | undefined;
+  /** Firecracker's entropy `rate_limiter`: bytes and requests; requests over budget wait on the queue. */
+  readonly rateLimiter: RateLimiter;
 
-  constructor(opts: { queueSize?: number } = {}) {
+  constructor(opts: { queueSize?: number; rateLimiter?: RateLimiterConfig } = {}) {
     this.queueMaxSizes = [opts.queueSize ?? 256];
+    this.rateLimiter = new RateLimiter(opts.rateLimiter);
+    this.rateLimiter.onUnblocked = resumeOnUnblock(() => this.ctx, () => this.process(0));
   }
 
   readConfig(_offset: number, data: Uint8Array): void {
@@ -41,10 +47,16 @@ export class VirtioRng implements VirtioDevice {
     const q = ctx.queues[0];
     if (!q) throw new Error("queue 0 (requestq) is not ready");
     this.queue = q;
+    this.ctx = ctx;
   }
 
   reset(): void {
     this.queue = undefined;
+    this.ctx = undefined;
+  }
+
+  close(): void {
+    this.rateLimiter.close();
   }
 
   describe(): VirtioRngState {
@@ -57,7 +69,10 @@ export class VirtioRng implements VirtioDevice {
   }
 
   process(_queueIndex: number): boolean {
-    return this.queue?.serve((chain) => {
+    const q = this.queue;
+    if (!q) return false;
+    const cost = (c: DescriptorChain) => Math.min(c.writableLength, VIRTIO_RNG_MAX_BYTES_PER_REQUEST);
+    return serveLimited(q, this.rateLimiter, cost, (chain) => {
       // Device-readable buffers carry nothing for this device and are ignored.
       const len = Math.min(chain.writableLength, VIRTIO_RNG_MAX_BYTES_PER_REQUEST);
       for (const s of chain.writableSlices(0, len)) {
@@ -67,6 +82,6 @@ export class VirtioRng implements VirtioDevice {
       }
       this.bytesServed += len;
       return len;
-    }) ?? false;
+    });
   }
 }

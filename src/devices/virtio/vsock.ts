@@ -25,12 +25,13 @@
 import { checkKind, DeviceStateError, fromBase64, int, toBase64 } from "../state.ts";
 import { unlinkSync } from "node:fs";
 import { StructView } from "../../kvm/struct.ts";
+import { rateLimitedLog } from "../../rate-limit.ts";
 import { readConfigBytes, type VirtioContext, type VirtioDevice, type VirtioDeviceState } from "./device.ts";
 import type { DescriptorChain, Virtqueue } from "./queue.ts";
 import {
   virtio_vsock_config, virtio_vsock_hdr, VIRTIO_ID_VSOCK, VIRTIO_VSOCK_OP_CREDIT_REQUEST, VIRTIO_VSOCK_OP_CREDIT_UPDATE,
   VIRTIO_VSOCK_OP_REQUEST, VIRTIO_VSOCK_OP_RESPONSE, VIRTIO_VSOCK_OP_RST, VIRTIO_VSOCK_OP_RW, VIRTIO_VSOCK_OP_SHUTDOWN,
-  VIRTIO_VSOCK_TYPE_STREAM, VMADDR_CID_HOST,
+  VIRTIO_VSOCK_TYPE_STREAM, VMADDR_CID_HOST, virtio_vsock_event, VIRTIO_VSOCK_EVENT_TRANSPORT_RESET,
 } from "./uapi.ts";
 import {
   VSOCK_BUF_ALLOC, VSOCK_MAX_PKT_DATA, VsockConnection, type ConnectionOwner, type HostSocket, type HostSocketData,
@@ -88,7 +89,6 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
   readonly counters: VsockCounters = { connectionsOpened: 0, txBytes: 0, rxBytes: 0, rstSent: 0, dropped: 0 };
   private readonly config = new StructView(virtio_vsock_config);
   private readonly logFn: (message: string) => void;
-  private logged = 0;
   private readonly listener: ReturnType<typeof Bun.listen<HostSocketData>>;
   /** Connections by `${hostPort}/${guestPort}`. */
   readonly connections = new Map<string, VsockConnection>();
@@ -102,6 +102,7 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
   private tx: Virtqueue | undefined;
   private closed = false;
   private fillScheduled = false;
+  private nextRoundScheduled = false;
 
   constructor(opts: VirtioVsockOptions) {
     const cid = opts.guestCid;
@@ -111,10 +112,13 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
     if (!opts.udsPath) throw new Error("vsock: uds_path is empty");
     this.guestCid = cid;
     this.udsPath = opts.udsPath;
-    this.logFn = opts.log ?? (() => {});
+    this.logFn = rateLimitedLog(opts.log ?? (() => {}));
     const q = opts.queueSize ?? 256;
     this.queueMaxSizes = [q, q, q];
     this.config.set("guest_cid", cid);
+    // umask 0177 while the socket is bound: it is born 0600 (only the VMM's user may connect to the guest),
+    // whatever the process umask is, with no moment of wider access.
+    const umask = process.umask(0o177);
     try {
       this.listener = Bun.listen<HostSocketData>({
         unix: opts.udsPath,
@@ -132,6 +136,8 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
       });
     } catch (e) {
       throw new Error(`vsock: cannot listen on ${opts.udsPath}: ${(e as Error).message} (remove a stale socket file first)`);
+    } finally {
+      process.umask(umask);
     }
     // Listening alone does not keep the VMM process alive; close() stops it.
     this.listener.unref();
@@ -185,6 +191,31 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
     if (rst.length > 0 && this.ctx) this.scheduleFill();
   }
 
+  /**
+   * VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the event queue (virtio 1.2 §5.10.6.6): the guest driver drops
+   * every connection and re-reads its CID. Firecracker sends it when it takes a snapshot, since host
+   * sockets cannot be carried into the restored VM; the host side of each connection is closed here too.
+   * Returns false when the driver is not running or left no event buffer.
+   */
+  sendTransportReset(): boolean {
+    const ctx = this.ctx;
+    const eventq = ctx?.queues[VSOCK_EVENT_QUEUE];
+    if (!ctx || !eventq || !ctx.running()) return false;
+    const chain = eventq.pop();
+    if (!chain) return false;
+    const event = new StructView(virtio_vsock_event).set("id", VIRTIO_VSOCK_EVENT_TRANSPORT_RESET);
+    let written = 0;
+    try {
+      chain.write(0, event.bytes);
+      written = event.bytes.byteLength;
+    } finally {
+      eventq.push(chain, written);
+    }
+    for (const c of [...this.connections.values()]) c.close();
+    ctx.signalUsed();
+    return written > 0;
+  }
+
   reset(): void {
     const wasRunning = this.ctx !== undefined;
     this.ctx = undefined;
@@ -230,10 +261,9 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
     this.rxReady.delete(conn);
   }
 
-  /** Rate-limited: a guest cannot flood the log. */
+  /** Rate-limited (src/rate-limit.ts): a guest cannot flood the log. */
   log(message: string): void {
-    this.logged++;
-    if (this.logged <= 20 || this.logged % 1000 === 0) this.logFn(`${this.name}: ${message}`);
+    this.logFn(`${this.name}: ${message}`);
   }
 
   // ---- guest -> host (tx queue) ----
@@ -424,14 +454,25 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
     this.log(`${why}; dropped`);
   }
 
-  /** Fill receive buffers with waiting packets: RST answers first, then connections in turn. Returns how many. */
+  /**
+   * Fill receive buffers with waiting packets: RST answers first, then connections in turn. Returns how many.
+   * At most the queue's size of chains per round, like Virtqueue.serve: a guest that keeps the ring full of
+   * buffers too short for a header would otherwise keep this loop (and the main thread) going forever. When
+   * the round ends with work left and buffers still posted, the next round runs on the next event-loop turn.
+   */
   private fillRx(): number {
     const q = this.rx;
     if (!q || !this.ctx?.running()) return 0;
     let sent = 0;
+    let popped = 0;
     while (this.pendingRst.length > 0 || this.rxReady.size > 0) {
+      if (popped === q.size) {
+        this.scheduleNextRound();
+        break;
+      }
       const chain = q.pop();
       if (!chain) break;
+      popped++;
       if (chain.writableLength < VSOCK_HDR_SIZE) {
         // The driver cannot be sent anything in it; give it back empty.
         this.log(`receive buffer ${chain.head} has ${chain.writableLength} bytes, less than a header`);
@@ -449,6 +490,16 @@ export class VirtioVsock implements VirtioDevice, ConnectionOwner {
       sent++;
     }
     return sent;
+  }
+
+  /** Another fillRx round after the event loop has run (setImmediate, not a microtask: those run first). */
+  private scheduleNextRound(): void {
+    if (this.nextRoundScheduled) return;
+    this.nextRoundScheduled = true;
+    setImmediate(() => {
+      this.nextRoundScheduled = false;
+      if (this.fillRx() > 0) this.ctx?.signalUsed();
+    });
   }
 
   private nextPacket(room: number): { bytes: Uint8Array; data?: Uint8Array } | undefined {
