@@ -19,7 +19,24 @@ export interface BusDevice {
   write(offset: number, data: Uint8Array): void;
   /** The register an offset names, for traces (`LSR`, `QueueNotify`); optional. */
   registerName?(offset: number, isWrite: boolean): string | undefined;
+  /**
+   * Set when the vCPU's own thread may complete this device's accesses, without waking the main thread
+   * (src/vcpu/local.ts): the device is one of the kinds below and any state it has is in shared memory.
+   * Its read and write must do what the kind says, for the accesses that do reach the main thread (an
+   * exit trace, which wants every exit, turns the vCPU-thread path off) and for replay.
+   */
+  readonly onVcpuThread?: VcpuThreadModel;
 }
+
+/**
+ * The device kinds a vCPU thread completes itself, implemented once in src/vcpu/local.ts:
+ *   sink     writes are dropped; reads return `fill` in every byte (port 0x80, Linux's I/O delay)
+ *   counter  writes are counted, with the times of the first and the last, in `state` as a BigInt64Array
+ *            [count, first, last] (ns on performance.timeOrigin + performance.now()'s clock, the same on
+ *            every thread), updated atomically so that two vCPUs writing at once are both counted; reads
+ *            return zeros (the exit benchmark's devices)
+ */
+export type VcpuThreadModel = { kind: "sink"; fill: number } | { kind: "counter"; state: SharedArrayBuffer };
 
 /** An interrupt line a device raises: an irqfd-backed eventfd on a real VM, a counter in unit tests. */
 export interface InterruptLine {
@@ -84,6 +101,11 @@ export class Bus {
       else return { device: r.device, offset: addr - r.base };
     }
     return undefined;
+  }
+
+  /** The ranges whose devices a vCPU thread may serve itself (src/vcpu/local.ts), in address order. */
+  vcpuThreadRanges(): { base: number; size: number; model: VcpuThreadModel }[] {
+    return this.ranges.flatMap((r) => (r.device.onVcpuThread ? [{ base: r.base, size: r.size, model: r.device.onVcpuThread }] : []));
   }
 
   /** Every registered range, in address order (for --explain and the docs). */

@@ -2,11 +2,13 @@
 // does this host run guest kernel code natively or emulate it. `kindling doctor` prints these facts; tests
 // and `kindling boot` use them to refuse early, or to warn that a Linux boot will be slow.
 
-import { existsSync, readFileSync } from "node:fs";
-import { release } from "node:os";
-import { consola } from "consola";
+// node:fs, node:os and consola are loaded when a function needs them, not with this module: probe boots
+// call hostEmulatesGuestKernel() on the way to their first instruction, and loading node:fs alone costs a
+// process 2 to 15 ms here (bench/README.md, start to first instruction).
+const existsSync = (path: string): boolean => (require("node:fs") as typeof import("node:fs")).existsSync(path);
+const release = (): string => (require("node:os") as typeof import("node:os")).release();
 import { Kvm, KVM_DEVICE } from "./kvm/system.ts";
-import { SysError } from "./kvm/libc.ts";
+import { SysError, close, open, read_, O_RDONLY } from "./kvm/libc.ts";
 import { KVM_API_VERSION } from "./kvm/uapi.ts";
 
 /** Where the facts are read from. Tests point these at files of their own. */
@@ -86,11 +88,38 @@ export function detectKvm(device = DEFAULT_HOST_PATHS.kvmDevice): KvmFacts {
   return facts;
 }
 
+/** A file's whole text through libc (procfs files report size 0, so read until EOF). Throws if it cannot. */
+function readSmallFile(path: string): string {
+  const fd = open(path, O_RDONLY);
+  try {
+    const chunks: Uint8Array[] = [];
+    for (;;) {
+      const buf = new Uint8Array(65536);
+      const n = read_(fd, buf);
+      if (n === 0) break;
+      chunks.push(buf.subarray(0, n));
+    }
+    return new TextDecoder().decode(Buffer.concat(chunks));
+  } finally {
+    close(fd);
+  }
+}
+
+/** Whether a path exists and can be opened for reading (a directory too). */
+function canOpen(path: string): boolean {
+  try {
+    close(open(path, O_RDONLY));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** The fields of the first processor in /proc/cpuinfo that kindling reports. */
 function readCpuinfo(path: string): { model: string | null; flags: Set<string> } {
   let text = "";
   try {
-    text = readFileSync(path, "utf8");
+    text = readSmallFile(path);
   } catch {
     return { model: null, flags: new Set() };
   }
@@ -126,7 +155,7 @@ let emulatesCached: boolean | undefined;
 export function hostEmulatesGuestKernel(): boolean {
   if (emulatesCached === undefined) {
     const flags = readCpuinfo(DEFAULT_HOST_PATHS.cpuinfo).flags;
-    emulatesCached = existsSync(DEFAULT_HOST_PATHS.pvmModule) || !(flags.has("vmx") || flags.has("svm"));
+    emulatesCached = canOpen(DEFAULT_HOST_PATHS.pvmModule) || !(flags.has("vmx") || flags.has("svm"));
   }
   return emulatesCached;
 }
@@ -156,7 +185,11 @@ export function emulatingHostWarning(host: Pick<HostFacts, "emulationCause"> = d
 const warned = new Set<string>();
 
 /** Prints `text` the first time `key` is seen in this process; returns whether it printed. */
-export function warnOnce(key: string, text: string, print: (text: string) => void = (t) => consola.warn(t)): boolean {
+export function warnOnce(
+  key: string,
+  text: string,
+  print: (text: string) => void = (t) => (require("consola") as typeof import("consola")).consola.warn(t),
+): boolean {
   if (warned.has(key)) return false;
   warned.add(key);
   print(text);

@@ -29,6 +29,7 @@ import type { VirtioDevice } from "./devices/virtio/device.ts";
 import { IoEventFd } from "./kvm/ioeventfd.ts";
 import { attachLegacyDevices, type LegacyDevices } from "./devices/legacy.ts";
 import { Lifecycle, type VmEnd, type VmState } from "./lifecycle.ts";
+import { prestartVcpuWorkers } from "./vcpu/worker-pool.ts";
 import { KVM_MEM_LOG_DIRTY_PAGES } from "./kvm/uapi.ts";
 
 export interface VmOptions {
@@ -96,6 +97,8 @@ export class Vm {
 
   constructor(opts: VmOptions) {
     this.log = opts.log ?? (() => {});
+    // The vCPU threads load their script while the VM is set up below (vcpu/worker-pool.ts).
+    prestartVcpuWorkers(opts.vcpus ?? 1);
     this.irqchip = opts.irqchip ?? true;
     this.queueNotify = opts.queueNotify ?? "ioeventfd";
     this.exited = new Promise((resolve) => (this.endedResolve = resolve));
@@ -247,9 +250,9 @@ export class Vm {
     this.lifecycle.to("Stopped");
     this.openGate(); // a paused vCPU must wake to see that it has to stop
     for (const v of this.vcpus) v.thread.kick();
-    void Promise.all(this.vcpus.map((v) => v.done)).then(() => {
+    void Promise.all(this.vcpus.map((v) => v.done)).then(async () => {
       this.serial.flush?.();
-      this.close();
+      await this.close();
       this.endedResolve(exit);
     });
   }
@@ -260,8 +263,11 @@ export class Vm {
     return this.exited;
   }
 
-  /** Release KVM fds, eventfds and guest RAM. Called once the vCPUs have stopped. */
-  private close(): void {
+  /**
+   * Release KVM fds, eventfds and guest RAM. Called once the vCPUs have stopped. The VM fd goes last and off
+   * this thread (VmFd.closeOffThread): its close is where KVM destroys the VM.
+   */
+  private async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     for (const v of this.vcpus) v.fd.close();
@@ -275,8 +281,8 @@ export class Vm {
       // Then let the device release what it holds on the host (a file, a TAP and its reader, a socket).
       void Promise.resolve(a.transport.device.close?.()).catch((e) => this.log(`${a.transport.name}: close failed: ${(e as Error).message}`));
     }
-    this.fd.close();
     this.kvm.close();
     freeGuestMemory(this.memory);
+    await this.fd.closeOffThread().catch((e) => this.log(`closing the VM fd failed: ${(e as Error).message}`));
   }
 }

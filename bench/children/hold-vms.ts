@@ -2,7 +2,7 @@
 // collects garbage, prints one line and then waits to be killed. The parent reads /proc/<pid>/smaps.
 //
 //   bun bench/children/hold-vms.ts vms N M       N running VMs (1 vCPU, M MiB, the irq probe spinning at CPL3)
-//   bun bench/children/hold-vms.ts workers N M   N idle vCPU worker threads (vcpu-worker.ts loaded, no VM)
+//   bun bench/children/hold-vms.ts workers N M   N idle vCPU worker threads (src/vcpu/worker.ts loaded, no VM)
 //   bun bench/children/hold-vms.ts kvm N M       N sets of KVM objects (VM, irqchip, PIT, an M MiB slot, a
 //                                                vCPU with its kvm_run mapping), no worker thread, no devices
 //
@@ -51,9 +51,8 @@ if (mode === "vms") {
   const ready: Promise<void>[] = [];
   for (let i = 0; i < count; i++) {
     const w = new Worker(url);
-    // vcpu-worker.ts posts nothing until it gets a vCPU: wait for 'open', which Bun fires once the
-    // worker's script has started, then a moment for its module to finish evaluating.
-    ready.push(new Promise((resolve) => w.addEventListener("open", () => resolve())));
+    // worker.ts posts its thread id once loaded (and garbage-collected): wait for that message.
+    ready.push(new Promise((resolve) => w.addEventListener("message", () => resolve(), { once: true })));
     keep.push(w);
   }
   await Promise.all(ready);

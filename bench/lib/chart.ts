@@ -10,7 +10,7 @@ const PANEL_W = 440;
 const PANEL_H = 104;
 const COLUMNS = 2;
 const MARGIN = 20;
-const HEADER_H = 92;
+const HEADER_H = 108;
 const LABEL_W = 70;
 const BAR_H = 18;
 

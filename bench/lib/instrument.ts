@@ -51,11 +51,12 @@ export function instrumentVmCreation(): PartTimes {
   for (const m of ["setLapic", "getLapic", "getSregs", "setRegs", "getRegs", "setFpu", "getFpu"]) {
     wrap(times, VcpuFd.prototype, m, "other vCPU state ioctls (LAPIC, REGS, FPU, GET_SREGS)");
   }
-  wrap(times, VcpuThread.prototype, "start", "vCPU worker start: thread up, vcpu-worker.ts loaded, first KVM_RUN");
+  wrap(times, VcpuThread.prototype, "start", "vCPU worker start: thread up, worker.ts loaded, first KVM_RUN");
   // Tearing down: the vCPU worker is told to stop and terminated, then Vm closes fds and unmaps guest RAM.
   wrap(times, VcpuThread.prototype, "stop", "destroy: vCPU worker stops and is terminated");
-  wrap(times, Vm.prototype, "close", "destroy: close KVM and event fds, unmap guest RAM");
-  wrap(times, VmFd.prototype, "close", `${OF_WHICH}close the VM fd (KVM destroys the VM)`);
+  wrap(times, Vm.prototype, "close", "destroy: close KVM and event fds, unmap guest RAM, await the VM fd's close");
+  wrap(times, VmFd.prototype, "close", `${OF_WHICH}close the VM fd on the main thread (KVM destroys the VM)`);
+  wrap(times, VmFd.prototype, "closeOffThread", `${OF_WHICH}close the VM fd on a pool thread (KVM destroys the VM; main thread free meanwhile)`);
   wrap(times, VcpuFd.prototype, "close", `${OF_WHICH}close the vCPU fd and unmap kvm_run`);
   const RealWorker = globalThis.Worker;
   globalThis.Worker = class extends RealWorker {

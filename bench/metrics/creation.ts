@@ -1,7 +1,7 @@
 // Metric 5: creation rate. For a fixed window, as many VMs as possible are created, booted to the probe's
 // first write, and destroyed, with CONCURRENCY of them in flight at once (one per core by default):
 //   kindling, one process:   bench/children/create-loop.ts (the first VM, which also loads code, is not counted);
-//   kindling, one process per VM: `bun bench/children/first-write.ts`, run to its exit;
+//   kindling, one process per VM: `bun first-write.js` (children/first-write.ts bundled), run to its exit;
 //   QEMU, one process per VM: the first-write PVH ELF, run to its exit (-no-reboot).
 // VMs/s = VMs completed / time from the window's start to the last completion. A new VM starts only while
 // the window is open, so the last ones may finish a little after it.
@@ -14,9 +14,9 @@ import { timedSpawn } from "../lib/timed-spawn.ts";
 import { round, summarize, type Summary } from "../lib/stats.ts";
 import { qemuCommand } from "../qemu/command.ts";
 import { MiB } from "../../src/arch/x86_64/layout.ts";
+import { bundledChildren } from "../lib/bundled-children.ts";
 
 const LOOP = join(import.meta.dir, "../children/create-loop.ts");
-const CHILD = join(import.meta.dir, "../children/first-write.ts");
 
 export interface Rate {
   vms: number;
@@ -53,7 +53,7 @@ async function processRate(cmd: string[], signal: RegExp, seconds: number, concu
   return { vms, seconds: round(s), perSecond: round(vms / s) };
 }
 
-export async function creation(opts: { seconds: number; breakdownCount: number; concurrency?: number; qemuElf?: string; log: (s: string) => void }): Promise<CreationResult> {
+export async function creation(opts: { seconds: number; breakdownCount: number; concurrency?: number; qemuElf?: string; qemuCpu?: string; log: (s: string) => void }): Promise<CreationResult> {
   const concurrency = opts.concurrency ?? availableParallelism();
   const r = await timedSpawn([process.execPath, LOOP, String(opts.seconds), String(concurrency)], { signal: /^\{.*\}\n/m, timeoutMs: (opts.seconds + 60) * 1000 });
   if (r.exitCode !== 0 || r.signalMs === undefined) throw new Error(`create-loop failed (exit ${r.exitCode})\n${r.stderr}`);
@@ -67,9 +67,9 @@ export async function creation(opts: { seconds: number; breakdownCount: number; 
   const b = await timedSpawn([process.execPath, LOOP, "--breakdown", String(opts.breakdownCount)], { signal: /^\{.*\}\n/m, timeoutMs: 120_000 });
   if (b.exitCode !== 0 || b.signalMs === undefined) throw new Error(`create-loop --breakdown failed (exit ${b.exitCode})\n${b.stderr}`);
   const breakdown = JSON.parse(b.stdout.split("\n")[0]!) as CreationResult["breakdown"];
-  const kindlingProcesses = await processRate([process.execPath, CHILD], /^first-write /m, opts.seconds, concurrency);
+  const kindlingProcesses = await processRate([process.execPath, (await bundledChildren()).firstWrite], /^first-write /m, opts.seconds, concurrency);
   const qemuProcesses = opts.qemuElf
-    ? await processRate(qemuCommand({ kernel: opts.qemuElf, memSize: 16 * MiB }), /!/, opts.seconds, concurrency)
+    ? await processRate(qemuCommand({ kernel: opts.qemuElf, memSize: 16 * MiB, cpu: opts.qemuCpu }), /!/, opts.seconds, concurrency)
     : undefined;
   opts.log(`creation: kindling ${kindlingInProcess.perSecond}/s in one process, ${kindlingProcesses.perSecond}/s as processes; QEMU ${qemuProcesses?.perSecond ?? "-"}/s`);
   return { windowSeconds: opts.seconds, concurrency, kindlingInProcess, breakdown, kindlingProcesses, qemuProcesses };

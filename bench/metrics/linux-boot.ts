@@ -80,7 +80,7 @@ async function watch(cmd: string[], opts: { stopAt: (w: ConsoleWatcher) => boole
 }
 
 export async function linuxBoot(opts: {
-  runs: number; qemuRuns: number; vmlinux: string; initramfs: string; emulatingHost: boolean; qemu: boolean; log: (s: string) => void;
+  runs: number; qemuRuns: number; vmlinux: string; initramfs: string; emulatingHost: boolean; qemu: boolean; qemuCpu?: string; log: (s: string) => void;
 }): Promise<LinuxBootResult> {
   // Where user space cannot run, "Run /init" is as far as a boot gets; elsewhere, wait for the boot timer.
   const kindlingStop = (w: ConsoleWatcher) =>
@@ -99,7 +99,7 @@ export async function linuxBoot(opts: {
   if (opts.qemu) {
     const command = qemuCommand({
       kernel: opts.vmlinux, initrd: opts.initramfs, append: qemuCmdline, memSize: 128 * MiB, i8042: false,
-      cpu: opts.emulatingHost ? "qemu64,-pni,+xsaveerptr" : "host",
+      cpu: opts.emulatingHost ? "qemu64,-pni,+xsaveerptr" : (opts.qemuCpu ?? "host"),
     });
     const runs: LinuxRun[] = [];
     for (let i = 0; i < opts.qemuRuns; i++) {

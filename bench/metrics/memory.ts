@@ -1,6 +1,6 @@
 // Metric 3: memory overhead, Firecracker's way (tests/host_tools/memory.py): the sum of Rss over every
 // mapping in /proc/<pid>/smaps except guest RAM, for 1-vCPU, 128 MiB VMs whose guests are up and running.
-//   kindling: bench/children/hold-vms.ts with N = 1, 4, 16, 32 VMs in one process (the irq probe, spinning
+//   kindling: bench/children/hold-vms.ts with N = 1, 4, 16, 64 VMs in one process (the irq probe, spinning
 //             at CPL3); it reports the addresses of its guest RAM mappings, and exactly those are left out.
 //   QEMU:     N microvm processes, each with the first-write probe as a PVH ELF and no i8042, so its reset
 //             goes nowhere and the vCPU stays halted; guest RAM is the mapping exactly as large as -m.
@@ -122,7 +122,7 @@ async function series(measure: (n: number) => Promise<MemoryPoint>, counts: numb
   return analyse(points);
 }
 
-export async function memory(opts: { counts: number[]; qemuElf?: string; breakdown: boolean; log: (s: string) => void }): Promise<MemoryResult> {
+export async function memory(opts: { counts: number[]; qemuElf?: string; qemuCpu?: string; breakdown: boolean; log: (s: string) => void }): Promise<MemoryResult> {
   const kindling = await series((n) => measureChild("vms", n), opts.counts);
   // The breakdown starts at 0 so that the slope is the cost of one more, with nothing else around it.
   const breakdown = opts.breakdown
@@ -130,7 +130,7 @@ export async function memory(opts: { counts: number[]; qemuElf?: string; breakdo
     : undefined;
   let qemu: MemoryResult["qemu"];
   if (opts.qemuElf) {
-    const command = qemuCommand({ kernel: opts.qemuElf, memSize: GUEST_MEM, i8042: false });
+    const command = qemuCommand({ kernel: opts.qemuElf, memSize: GUEST_MEM, i8042: false, cpu: opts.qemuCpu });
     qemu = { ...(await series((n) => measureQemu(command, n), opts.counts)), command };
   }
   const m = (s?: MemorySeries) => (s?.marginalMiB ? `${s.marginalMiB.rss} MiB RSS, ${s.marginalMiB.pss} MiB PSS` : "-");

@@ -6,6 +6,14 @@ import { MiB } from "../../src/arch/x86_64/layout.ts";
 
 export const QEMU = "qemu-system-x86_64";
 
+/**
+ * The `-cpu` models the bench tries, in order, until QEMU runs the first probe: `host` passes what KVM
+ * supports (as kindling does for probes); `max` is the same plus what QEMU can emulate; `qemu64` is a
+ * fixed, old model. Some hosts make QEMU abort with the first two (on a nested AMD EPYC:
+ * `kvm_buf_set_msrs: Assertion ... failed` after `failed to set MSR 0x10a`, which KVM refuses there).
+ */
+export const QEMU_CPU_MODELS = ["host", "max", "qemu64"] as const;
+
 /** `qemu-system-x86_64 --version`'s first line, or undefined when QEMU is not installed. */
 export function qemuVersion(): string | undefined {
   if (!Bun.which(QEMU)) return undefined;
@@ -18,7 +26,7 @@ export interface QemuVmOptions {
   initrd?: string;
   append?: string;
   memSize: number;
-  /** `-cpu` model; "host" passes the CPUID KVM supports, as kindling does for probes. */
+  /** `-cpu` model: the one the bench found running here (QEMU_CPU_MODELS); "host" when not given. */
   cpu?: string;
   /** Add an i8042 so that the guest's reset (0xFE to port 0x64) ends QEMU under -no-reboot. */
   i8042?: boolean;

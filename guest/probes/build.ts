@@ -1,17 +1,34 @@
 // Build the probe guests with GNU binutils: `as` assembles, `ld` links at the probe's load address, and
 // `objcopy -O binary` strips the ELF wrapper so the VMM can copy the bytes straight into guest RAM.
 // Results are cached under ~/.cache/kindling/probes/<hash of sources and symbols>/.
+//
+// Finding a cached probe is on the path to every probe VM's first instruction, so it uses Bun's own file
+// calls (Bun.Glob, Bun.mmap): loading node:fs costs a process 2 to 15 ms here (bench/README.md, start to
+// first instruction). node:fs is loaded only to build.
 
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
-import { homedir } from "node:os";
-import { join } from "node:path";
 import { PROBES, PROBE_SYMBOLS, type ProbeSpec } from "./probes.ts";
 
 const SRC_DIR = import.meta.dir;
+/** The file whose presence marks a complete cache directory (non-empty: Bun.mmap refuses empty files). */
+const COMPLETE = ".complete";
+
+const join = (...parts: string[]) => parts.join("/");
+/** node:fs, loaded only when probes are built. */
+const fs = (): typeof import("node:fs") => require("node:fs");
 
 function cacheRoot(): string {
-  const base = process.env.KINDLING_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "kindling");
+  const home = process.env.HOME || (require("node:os") as typeof import("node:os")).homedir();
+  const base = process.env.KINDLING_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(home, ".cache"), "kindling");
   return join(base, "probes");
+}
+
+/** A file's bytes, or undefined when it does not exist (or is empty). */
+function readIfPresent(path: string): Uint8Array | undefined {
+  try {
+    return Bun.mmap(path, { shared: false });
+  } catch {
+    return undefined;
+  }
 }
 
 function run(cmd: string[], cwd: string): void {
@@ -24,7 +41,8 @@ function run(cmd: string[], cwd: string): void {
 
 function sourceHash(): string {
   const h = new Bun.CryptoHasher("sha256");
-  for (const f of readdirSync(SRC_DIR).sort()) if (f.endsWith(".S") || f.endsWith(".ts")) h.update(f).update(readFileSync(join(SRC_DIR, f)));
+  const files = [...new Bun.Glob("*.{S,ts}").scanSync({ cwd: SRC_DIR, dot: false })].sort();
+  for (const f of files) h.update(f).update(readIfPresent(join(SRC_DIR, f)) ?? new Uint8Array());
   h.update(JSON.stringify(PROBE_SYMBOLS)).update(JSON.stringify(PROBES));
   return h.digest("hex").slice(0, 16);
 }
@@ -32,7 +50,8 @@ function sourceHash(): string {
 /** Build (or find in the cache) every probe; returns the directory holding `<name>.bin`. */
 export function buildProbes(): string {
   const dir = join(cacheRoot(), sourceHash());
-  if (existsSync(join(dir, ".complete"))) return dir;
+  if (readIfPresent(join(dir, COMPLETE))) return dir;
+  const { mkdirSync, renameSync, rmSync } = fs();
   const tmp = `${dir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
@@ -46,14 +65,17 @@ export function buildProbes(): string {
     run(["ld", "-m", "elf_x86_64", "--no-warn-rwx-segments", "-Ttext", `0x${linkAt.toString(16)}`, "-e", "_start", "-o", elf, obj], tmp);
     run(["objcopy", "-O", "binary", elf, join(tmp, `${p.name}.bin`)], tmp);
   }
-  Bun.write(join(tmp, ".complete"), "");
+  fs().writeFileSync(join(tmp, COMPLETE), "complete\n");
   rmSync(dir, { recursive: true, force: true });
   renameSync(tmp, dir);
   return dir;
 }
 
 export function probeBinary(spec: ProbeSpec): Uint8Array {
-  return readFileSync(join(buildProbes(), `${spec.name}.bin`));
+  const path = join(buildProbes(), `${spec.name}.bin`);
+  const bytes = readIfPresent(path);
+  if (!bytes) throw new Error(`${path}: missing from a complete probe cache (delete the directory to rebuild)`);
+  return bytes;
 }
 
 if (import.meta.main) {

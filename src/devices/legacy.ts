@@ -43,6 +43,7 @@ export function attachLegacyDevices(pio: Bus, opts: LegacyOptions): LegacyDevice
   const rtc = new CmosRtc(opts.now);
   for (const { port, device } of rtc.ports()) pio.register(port, 1, device);
   // Port 0x80 is written for short delays (Linux's io_delay); it needs no device, only no log noise.
-  pio.register(POST_CODE_PORT, 1, { name: "post-code", read: (_o, d) => d.fill(0xff), write: () => {} });
+  // No state: the vCPU's thread completes its accesses itself (bus.ts, VcpuThreadModel).
+  pio.register(POST_CODE_PORT, 1, { name: "post-code", read: (_o, d) => d.fill(0xff), write: () => {}, onVcpuThread: { kind: "sink", fill: 0xff } });
   return { serial, i8042, rtc };
 }

@@ -11,7 +11,8 @@
 
 import { KVM_EXIT, KVM_EXIT_IO_OUT, KVM_EXIT_NAME, kvm_run } from "../kvm/uapi.ts";
 
-const OFF = {
+/** Where kvm_run's exit fields are: also handed to the vCPU worker (local.ts), which loads no layouts. */
+export const OFF = {
   exit_reason: kvm_run.offsetOf("exit_reason"),
   io_direction: kvm_run.offsetOf("exit.io.direction"),
   io_size: kvm_run.offsetOf("exit.io.size"),

@@ -1,41 +1,23 @@
 // The main thread's handle on one vCPU worker: start it, wait for its next exit, let it resume, kick it out
-// of KVM_RUN, stop it. The protocol is described at the top of worker.ts.
+// of KVM_RUN, stop it. The protocol is described at the top of worker.ts. The worker thread comes from
+// this process's pool (worker-pool.ts) and goes back to it when the vCPU stops.
 
 import { installKickHandler, kickSignal, pthreadKill, ERRNO } from "../kvm/libc.ts";
+import { KVM } from "../kvm/ioctl.ts";
 import { StructView } from "../kvm/struct.ts";
 import { kvm_run } from "../kvm/uapi.ts";
-import { CONTROL, CONTROL_WORDS, TURN, type VcpuWorkerInit } from "./protocol.ts";
+import { CONTROL, CONTROL_WORDS, TURN, type LocalRange, type VcpuWorkerInit } from "./protocol.ts";
+import { KVM_EXIT, KVM_EXIT_IO_OUT } from "../kvm/uapi.ts";
+import { OFF } from "./exit.ts";
 import type { VcpuFd } from "../kvm/vcpu-fd.ts";
+import { giveBackVcpuWorker, takeVcpuWorker, type PooledWorker } from "./worker-pool.ts";
 
 const IMMEDIATE_EXIT = kvm_run.offsetOf("immediate_exit");
-const WORKER_URL = new URL("./worker.ts", import.meta.url).href;
-
-/**
- * vCPU workers loaded ahead of need. Loading a Worker's modules takes ~5 ms here, most of a snapshot
- * restore's time; a process that expects to restore (an idle `kindling api`, a clone pool) starts them
- * while it waits, and each new VcpuThread takes one.
- */
-const spareWorkers: { worker: Worker; thread: bigint }[] = [];
-
-/** Start `n` spare vCPU workers; resolves once each has loaded its modules and waits for a vCPU. */
-export async function prewarmVcpuWorkers(n = 1): Promise<void> {
-  await Promise.all(
-    Array.from({ length: n }, () => {
-      const w = new Worker(WORKER_URL);
-      return new Promise<void>((resolve, reject) => {
-        w.onmessage = (e: MessageEvent<{ loaded?: boolean; thread?: bigint }>) => {
-          if (!e.data.loaded || e.data.thread === undefined) return;
-          w.unref(); // a spare does not keep the process alive
-          spareWorkers.push({ worker: w, thread: e.data.thread });
-          resolve();
-        };
-        w.onerror = (e) => reject(new Error(`spare vCPU worker failed: ${e.message}`));
-      });
-    }),
-  );
-}
+/** Start `n` vCPU workers ahead of need and wait until they are loaded (worker-pool.ts keeps them). */
+export { prewarmVcpuWorkers } from "./worker-pool.ts";
 
 export class VcpuThread {
+  private readonly pooled: PooledWorker;
   private readonly worker: Worker;
   private readonly ctl = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
   private thread?: bigint;
@@ -49,30 +31,42 @@ export class VcpuThread {
     installKickHandler();
     this.runBytes = new Uint8Array(vcpu.run.buffer);
     this.run = new StructView(kvm_run, this.runBytes);
-    const spare = spareWorkers.pop();
-    spare?.worker.ref();
-    this.worker = spare?.worker ?? new Worker(WORKER_URL);
-    // A spare has told its thread already; a new worker tells it once it has its vCPU.
-    this.thread = spare?.thread;
-    this.ready = new Promise((resolve, reject) => {
-      if (spare) resolve();
-      this.worker.onmessage = (e: MessageEvent<{ thread?: bigint; loaded?: boolean }>) => {
-        if (e.data.thread !== undefined && !e.data.loaded) {
-          this.thread = e.data.thread;
-          resolve();
-        }
-      };
-      this.worker.onerror = (e) => reject(new Error(`vCPU ${vcpu.id} worker failed: ${e.message}`));
-    });
+    this.pooled = takeVcpuWorker();
+    this.worker = this.pooled.worker;
+    this.ready = this.pooled.thread.then(
+      (thread) => void (this.thread = thread),
+      (e: Error) => Promise.reject(new Error(`vCPU ${vcpu.id} worker failed: ${e.message}`)),
+    );
+    this.ready.catch(() => {}); // start() reports it
     // Until started, it is the main thread's turn: the worker would otherwise run before registers are set.
     Atomics.store(this.ctl, CONTROL.TURN, TURN.WORKER);
+    this.serveLocally(true);
   }
 
-  /** Start the worker; it enters KVM_RUN at once. */
-  async start(): Promise<void> {
-    const init: VcpuWorkerInit = { fd: this.vcpu.fd, control: this.ctl.buffer as SharedArrayBuffer };
+  /** Exits the worker completed itself (local.ts), KVM_EXIT_IO's and KVM_EXIT_MMIO's. */
+  private readonly localCounts = new Int32Array(new SharedArrayBuffer(8));
+
+  /** Exits completed on the vCPU thread so far, by KVM_EXIT_* number. */
+  localExitCounts(): [number, number][] {
+    return [[KVM_EXIT.IO, Atomics.load(this.localCounts, 0)], [KVM_EXIT.MMIO, Atomics.load(this.localCounts, 1)]];
+  }
+
+  /** Let the worker complete exits to vCPU-thread devices itself (the default), or hand it every exit. */
+  serveLocally(on: boolean): void {
+    Atomics.store(this.ctl, CONTROL.LOCAL, on ? 1 : 0);
+  }
+
+  /** Start the worker; it enters KVM_RUN at once. `local`: the vCPU-thread devices' ranges (local.ts). */
+  async start(local: { pio: LocalRange[]; mmio: LocalRange[] } = { pio: [], mmio: [] }): Promise<void> {
+    const init: VcpuWorkerInit = {
+      fd: this.vcpu.fd, control: this.ctl.buffer as SharedArrayBuffer, runRequest: KVM.RUN, kickSignal: kickSignal(),
+      local: {
+        run: { addr: this.vcpu.run.addr, size: this.vcpu.run.size }, off: OFF, exitIo: KVM_EXIT.IO, exitMmio: KVM_EXIT.MMIO,
+        ioOut: KVM_EXIT_IO_OUT, ...local, counts: this.localCounts.buffer as SharedArrayBuffer,
+      },
+    };
     this.worker.postMessage(init);
-    await this.ready;
+    await this.ready; // the thread id, for kicks; the worker may already be in KVM_RUN
   }
 
   /**
@@ -113,7 +107,7 @@ export class VcpuThread {
     this.stopped = new Promise<void>((resolve) => {
       this.worker.onmessage = (e: MessageEvent<{ stopped?: boolean }>) => {
         if (e.data.stopped) {
-          this.worker.terminate();
+          giveBackVcpuWorker(this.pooled); // idle again, for the next vCPU of this process
           resolve();
         }
       };
@@ -123,9 +117,11 @@ export class VcpuThread {
     return this.stopped;
   }
 
-  /** Terminate a worker that never started. */
+  /** Give back a worker that never started (it is idle, waiting for a vCPU). */
   terminate(): void {
-    this.worker.terminate();
+    if (this.stopped) return;
+    this.stopped = Promise.resolve();
+    void this.ready.then(() => giveBackVcpuWorker(this.pooled), () => this.worker.terminate());
   }
 }
 

@@ -62,10 +62,9 @@ export interface VcpuHost {
 
 export class Vcpu {
   readonly thread: VcpuThread;
-  /** Exits handled, by KVM_EXIT_* number. */
-  readonly exitCounts = new Map<number, number>();
-  /** Set to receive one record per exit (the exit trace). Unset, the exit path does no extra work. */
-  tracer?: ExitTracer;
+  /** Exits handled on the main thread, by KVM_EXIT_* number. */
+  private readonly handledCounts = new Map<number, number>();
+  private tracerFn?: ExitTracer;
   tracerEpoch = 0;
   /** Instructions the emulation assist completed, by description kind (see emulation-assist.ts). */
   readonly assists = new Map<string, number>();
@@ -90,6 +89,26 @@ export class Vcpu {
     return this.fd.id;
   }
 
+  /** Exits handled, by KVM_EXIT_* number: on the main thread and on the vCPU's own thread (local.ts). */
+  get exitCounts(): Map<number, number> {
+    const all = new Map(this.handledCounts);
+    for (const [reason, n] of this.thread.localExitCounts()) if (n > 0) all.set(reason, (all.get(reason) ?? 0) + n);
+    return all;
+  }
+
+  /**
+   * Set to receive one record per exit (the exit trace). Unset, the exit path does no extra work. While one
+   * is set, the vCPU thread hands every exit to the main thread, so the trace sees each one.
+   */
+  get tracer(): ExitTracer | undefined {
+    return this.tracerFn;
+  }
+
+  set tracer(t: ExitTracer | undefined) {
+    this.tracerFn = t;
+    this.thread.serveLocally(t === undefined);
+  }
+
   /** Turn the syscall assist on. Only for hosts that emulate guest kernel code: see syscall-assist.ts. */
   enableSyscallAssist(): void {
     this.syscallAssist ??= new SyscallAssist(this.fd, this.host.memory, (l) => this.host.log(`vCPU ${this.id}: ${l}`));
@@ -100,7 +119,10 @@ export class Vcpu {
     if (this.syscallAssist) {
       this.syscallAssist.refreshIfDue();
     }
-    await this.thread.start();
+    await this.thread.start({
+      pio: this.host.pio.vcpuThreadRanges(),
+      mmio: this.host.mmio.vcpuThreadRanges(),
+    });
     this.loopDone = this.loop();
   }
 
@@ -151,7 +173,7 @@ export class Vcpu {
   /** Handle the exit described in kvm_run; returns how the VM ended if this exit ends it. */
   handleExit(exit: DecodedExit = decodeExit(this.bytes, this.dv)): VmEnd | undefined {
     const reason = exit.reason;
-    this.exitCounts.set(reason, (this.exitCounts.get(reason) ?? 0) + 1);
+    this.handledCounts.set(reason, (this.handledCounts.get(reason) ?? 0) + 1);
     switch (reason) {
       case KVM_EXIT.IO:
       case KVM_EXIT.MMIO: {

@@ -1,5 +1,7 @@
 // The body of a vCPU thread. KVM_RUN blocks the thread that calls it until the guest exits, so each vCPU
-// runs in its own Bun Worker and the main thread stays free for devices, timers and the API.
+// runs in its own Bun Worker and the main thread stays free for devices, timers and the API. A worker runs
+// one vCPU at a time, and another after it (worker-pool.ts): once loaded it reports its pthread_t, then
+// each init message runs one vCPU until STOP.
 //
 // The two threads take turns through a small SharedArrayBuffer (see thread.ts for the other side):
 //   1. the worker calls KVM_RUN; the guest runs until an exit;
@@ -7,22 +9,30 @@
 //   3. the main thread reads the exit from the shared kvm_run page, emulates the access (a UART register,
 //      an MMIO device), writes any result back into kvm_run, and flips `turn` to WORKER (or STOP);
 //   4. the worker enters KVM_RUN again, which first completes the access (e.g. loads an IN's value into AL).
+// Between 1 and 2, an access to a device the vCPU thread may serve itself (local.ts) is completed here and
+// the worker goes straight back to 1, unless the main thread has set CONTROL.LOCAL to 0.
 
-import { KVM } from "../kvm/ioctl.ts";
-import { installKickHandler, ioctlRaw, kickSignal, pthreadSelf, unblockSignal } from "../kvm/libc.ts";
+import { ioctlNoArg, pthreadSelf, unblockSignal, viewAt } from "../kvm/worker-libc.ts";
+import { LocalExits } from "./local.ts";
 import { CONTROL, TURN, type VcpuWorkerInit } from "./protocol.ts";
 
 declare const self: Worker;
 
+// A full collection now, while the thread has nothing else to do, returns what loading the script left
+// behind: about 0.4 MiB of each worker's ~1.8 MiB, for every VM of the process (bench/README.md, memory).
+Bun.gc(true);
+// The main thread needs this thread's pthread_t to interrupt KVM_RUN with the kick signal (whose handler it
+// has installed for the whole process).
+postMessage({ thread: pthreadSelf() });
+
 self.onmessage = (e: MessageEvent<VcpuWorkerInit>) => {
-  const { fd, control } = e.data;
+  const { fd, control, runRequest, kickSignal, local } = e.data;
   const ctl = new Int32Array(control);
-  installKickHandler();
-  unblockSignal(kickSignal());
-  // The main thread needs this thread's pthread_t to interrupt KVM_RUN with the kick signal.
-  postMessage({ thread: pthreadSelf() });
+  const localExits = new LocalExits(local, viewAt(local.run.addr, local.run.size));
+  unblockSignal(kickSignal);
   for (;;) {
-    const r = ioctlRaw(fd, KVM.RUN);
+    const r = ioctlNoArg(fd, runRequest);
+    if (r === 0 && Atomics.load(ctl, CONTROL.LOCAL) === 1 && localExits.serve()) continue;
     Atomics.store(ctl, CONTROL.RESULT, r);
     Atomics.store(ctl, CONTROL.TURN, TURN.MAIN);
     Atomics.notify(ctl, CONTROL.TURN);
@@ -33,9 +43,3 @@ self.onmessage = (e: MessageEvent<VcpuWorkerInit>) => {
   }
   postMessage({ stopped: true });
 };
-
-// Loaded and waiting for a vCPU (prewarmVcpuWorkers in thread.ts waits for this). A spare worker
-// gives its thread now, so that the VcpuThread that takes it need not wait for the init round trip.
-installKickHandler();
-unblockSignal(kickSignal());
-postMessage({ loaded: true, thread: pthreadSelf() });

@@ -8,7 +8,7 @@
 // its own tables straight away (Documentation/x86/boot.rst, "64-bit Boot Protocol").
 
 import type { GuestMemory } from "../../memory.ts";
-import { PAGE_SIZE, PDE_PAGES, PDE_START, PDPTE_START, PML4_START } from "./layout.ts";
+import { PAGE_SIZE, PAGE_TABLES_END, PDE_PAGES, PDE_START, PDPTE_START, PML4_START } from "./layout.ts";
 
 /** Page-table entry bits (SDM vol. 3A Table 4-14 to 4-18). */
 export const PTE_P = 1n << 0n; // present
@@ -24,20 +24,32 @@ export interface PageTableOptions {
   user?: boolean;
 }
 
-/** Write the identity map into guest memory; returns the value for CR3. */
-export function writeIdentityPageTables(mem: GuestMemory, opts: PageTableOptions = {}): number {
-  const flags = PTE_P | PTE_RW | (opts.user ? PTE_US : 0n);
-  mem.fill(PML4_START, PAGE_SIZE);
-  mem.writeU64(PML4_START, BigInt(PDPTE_START) | flags);
-  mem.fill(PDPTE_START, PAGE_SIZE);
+/**
+ * The tables' bytes, PML4_START to PAGE_TABLES_END (PML4, PDPT, then the page directories, contiguous),
+ * built once per process for each flag set and copied into each VM's RAM: building them costs a few ms
+ * of cold JavaScript, copying 24 KiB does not.
+ */
+const built = new Map<bigint, Uint8Array>();
+
+function identityTables(flags: bigint): Uint8Array {
+  const cached = built.get(flags);
+  if (cached) return cached;
+  const bytes = new Uint8Array(PAGE_TABLES_END - PML4_START);
+  const entry = new BigUint64Array(bytes.buffer);
+  const at = (gpa: number) => (gpa - PML4_START) / 8; // index of the 8-byte entry at gpa
+  entry[at(PML4_START)] = BigInt(PDPTE_START) | flags;
   for (let d = 0; d < PDE_PAGES; d++) {
     const pd = PDE_START + d * PAGE_SIZE;
-    mem.writeU64(PDPTE_START + d * 8, BigInt(pd) | flags);
-    for (let i = 0; i < ENTRIES; i++) {
-      const phys = BigInt(d * ENTRIES + i) * BigInt(TWO_MIB);
-      mem.writeU64(pd + i * 8, phys | flags | PTE_PS);
-    }
+    entry[at(PDPTE_START) + d] = BigInt(pd) | flags;
+    for (let i = 0; i < ENTRIES; i++) entry[at(pd) + i] = BigInt((d * ENTRIES + i) * TWO_MIB) | flags | PTE_PS;
   }
+  built.set(flags, bytes);
+  return bytes;
+}
+
+/** Write the identity map into guest memory; returns the value for CR3. */
+export function writeIdentityPageTables(mem: GuestMemory, opts: PageTableOptions = {}): number {
+  mem.write(PML4_START, identityTables(PTE_P | PTE_RW | (opts.user ? PTE_US : 0n)));
   return PML4_START;
 }
 

@@ -1,0 +1,27 @@
+// The benchmark children that time a process's start, bundled to bytecode as a program using kindling would
+// ship (scripts/bundle.ts), once per benchmark run, into a temporary directory.
+
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { bundle } from "../../scripts/bundle.ts";
+
+export interface BundledChildren {
+  dir: string;
+  /** children/first-write.ts, bundled. */
+  firstWrite: string;
+  /** children/breakdown.ts, bundled. */
+  breakdown: string;
+}
+
+let built: Promise<BundledChildren> | undefined;
+
+export function bundledChildren(): Promise<BundledChildren> {
+  built ??= (async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kindling-bench-bundle-"));
+    const firstWrite = await bundle(join(import.meta.dir, "../children/first-write.ts"), join(dir, "first-write"));
+    const breakdown = await bundle(join(import.meta.dir, "../children/breakdown.ts"), join(dir, "breakdown"));
+    return { dir, firstWrite: firstWrite.entry, breakdown: breakdown.entry };
+  })();
+  return built;
+}
