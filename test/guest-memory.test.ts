@@ -4,10 +4,13 @@ import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { allocateGuestMemory, freeGuestMemory } from "../src/memory.ts";
 
-/** The VmFlags line of the /proc/self/smaps entry that starts at `addr`. */
+/** The VmFlags line of the /proc/self/smaps entry that holds `addr` (the kernel may merge it with a neighbour). */
 function vmFlags(addr: number): string[] {
   const smaps = readFileSync("/proc/self/smaps", "utf8").split("\n");
-  const start = smaps.findIndex((l) => l.startsWith(`${addr.toString(16)}-`));
+  const start = smaps.findIndex((l) => {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) /.exec(l);
+    return m !== null && parseInt(m[1]!, 16) <= addr && addr < parseInt(m[2]!, 16);
+  });
   if (start < 0) throw new Error(`no mapping at 0x${addr.toString(16)} in /proc/self/smaps`);
   for (let i = start + 1; i < smaps.length && !/^[0-9a-f]+-/.test(smaps[i]!); i++) {
     if (smaps[i]!.startsWith("VmFlags:")) return smaps[i]!.slice(8).trim().split(/\s+/);
