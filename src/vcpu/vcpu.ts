@@ -143,7 +143,6 @@ export class Vcpu {
         // Port, MMIO and debug exits stop a Linux guest in kernel code: a good moment to look at its IDT.
         if (r !== -EINTR && r !== -EAGAIN) this.syscallAssist?.refreshIfDue();
         if (r === -EINTR || r === -EAGAIN) {
-          if (process.env.KINDLING_DEBUG_EINTR) this.host.log(`DEBUG vCPU ${this.id}: KVM_RUN ${r === -EINTR ? "EINTR" : "EAGAIN"} at rip 0x${this.fd.getRegs().getBig("rip").toString(16)}`);
           // EINTR: a kick (pause) or a signal that was not ours. EAGAIN: a secondary vCPU left its wait for
           // INIT/SIPI (api.rst 4.10, KVM_RUN). Either way the guest goes on, once the VM is not paused.
           this.thread.clearKick();
