@@ -19,7 +19,7 @@ const layouts: Record<string, Layout> = {
   kvm_debugregs: uapi.kvm_debugregs, kvm_msr_list: uapi.kvm_msr_list, kvm_pit_channel_state: uapi.kvm_pit_channel_state,
   kvm_pit_state2: uapi.kvm_pit_state2, kvm_clock_data: uapi.kvm_clock_data, kvm_pic_state: uapi.kvm_pic_state,
   kvm_ioapic_state: uapi.kvm_ioapic_state, kvm_irqchip: uapi.kvm_irqchip, kvm_dirty_log: uapi.kvm_dirty_log,
-  kvm_guest_debug: uapi.kvm_guest_debug,
+  kvm_guest_debug: uapi.kvm_guest_debug, kvm_signal_mask: uapi.kvm_signal_mask,
 };
 
 /** kvm_run's exit union is anonymous in C and named `exit` in kindling. */

@@ -10,7 +10,7 @@
 import type { Layout } from "./struct.ts";
 import {
   kvm_clock_data, kvm_debugregs, kvm_dirty_log, kvm_irqchip, kvm_mp_state, kvm_msr_list, kvm_pit_state2, kvm_xcrs, kvm_xsave,
-  kvm_cpuid2, kvm_fpu, kvm_guest_debug, kvm_ioeventfd, kvm_irq_level, kvm_irqfd, kvm_lapic_state, kvm_msrs, kvm_pit_config,
+  kvm_cpuid2, kvm_fpu, kvm_guest_debug, kvm_signal_mask, kvm_ioeventfd, kvm_irq_level, kvm_irqfd, kvm_lapic_state, kvm_msrs, kvm_pit_config,
   kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_vcpu_events,
 } from "./uapi.ts";
 
@@ -85,6 +85,7 @@ export const KVM = {
   SET_XCRS: _IOW(KVMIO, 0xa7, kvm_xcrs),
   KVMCLOCK_CTRL: _IO(KVMIO, 0xad),
   SET_GUEST_DEBUG: _IOW(KVMIO, 0x9b, kvm_guest_debug),
+  SET_SIGNAL_MASK: _IOW(KVMIO, 0x8b, kvm_signal_mask),
 } as const;
 
 /** Request number to `KVM_NAME`, so an error can say which ioctl failed. */

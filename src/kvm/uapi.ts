@@ -106,6 +106,11 @@ export const KVM_VCPUEVENT_VALID_NMI_PENDING = 0x1;
 export const KVM_VCPUEVENT_VALID_SIPI_VECTOR = 0x2;
 export const KVM_VCPUEVENT_VALID_SHADOW = 0x4;
 
+/** KVM_SET_SIGNAL_MASK's header (api.rst 4.25); `len` bytes of kernel sigset_t follow it. */
+export const kvm_signal_mask = struct("kvm_signal_mask", [["len", "u32"]]);
+/** The kernel's sigset_t: 64 signals, one bit each (signal n is bit n - 1). */
+export const KERNEL_SIGSET_BYTES = 8;
+
 // ---- Guest debugging (api.rst 4.59, KVM_SET_GUEST_DEBUG) ----
 
 /** x86's part of kvm_guest_debug: the eight debug registers DR0-DR7 (DR4/DR5 unused), as the VMM wants them. */

@@ -5,7 +5,7 @@ import { close, ERRNO, ioctl, mmap, munmap, SysError, MAP_SHARED, PROT_READ, PRO
 import { KVM } from "./ioctl.ts";
 import { StructView, type Layout } from "./struct.ts";
 import {
-  kvm_fpu, kvm_guest_debug, kvm_lapic_state, kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs, kvm_vcpu_events,
+  kvm_fpu, kvm_guest_debug, kvm_signal_mask, KERNEL_SIGSET_BYTES, kvm_lapic_state, kvm_msr_entry, kvm_msrs, kvm_regs, kvm_sregs, kvm_vcpu_events,
   kvm_cpuid2, kvm_cpuid_entry2, kvm_debugregs, kvm_mp_state, kvm_xcrs, kvm_xsave,
 } from "./uapi.ts";
 import { readCpuidEntries, writeCpuidEntries, type CpuidEntry } from "./cpuid.ts";
@@ -67,6 +67,19 @@ export class VcpuFd {
     const v = new StructView(kvm_guest_debug).set("control", control);
     debugreg.forEach((value, i) => v.set(`arch.debugreg.${i}`, value));
     ioctl(this.fd, KVM.SET_GUEST_DEBUG, v.bytes);
+  }
+
+  /**
+   * KVM_SET_SIGNAL_MASK (api.rst 4.25): the signals blocked while this vCPU is inside KVM_RUN; the thread's
+   * own mask applies again when KVM_RUN returns. `allowed` are the only signals that may interrupt it.
+   */
+  setRunSignalMask(allowed: number[]): void {
+    const buf = new Uint8Array(kvm_signal_mask.size + KERNEL_SIGSET_BYTES);
+    new StructView(kvm_signal_mask, buf).set("len", KERNEL_SIGSET_BYTES);
+    let blocked = (1n << 64n) - 1n;
+    for (const sig of allowed) blocked &= ~(1n << BigInt(sig - 1));
+    new DataView(buf.buffer).setBigUint64(kvm_signal_mask.size, blocked, true);
+    ioctl(this.fd, KVM.SET_SIGNAL_MASK, buf);
   }
 
   /** KVM_SET_CPUID2: the CPUID leaves this vCPU's guest will see (api.rst 4.46). */

@@ -10,7 +10,7 @@
 // kvm_run, for this loop and for the exit trace alike; thread.ts and worker.ts are the two sides of the
 // vCPU thread, protocol.ts what they share.
 
-import { ERRNO, errnoName } from "../kvm/libc.ts";
+import { ERRNO, errnoName, kickSignal } from "../kvm/libc.ts";
 
 const EAGAIN = ERRNO.EAGAIN!;
 import { KVM_EXIT, KVM_EXIT_NAME, KVM_INTERNAL_ERROR, KVM_SYSTEM_EVENT, kvm_run } from "../kvm/uapi.ts";
@@ -81,6 +81,10 @@ export class Vcpu {
     private readonly host: VcpuHost,
   ) {
     this.thread = new VcpuThread(fd);
+    // Only the kick may interrupt KVM_RUN. Other signals (JavaScriptCore stops threads with signals for its
+    // garbage collector) wait until the next exit: on the PVM host, a signal that interrupts KVM_RUN while
+    // the guest runs user code breaks that guest process's thread-local storage (docs/syscall-assist.md).
+    fd.setRunSignalMask([kickSignal()]);
     this.bytes = new Uint8Array(fd.run.buffer);
     this.dv = new DataView(fd.run.buffer);
   }
