@@ -23,6 +23,7 @@ import { buildGuest } from "../guest/build.ts";
 import { detectHost } from "../src/host.ts";
 import { KVM_MISSING } from "./support/kvm.ts";
 import { NetNs, netnsTest, uniqueName } from "./support/netns.ts";
+import { retryOnGuestSegfault } from "./support/guest-segfault.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kindling-userland-"));
 const cleanups: (() => void)[] = [() => rmSync(dir, { recursive: true, force: true })];
@@ -123,51 +124,59 @@ describe("Linux userland", () => {
       const scratch = join(dir, "scratch.img");
       writeFileSync(scratch, new Uint8Array(1024 * 1024));
 
-      // The network: a TAP in a namespace, dnsmasq for DHCP, busybox httpd serving a page.
-      const ns = NetNs.create("kusr");
-      cleanups.push(() => ns.delete());
-      const tap = uniqueName("ktap");
-      const www = join(dir, "www");
-      mkdirSync(www);
-      writeFileSync(join(www, "hello.txt"), "hello-from-the-host\n");
-      // The VM's net device creates the TAP; this wrapper then moves it into the namespace and starts
-      // dnsmasq and httpd there, before any vCPU runs.
-      class NetInNamespace extends VirtioNet {
-        constructor(o: ConstructorParameters<typeof VirtioNet>[0]) {
-          super(o);
-          setUpNetwork(ns, tap, dir, www, cleanups);
+      let attempts = 0;
+      const attempt = async () => {
+        attempts++;
+        // Fresh device state each time: the scratch drive zeroed again.
+        writeFileSync(scratch, new Uint8Array(1024 * 1024));
+        // The network: a TAP in a namespace, dnsmasq for DHCP, busybox httpd serving a page.
+        const ns = NetNs.create("kusr");
+        cleanups.push(() => ns.delete());
+        const tap = uniqueName("ktap");
+        const www = join(dir, `www-${attempts}`);
+        mkdirSync(www);
+        writeFileSync(join(www, "hello.txt"), "hello-from-the-host\n");
+        // The VM's net device creates the TAP; this wrapper then moves it into the namespace and starts
+        // dnsmasq and httpd there, before any vCPU runs.
+        class NetInNamespace extends VirtioNet {
+          constructor(o: ConstructorParameters<typeof VirtioNet>[0]) {
+            super(o);
+            setUpNetwork(ns, tap, dir, www, cleanups);
+          }
         }
-      }
 
-      const uds = join(dir, "vsock.sock");
-      const fromGuest = vsockListener(uds, VSOCK_GUEST_TO_HOST);
-      let hostToGuest: Promise<string> | undefined;
-      let stdout = "";
-      const logs: string[] = [];
-      const consoleLines: string[] = [];
-      const result = await exec(["sh", "-c", "mount -o ro /dev/vdb /mnt && . /mnt/checks.sh"], {
-          kernel: guest.vmlinux,
-          rootfs: guest.rootfs,
-          vcpus: 2,
-          bootArgs: "ip=dhcp",
-          config: {
-            drives: [
-              { drive_id: "data", path_on_host: dataImg, is_root_device: false, is_read_only: true },
-              { drive_id: "scratch", path_on_host: scratch, is_root_device: false, is_read_only: false },
-            ],
-            "network-interfaces": [{ iface_id: "eth0", host_dev_name: tap, guest_mac: GUEST_MAC }],
-            vsock: { guest_cid: 3, uds_path: uds },
-            entropy: {},
-          },
-          timeoutMs: 900_000,
-          microvm: { deviceModels: { VirtioNet: NetInNamespace as never } },
-          onStdout: (b) => {
-            stdout += new TextDecoder().decode(b);
-            if (!hostToGuest && stdout.includes("vsock-listening\n")) hostToGuest = vsockConnect(uds, VSOCK_HOST_TO_GUEST);
-          },
-          onConsole: (l) => consoleLines.push(l),
-          log: (l) => logs.push(l),
-        });
+        const uds = join(dir, `vsock-${attempts}.sock`);
+        const fromGuest = vsockListener(uds, VSOCK_GUEST_TO_HOST);
+        let hostToGuest: Promise<string> | undefined;
+        let stdout = "";
+        const logs: string[] = [];
+        const consoleLines: string[] = [];
+        const result = await exec(["sh", "-c", "mount -o ro /dev/vdb /mnt && . /mnt/checks.sh"], {
+            kernel: guest.vmlinux,
+            rootfs: guest.rootfs,
+            vcpus: 2,
+            bootArgs: "ip=dhcp",
+            config: {
+              drives: [
+                { drive_id: "data", path_on_host: dataImg, is_root_device: false, is_read_only: true },
+                { drive_id: "scratch", path_on_host: scratch, is_root_device: false, is_read_only: false },
+              ],
+              "network-interfaces": [{ iface_id: "eth0", host_dev_name: tap, guest_mac: GUEST_MAC }],
+              vsock: { guest_cid: 3, uds_path: uds },
+              entropy: {},
+            },
+            timeoutMs: 900_000,
+            microvm: { deviceModels: { VirtioNet: NetInNamespace as never } },
+            onStdout: (b) => {
+              stdout += new TextDecoder().decode(b);
+              if (!hostToGuest && stdout.includes("vsock-listening\n")) hostToGuest = vsockConnect(uds, VSOCK_HOST_TO_GUEST);
+            },
+            onConsole: (l) => consoleLines.push(l),
+            log: (l) => logs.push(l),
+          });
+        return { result, fromGuest, hostToGuest, logs, consoleLines };
+      };
+      const { result, fromGuest, hostToGuest, logs, consoleLines } = await retryOnGuestSegfault("linux-userland", attempt, (r) => `${r.result.stderr}\n${r.consoleLines.join("\n")}`);
       const c = checks(result.stdout);
       const report = `stdout:\n${result.stdout}\nstderr:\n${result.stderr}\nconsole (last 40 lines):\n${consoleLines.slice(-40).join("\n")}\nvmm:\n${logs.slice(-20).join("\n")}`;
 
