@@ -29,7 +29,7 @@
 // fault); CR2 keeps LSTAR after a completed syscall; the VMM owns DR0-DR7 (the guest's own hardware
 // breakpoints are set aside while this is on). On a host with hardware virtualization `syscall` switches to
 // CPL0 itself, the pattern never occurs, and kindling does not arm anything (boot/linux.ts enables this
-// only with the emulated-host CPU template).
+// only with the emulated-host cpuid profile).
 
 import type { VcpuFd } from "../../kvm/vcpu-fd.ts";
 import type { StructView } from "../../kvm/struct.ts";
