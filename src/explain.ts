@@ -474,11 +474,20 @@ function wrap(text: string, indent: string, width = 100): string[] {
   return lines;
 }
 
+/** Cells longer than this do not widen their column: they get a line of their own (see tableLines). */
+const MAX_PADDED_CELL = 48;
+
 function tableLines(t: Table, indent: string): string[] {
   const all = [t.columns, ...t.rows];
   // The last column is free text: never padded, so a long explanation does not widen the others.
-  const widths = t.columns.map((_, c) => Math.max(...all.map((r) => (r[c] ?? "").length)));
-  return all.map((r) => indent + r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join("  ").trimEnd());
+  const widths = t.columns.map((_, c) => Math.max(0, ...all.map((r) => (r[c] ?? "").length).filter((n) => n <= MAX_PADDED_CELL)));
+  const line = (r: string[]) => indent + r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join("  ").trimEnd();
+  return all.flatMap((r) => {
+    // A cell too long for its column ends the first line; the rest of the row follows on the next, aligned.
+    const long = r.findIndex((cell, c) => c < r.length - 1 && cell.length > widths[c]!);
+    if (long < 0) return [line(r)];
+    return [line(r.slice(0, long + 1)), line([...r.slice(0, long + 1).map(() => ""), ...r.slice(long + 1)])];
+  });
 }
 
 /** One step as text for a terminal: a heading, the intro, then each section. */

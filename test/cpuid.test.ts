@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import {
-  KVM_CPUID_FEATURES, KVM_CPUID_SIGNATURE, formatCpuidChange, parseCpuidProfile, vcpuCpuid, type CpuidChange,
+  GLIBC_NO_AVX, KVM_CPUID_FEATURES, KVM_CPUID_SIGNATURE, formatCpuidChange, parseCpuidProfile, vcpuCpuid, type CpuidChange,
 } from "../src/arch/x86_64/cpuid.ts";
 import type { CpuidEntry } from "../src/kvm/cpuid.ts";
 import { KVM_CPUID_FLAG_SIGNIFCANT_INDEX } from "../src/kvm/uapi.ts";
@@ -144,7 +144,7 @@ describe("cpuid profiles", () => {
     expect(find(entries, 0x80000008).ebx).toBe(1 << 2);
     // Leaves 1, 7 and 0xD are left to the command line on this host.
     expect(find(entries, 7).ebx).toBe(0x029c6fbf);
-    expect(cmdline.map((c) => c.arg)).toEqual(["noxsave", "clearcpuid=smap,smep,popcnt,pku,umip,cx16"]);
+    expect(cmdline.map((c) => c.arg)).toEqual(["noxsave", "clearcpuid=smap,smep,popcnt,pku,umip,cx16", `GLIBC_TUNABLES=${GLIBC_NO_AVX}`]);
 
     const pv = changed(changes, KVM_CPUID_FEATURES, "eax");
     expect(pv.length).toBe(1);

@@ -142,6 +142,21 @@ class Editor {
 // ---- Templates ----
 
 /**
+ * The glibc tunable (glibc 2.36 names, sysdeps/x86/cpu-tunables.c) that keeps guest programs off the vector
+ * registers FXSAVE does not cover: the upper halves of YMM, ZMM, YMM16-31 and the AVX-512 mask registers.
+ * Guest CPL3 code runs natively on the emulating host and sees the host's CPUID and XCR0, so glibc picks
+ * its AVX2 and EVEX string functions; the guest kernel, booted with `noxsave`, saves only the x87 and SSE
+ * state (FXSAVE) when it switches tasks. A program that loads %ymm16 and page-faults before storing it
+ * (glibc's memcpy of its TLS image, in every new process) then stores another task's bytes: measured here
+ * as `segfault at 0 ip 4a4d02` in about one busybox run in two (docs/syscall-assist.md). Linux passes an
+ * unknown `NAME=value` command-line argument to init as an environment variable, and every process inherits
+ * it. Programs that choose AVX without glibc's help remain exposed on such a host.
+ */
+export const GLIBC_NO_AVX = "glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD,-FMA,-FMA4,-AVX_Fast_Unaligned_Load";
+const GLIBC_NO_AVX_WHY =
+  "emulated-host: guest programs see the host's AVX and AVX-512 at CPL3, but with noxsave Linux saves only x87/SSE state on a task switch; glibc is told (GLIBC_TUNABLES, passed to init's environment) to use its SSE2 functions";
+
+/**
  * `emulated-host`, for a PVM-backed KVM host where the guest's CPL0 code runs in an emulator:
  *  - leaf 0x4000_0001 EAX: no KVM paravirt features, so Linux takes its native paths instead of the
  *    paravirtual ones (kvmclock, async page faults, steal time, PV EOI, ...), which are written for a
@@ -168,6 +183,7 @@ function emulatedHost(ed: Editor, cmdline: CmdlineAddition[]): void {
       arg: "clearcpuid=smap,smep,popcnt,pku,umip,cx16",
       why: "emulated-host: leaves 1 and 7 cannot be changed through CPUID on this host, and its emulator cannot run popcnt, clac/stac (SMAP) or lock cmpxchg16b (CX16, which SLUB's fast path uses); Linux treats these features as absent",
     },
+    { arg: `GLIBC_TUNABLES=${GLIBC_NO_AVX}`, why: GLIBC_NO_AVX_WHY },
   );
 }
 
