@@ -67,6 +67,15 @@ describe("probe guests", () => {
     expect(vm.vcpus[0]!.assists.get("int3 at CPL0") ?? 0).toBe(detectHost().emulatesGuestKernel ? 1 : 0);
   });
 
+  kvmTest("mxcsr: ldmxcsr and stmxcsr at CPL0 load and store the MXCSR the vCPU runs with", async () => {
+    const { exit, text, vm } = await run("mxcsr");
+    expect(text()).toBe("mxcsr: ldmxcsr at CPL0 loaded 0x00007f80; stmxcsr read 0x00007f80 at CPL0 and 0x00007f80 at CPL3\n");
+    expect(exit.reason).toBe("reset");
+    const assisted = detectHost().emulatesGuestKernel ? 1 : 0;
+    expect(vm.vcpus[0]!.assists.get("ldmxcsr at CPL0") ?? 0).toBe(assisted);
+    expect(vm.vcpus[0]!.assists.get("stmxcsr at CPL0") ?? 0).toBe(assisted);
+  });
+
   kvmTest("syscall: CPL3 system calls reach a CPL0 entry and return; other page faults stay the guest's", async () => {
     const emulating = detectHost().emulatesGuestKernel;
     const { exit, text, vm } = await run("syscall");

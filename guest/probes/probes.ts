@@ -30,6 +30,7 @@ export const PROBES: Record<string, ProbeSpec> = {
   mmio: { name: "mmio", mode: "long", load: HIMEM_START, about: "CPL3 loads and stores to an MMIO device" },
   irq: { name: "irq", mode: "long", load: HIMEM_START, about: "a UART interrupt through irqfd, handled at CPL0" },
   int3: { name: "int3", mode: "long", load: HIMEM_START, about: "int3 at CPL0: executed, or completed by the emulation assist" },
+  mxcsr: { name: "mxcsr", mode: "long", load: HIMEM_START, about: "ldmxcsr/stmxcsr at CPL0: executed, or completed by the emulation assist" },
   "virtio-blk": { name: "virtio-blk", mode: "long", load: HIMEM_START, about: "a CPL3 virtio-blk driver: ioeventfd notifies, irqfd interrupts" },
   exits: { name: "exits", mode: "long", load: HIMEM_START, about: "EXIT_LOOPS port writes, then EXIT_LOOPS MMIO writes (bench)" },
   syscall: { name: "syscall", mode: "long", load: HIMEM_START, about: "CPL3 syscalls to a CPL0 entry: run by the CPU, or completed by the syscall assist" },

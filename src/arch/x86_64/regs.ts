@@ -13,6 +13,7 @@ import { writeIdentityPageTables } from "./paging.ts";
 
 /** Control-register and EFER bits (Intel SDM vol. 3A 2.5, 2.2.1). */
 export const X86_CR0_PE = 1 << 0; // protected mode
+export const X86_CR0_TS = 1 << 3; // task switched: the next x87/SSE instruction raises #NM
 export const X86_CR0_ET = 1 << 4; // extension type: always 1 on modern CPUs
 export const X86_CR0_NE = 1 << 5; // native x87 error reporting
 export const X86_CR0_PG = 2 ** 31; // paging
