@@ -14,10 +14,14 @@
 //   - bytecode needs CommonJS, so an entry point has no top-level await;
 //   - `import.meta.dir` in CommonJS output is the source file's directory, fixed at build time: the bundle
 //     finds the probe sources and the guest cache where the source tree has them, and must be rebuilt
-//     when the tree moves.
+//     when the tree moves;
+//   - the probe guests' cache key: KINDLING_PROBE_SOURCE_HASH is the hash of the probe sources the bundle
+//     was built from (guest/probes/build.ts), and the probes are built now, so that the bundled program
+//     finds them without hashing the sources at every start.
 
 import { mkdirSync, rmSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
+import { buildProbes, probeSourceHash } from "../guest/probes/build.ts";
 
 const ROOT = join(import.meta.dir, "..");
 const WORKER = join(ROOT, "src/vcpu/worker.ts");
@@ -34,6 +38,11 @@ export async function bundle(entry: string, outDir: string): Promise<Bundle> {
   rmSync(out, { recursive: true, force: true });
   mkdirSync(out, { recursive: true });
   const worker = join(out, `${basename(WORKER).replace(/\.ts$/, "")}.js`);
+  try {
+    buildProbes();
+  } catch {
+    // No binutils here: the bundled program builds its probes at first use, as from source.
+  }
   const r = await Bun.build({
     entrypoints: [resolve(entry), WORKER],
     outdir: out,
@@ -41,7 +50,7 @@ export async function bundle(entry: string, outDir: string): Promise<Bundle> {
     format: "cjs",
     bytecode: true,
     naming: { entry: "[name].[ext]" },
-    define: { KINDLING_VCPU_WORKER_URL: JSON.stringify(worker) },
+    define: { KINDLING_VCPU_WORKER_URL: JSON.stringify(worker), KINDLING_PROBE_SOURCE_HASH: JSON.stringify(probeSourceHash()) },
   });
   if (!r.success) throw new Error(`bundling ${entry} failed:\n${r.logs.map(String).join("\n")}`);
   return { entry: join(out, `${basename(entry).replace(/\.ts$/, "")}.js`), worker };
