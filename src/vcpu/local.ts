@@ -62,8 +62,9 @@ const u64 = (dv: DataView, at: number) => dv.getUint32(at, true) + dv.getUint32(
 
 /**
  * The worker's side: given the exit KVM_RUN just returned 0 for, complete it here if it is local. It runs
- * once per exit, so it allocates nothing: no BigInt, no subarray, no object (a garbage collection in the
- * worker stops that vCPU).
+ * once per exit, so it allocates nothing of its own (no BigInt for kvm_run's u64 fields, no subarray per
+ * access): a garbage collection in the worker stops that vCPU. (A counter's clock is a BigInt: measured,
+ * 2 collections per 200,000 exits instead of 5.)
  */
 export class LocalExits {
   private readonly bytes: Uint8Array;
