@@ -8,7 +8,7 @@
 //
 // `--executable` (executable() below) makes a standalone executable instead (`bun build --compile`): Bun's
 // runtime, the program and the worker in one file (~110 MB), run without `bun`. Measured here, its process
-// reaches a guest's first instruction ~4 ms sooner than `bun BUNDLE.js`, with ~5 ms less CPU
+// reaches a guest's first instruction ~4 ms sooner than `bun BUNDLE.js`, with ~3.5 ms less CPU
 // (bench/README.md, start to first instruction).
 //
 // The `kindling` command itself (src/cli/main.ts) does not bundle yet: it finds its subcommands by computed
