@@ -75,9 +75,9 @@ function commonDir(a: string, b: string): string {
  * Compile `entry` and the vCPU worker into one standalone executable at `outFile`, with bytecode. Inside
  * it, modules live under Bun's embedded root (the deepest directory holding the entry and the worker), and
  * `new Worker("./src/vcpu/worker.ts")` finds the embedded worker by its path from that root. It does not
- * read bunfig.toml or .env files from the directory it runs in.
+ * read bunfig.toml or .env files from the directory it runs in. `jitPolicy` is Bun's `compile.jitPolicy`.
  */
-export async function executable(entry: string, outFile: string): Promise<string> {
+export async function executable(entry: string, outFile: string, opts: { jitPolicy?: number } = {}): Promise<string> {
   const out = resolve(outFile);
   mkdirSync(dirname(out), { recursive: true });
   try {
@@ -92,7 +92,9 @@ export async function executable(entry: string, outFile: string): Promise<string
     target: "bun",
     format: "cjs",
     bytecode: true,
-    compile: { outfile: out, autoloadBunfig: false, autoloadDotenv: false },
+    // jitPolicy > 1 multiplies JavaScriptCore's tier-up thresholds (Bun.unsafe.setJITPolicy), so that
+    // run-once startup code stays in the interpreter instead of keeping the JIT threads busy.
+    compile: { outfile: out, autoloadBunfig: false, autoloadDotenv: false, jitPolicy: opts.jitPolicy ?? 1 },
     define: { KINDLING_VCPU_WORKER_URL: JSON.stringify(`./${relative(root, WORKER)}`), KINDLING_PROBE_SOURCE_HASH: JSON.stringify(probeSourceHash()) },
   });
   if (!r.success) throw new Error(`compiling ${entry} failed:\n${r.logs.map(String).join("\n")}`);

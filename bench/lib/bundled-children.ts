@@ -16,6 +16,8 @@ export interface BundledChildren {
   /** children/first-write.ts and children/breakdown.ts as standalone executables. */
   firstWriteExe: string;
   breakdownExe: string;
+  /** children/first-write.ts as an executable with JIT policy 4 (startup code stays interpreted longer). */
+  firstWriteExeJit4: string;
 }
 
 let built: Promise<BundledChildren> | undefined;
@@ -27,7 +29,8 @@ export function bundledChildren(): Promise<BundledChildren> {
     const breakdown = await bundle(join(import.meta.dir, "../children/breakdown.ts"), join(dir, "breakdown"));
     const firstWriteExe = await executable(join(import.meta.dir, "../children/first-write.ts"), join(dir, "exe", "first-write"));
     const breakdownExe = await executable(join(import.meta.dir, "../children/breakdown.ts"), join(dir, "exe", "breakdown"));
-    return { dir, firstWrite: firstWrite.entry, breakdown: breakdown.entry, firstWriteExe, breakdownExe };
+    const firstWriteExeJit4 = await executable(join(import.meta.dir, "../children/first-write.ts"), join(dir, "exe-jit4", "first-write"), { jitPolicy: 4 });
+    return { dir, firstWrite: firstWrite.entry, breakdown: breakdown.entry, firstWriteExe, breakdownExe, firstWriteExeJit4 };
   })();
   return built;
 }

@@ -58,6 +58,9 @@ export function headlineRows(r: Results): Row[] {
     if (s.kindlingBundled) {
       rows.push({ metric: "  kindling bundled to bytecode, run with bun", unit: "ms", kindling: s.kindlingBundled.wallMs.median, qemu: q, better: "lower", chart: false });
     }
+    if (s.kindlingJit4) {
+      rows.push({ metric: "  kindling executable, JIT policy 4", unit: "ms", kindling: s.kindlingJit4.wallMs.median, qemu: q, better: "lower", chart: false });
+    }
     if (s.kindlingFromSource) {
       rows.push({ metric: "  kindling run from TypeScript source (not bundled)", unit: "ms", kindling: s.kindlingFromSource.wallMs.median, qemu: q, better: "lower", chart: false });
     }

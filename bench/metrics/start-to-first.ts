@@ -4,8 +4,9 @@
 //             runtime, the program and the vCPU worker in one file, as a program using kindling would
 //             ship: scripts/bundle.ts --executable) boots the first-write probe through bootProbe() and
 //             prints a line when the boot-timer device sees the guest's write of 123; the same child as a
-//             bytecode bundle run with `bun first-write.js` (`kindlingBundled`) and run from its
-//             TypeScript source (`kindlingFromSource`) are measured too;
+//             bytecode bundle run with `bun first-write.js` (`kindlingBundled`), the executable built
+//             with JIT policy 4 (`kindlingJit4`) and the child run from its TypeScript source
+//             (`kindlingFromSource`) are measured too;
 //   QEMU:     `qemu-system-x86_64 -M microvm -kernel first-write.elf` (the same probe as a PVH ELF) boots
 //             through its qboot firmware; the probe's fifth instruction prints '!' on the serial port,
 //             which is QEMU's stdout. QEMU has no boot-timer device: its write of 123 to BOOT_TIMER_START
@@ -35,6 +36,8 @@ export interface StartToFirstResult {
   kindling: KindlingStart;
   /** The same child bundled to bytecode, run with `bun` (the headline figure until 2026-11-30). */
   kindlingBundled?: KindlingStart;
+  /** The executable built with JIT policy 4 (Bun's compile.jitPolicy): startup code stays interpreted longer. */
+  kindlingJit4?: KindlingStart;
   /** The same child run from its TypeScript source (`bun bench/children/first-write.ts`). */
   kindlingFromSource?: KindlingStart;
   qemu?: { wallMs: Summary; cpuMs: Summary; exitMs: Summary; command: string[] };
@@ -89,12 +92,14 @@ export async function startToFirst(opts: { runs: number; breakdownRuns: number; 
   const bundled = await bundledChildren();
   const k = kindlingSamples();
   const bun = kindlingSamples();
+  const jit4 = kindlingSamples();
   const src = kindlingSamples();
   const q = { wall: [] as number[], cpu: [] as number[], exit: [] as number[] };
   const qcmd = opts.qemuElf ? qemuCommand({ kernel: opts.qemuElf, memSize: PROBE_MEM, cpu: opts.qemuCpu }) : undefined;
   for (let i = 0; i < opts.runs; i++) {
     await kindlingRun([bundled.firstWriteExe], k);
     await kindlingRun([process.execPath, bundled.firstWrite], bun);
+    await kindlingRun([bundled.firstWriteExeJit4], jit4);
     await kindlingRun([process.execPath, CHILD], src);
     if (qcmd) {
       const s = await timedSpawn(qcmd, { signal: /!/, timeoutMs: 20_000 });
@@ -103,11 +108,12 @@ export async function startToFirst(opts: { runs: number; breakdownRuns: number; 
       q.exit.push(s.exitMs);
     }
   }
-  opts.log(`start to first instruction: kindling ${summarize(k.wall, "ms").median} ms (bundled, run with bun ${summarize(bun.wall, "ms").median} ms; from source ${summarize(src.wall, "ms").median} ms), QEMU ${qcmd ? summarize(q.wall, "ms").median : "-"} ms`);
+  opts.log(`start to first instruction: kindling ${summarize(k.wall, "ms").median} ms (bundled, run with bun ${summarize(bun.wall, "ms").median} ms; JIT policy 4 ${summarize(jit4.wall, "ms").median} ms; from source ${summarize(src.wall, "ms").median} ms), QEMU ${qcmd ? summarize(q.wall, "ms").median : "-"} ms`);
   return {
     runs: opts.runs,
     kindling: kindlingSummary(k),
     kindlingBundled: kindlingSummary(bun),
+    kindlingJit4: kindlingSummary(jit4),
     kindlingFromSource: kindlingSummary(src),
     qemu: qcmd ? { wallMs: summarize(q.wall, "ms"), cpuMs: summarize(q.cpu, "ms"), exitMs: summarize(q.exit, "ms"), command: qcmd } : undefined,
     breakdown: await breakdownRuns([bundled.breakdownExe], opts.breakdownRuns),
