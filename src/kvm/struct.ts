@@ -88,7 +88,7 @@ function build(kind: "struct" | "union", name: string, spec: [string, FieldType]
     throw new Error(`struct ${name}: computed size ${size}, declared ${opts.size}`);
   }
   // Made at the first lookup: most of the ~70 layouts a process declares are never looked up by name, and
-  // two Maps per layout were a sixth of loading uapi.ts (bench/README.md, start to first instruction).
+  // two Maps per layout were about an eighth of loading uapi.ts (bench/README.md, start to first instruction).
   let byName: Map<string, Field> | undefined;
   let cache: Map<string, { offset: number; type: FieldType }> | undefined;
 
