@@ -74,8 +74,11 @@ kvmTest(
       measured(r.exitRtt.kindling.mmioUs.median, "kindling MMIO exit");
       measured(r.exitRtt.kindlingMainThread.pioUs.median, "kindling PIO exit handed to the main thread");
       measured(r.exitRtt.kindlingMainThread.mmioUs.median, "kindling MMIO exit handed to the main thread");
-      // The bundled child and the one from source both ran.
+      // The executable (the headline), the bundle run with bun and the child from source all ran.
+      measured(r.startToFirst.kindlingBundled.wallMs.median, "kindling start to first instruction, bundled");
+      measured(r.startToFirst.kindlingJit4.wallMs.median, "kindling start to first instruction, JIT policy 4");
       measured(r.startToFirst.kindlingFromSource.wallMs.median, "kindling start to first instruction from source");
+      expect(r.startToFirst.breakdownBundled.phases.length).toBe(r.startToFirst.breakdown.phases.length);
       // 5. creation rate, and what one VM's creation costs by part.
       measured(r.creation.kindlingInProcess.perSecond, "kindling creation rate in one process");
       measured(r.creation.breakdown.medianMs["total per VM, one at a time"], "creation breakdown");

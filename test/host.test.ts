@@ -67,6 +67,18 @@ describe("detectHost from given files", () => {
     expect(h.emulationCause).toBe("pvm");
   });
 
+  test("the first processor is read, across reads (a flags line longer than one 4 KiB read); not the next", () => {
+    const path = join(dir, "two-processors");
+    const first = `processor\t: 0\nmodel name\t: First CPU\nflags\t\t: fpu ${"x".repeat(5000)} sse2\n\n`;
+    writeFileSync(path, `${first}processor\t: 1\nmodel name\t: Second CPU\nflags\t\t: fpu vmx\n\n`);
+    const h = detectHost({ cpuinfo: path, pvmModule: NOWHERE, kvmDevice: NOWHERE });
+    expect(h.cpuModel).toBe("First CPU");
+    expect(h.virtualizationFlag).toBeNull();
+    // A file with no blank line at all is read to its end.
+    writeFileSync(path, "model name\t: Only CPU\nflags\t\t: svm");
+    expect(detectHost({ cpuinfo: path, pvmModule: NOWHERE, kvmDevice: NOWHERE }).virtualizationFlag).toBe("svm");
+  });
+
   test("an unreadable cpuinfo gives no model rather than throwing", () => {
     const h = detectHost({ cpuinfo: NOWHERE, pvmModule: NOWHERE, kvmDevice: NOWHERE });
     expect(h.cpuModel).toBeNull();

@@ -43,7 +43,7 @@ async function main(): Promise<void> {
   // Two JavaScript steps of bootProbe(), timed alone first (cold, as bootProbe would meet them); inside
   // bootProbe() they then run warm, and count in "the rest".
   probeBinary(PROBES["first-write"]!);
-  lap("probe image lookup: hash the probe sources, find the cached binary (alone, cold)");
+  lap("probe image lookup: find the cached binary (bundled: by the hash the bundle was built with; from source: the sources hashed first) (alone, cold)");
   writeBootTables(scratch);
   writeIdentityPageTables(scratch, { user: true });
   lap("GDT, TSS and identity page tables written into guest RAM (alone, cold)");

@@ -55,6 +55,12 @@ export function headlineRows(r: Results): Row[] {
       target: { text: "<= 20 ms and <= 1/3 of QEMU", met: k <= 20 && (q === undefined || k <= q / 3) },
     });
     rows.push({ metric: "  p90", unit: "ms", kindling: s.kindling.wallMs.p90, qemu: s.qemu?.wallMs.p90, better: "lower", chart: false });
+    if (s.kindlingBundled) {
+      rows.push({ metric: "  kindling bundled to bytecode, run with bun", unit: "ms", kindling: s.kindlingBundled.wallMs.median, qemu: q, better: "lower", chart: false });
+    }
+    if (s.kindlingJit4) {
+      rows.push({ metric: "  kindling executable, JIT policy 4", unit: "ms", kindling: s.kindlingJit4.wallMs.median, qemu: q, better: "lower", chart: false });
+    }
     if (s.kindlingFromSource) {
       rows.push({ metric: "  kindling run from TypeScript source (not bundled)", unit: "ms", kindling: s.kindlingFromSource.wallMs.median, qemu: q, better: "lower", chart: false });
     }

@@ -1,9 +1,12 @@
 // Metric 1: start to first guest instruction. From just before the parent spawns a process to the moment
 // the guest's first write is known outside it:
-//   kindling: `bun first-write.js`, bench/children/first-write.ts bundled to bytecode as a program using
-//             kindling would ship (scripts/bundle.ts), boots the first-write probe through bootProbe() and
-//             prints a line when the boot-timer device sees the guest's write of 123; the same child run
-//             from its TypeScript source is measured too (`kindlingFromSource`);
+//   kindling: bench/children/first-write.ts compiled to a standalone executable with bytecode (Bun's
+//             runtime, the program and the vCPU worker in one file, as a program using kindling would
+//             ship: scripts/bundle.ts --executable) boots the first-write probe through bootProbe() and
+//             prints a line when the boot-timer device sees the guest's write of 123; the same child as a
+//             bytecode bundle run with `bun first-write.js` (`kindlingBundled`), the executable built
+//             with JIT policy 4 (`kindlingJit4`) and the child run from its TypeScript source
+//             (`kindlingFromSource`) are measured too;
 //   QEMU:     `qemu-system-x86_64 -M microvm -kernel first-write.elf` (the same probe as a PVH ELF) boots
 //             through its qboot firmware; the probe's fifth instruction prints '!' on the serial port,
 //             which is QEMU's stdout. QEMU has no boot-timer device: its write of 123 to BOOT_TIMER_START
@@ -29,13 +32,19 @@ const PROBE_MEM = 16 * MiB;
 
 export interface StartToFirstResult {
   runs: number;
-  /** The bundled child. */
+  /** The child as a standalone executable. */
   kindling: KindlingStart;
+  /** The same child bundled to bytecode, run with `bun` (the headline figure until 2026-11-30). */
+  kindlingBundled?: KindlingStart;
+  /** The executable built with JIT policy 4 (Bun's compile.jitPolicy): startup code stays interpreted longer. */
+  kindlingJit4?: KindlingStart;
   /** The same child run from its TypeScript source (`bun bench/children/first-write.ts`). */
   kindlingFromSource?: KindlingStart;
   qemu?: { wallMs: Summary; cpuMs: Summary; exitMs: Summary; command: string[] };
-  /** Median milliseconds of each step of kindling's start, from `breakdown` runs of the bundled child. */
+  /** Median milliseconds of each step of kindling's start, from `breakdown` runs as an executable. */
   breakdown: Phases;
+  /** The same, bundled and run with `bun`. */
+  breakdownBundled?: Phases;
   /** The same from source, where each module-loading lap includes transpiling and parsing. */
   breakdownFromSource?: Phases;
 }
@@ -82,11 +91,15 @@ async function breakdownRuns(cmd: string[], runs: number): Promise<Phases> {
 export async function startToFirst(opts: { runs: number; breakdownRuns: number; qemuElf?: string; qemuCpu?: string; log: (s: string) => void }): Promise<StartToFirstResult> {
   const bundled = await bundledChildren();
   const k = kindlingSamples();
+  const bun = kindlingSamples();
+  const jit4 = kindlingSamples();
   const src = kindlingSamples();
   const q = { wall: [] as number[], cpu: [] as number[], exit: [] as number[] };
   const qcmd = opts.qemuElf ? qemuCommand({ kernel: opts.qemuElf, memSize: PROBE_MEM, cpu: opts.qemuCpu }) : undefined;
   for (let i = 0; i < opts.runs; i++) {
-    await kindlingRun([process.execPath, bundled.firstWrite], k);
+    await kindlingRun([bundled.firstWriteExe], k);
+    await kindlingRun([process.execPath, bundled.firstWrite], bun);
+    await kindlingRun([bundled.firstWriteExeJit4], jit4);
     await kindlingRun([process.execPath, CHILD], src);
     if (qcmd) {
       const s = await timedSpawn(qcmd, { signal: /!/, timeoutMs: 20_000 });
@@ -95,13 +108,16 @@ export async function startToFirst(opts: { runs: number; breakdownRuns: number; 
       q.exit.push(s.exitMs);
     }
   }
-  opts.log(`start to first instruction: kindling ${summarize(k.wall, "ms").median} ms (from source ${summarize(src.wall, "ms").median} ms), QEMU ${qcmd ? summarize(q.wall, "ms").median : "-"} ms`);
+  opts.log(`start to first instruction: kindling ${summarize(k.wall, "ms").median} ms (bundled, run with bun ${summarize(bun.wall, "ms").median} ms; JIT policy 4 ${summarize(jit4.wall, "ms").median} ms; from source ${summarize(src.wall, "ms").median} ms), QEMU ${qcmd ? summarize(q.wall, "ms").median : "-"} ms`);
   return {
     runs: opts.runs,
     kindling: kindlingSummary(k),
+    kindlingBundled: kindlingSummary(bun),
+    kindlingJit4: kindlingSummary(jit4),
     kindlingFromSource: kindlingSummary(src),
     qemu: qcmd ? { wallMs: summarize(q.wall, "ms"), cpuMs: summarize(q.cpu, "ms"), exitMs: summarize(q.exit, "ms"), command: qcmd } : undefined,
-    breakdown: await breakdownRuns([process.execPath, bundled.breakdown], opts.breakdownRuns),
+    breakdown: await breakdownRuns([bundled.breakdownExe], opts.breakdownRuns),
+    breakdownBundled: await breakdownRuns([process.execPath, bundled.breakdown], opts.breakdownRuns),
     breakdownFromSource: await breakdownRuns([process.execPath, BREAKDOWN], opts.breakdownRuns),
   };
 }

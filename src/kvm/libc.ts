@@ -117,7 +117,10 @@ export function ioctl(fd: number, request: number, arg: IoctlArg = null, detail?
   if (arg instanceof Uint8Array) p = ptrOf(arg);
   else if (arg === null) p = null;
   else p = Number(arg) as Pointer;
-  return check(ioctlName(request), libc.ioctl(fd, request, p), detail);
+  const r = libc.ioctl(fd, request, p);
+  // The name is looked up only for the error, not on every call (a VM makes ~25 ioctls on its way to start).
+  if (r < 0) throw new SysError(ioctlName(request), errno(), detail);
+  return r;
 }
 
 /** ioctl() that returns -errno instead of throwing: for the vCPU loop, where EINTR and EAGAIN are normal. */

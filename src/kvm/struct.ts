@@ -87,10 +87,14 @@ function build(kind: "struct" | "union", name: string, spec: [string, FieldType]
   if (opts.size !== undefined && opts.size !== size) {
     throw new Error(`struct ${name}: computed size ${size}, declared ${opts.size}`);
   }
-  const byName = new Map(fields.map((f) => [f.name, f]));
-  const cache = new Map<string, { offset: number; type: FieldType }>();
+  // Made at the first lookup: most of the ~70 layouts a process declares are never looked up by name, and
+  // two Maps per layout were about an eighth of loading uapi.ts (bench/README.md, start to first instruction).
+  let byName: Map<string, Field> | undefined;
+  let cache: Map<string, { offset: number; type: FieldType }> | undefined;
 
   function resolve(path: string): { offset: number; type: FieldType } {
+    byName ??= new Map(fields.map((f) => [f.name, f]));
+    cache ??= new Map();
     const hit = cache.get(path);
     if (hit) return hit;
     let layout: Layout | undefined = self;
@@ -205,6 +209,15 @@ export function readScalar(dv: DataView, at: number, t: Scalar): bigint {
 }
 
 export function writeScalar(dv: DataView, at: number, t: Scalar, value: number | bigint): void {
+  // A whole number into a field of up to 32 bits: DataView's setters already wrap modulo 2^bits, as
+  // BigInt.asUintN does below, with no BigInt made (most fields a VM's start sets are such).
+  if (typeof value === "number" && Number.isSafeInteger(value)) {
+    switch (t) {
+      case "u8": case "i8": dv.setUint8(at, value); return;
+      case "u16": case "i16": dv.setUint16(at, value, true); return;
+      case "u32": case "i32": dv.setUint32(at, value, true); return;
+    }
+  }
   const big = BigInt(value);
   switch (t) {
     case "u8": case "i8": dv.setUint8(at, Number(BigInt.asUintN(8, big))); break;

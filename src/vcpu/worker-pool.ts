@@ -9,7 +9,8 @@
 
 /**
  * Where the worker's script is. A bundled build (scripts/bundle.ts) defines KINDLING_VCPU_WORKER_URL as the
- * bundled worker beside it; from source, it is worker.ts beside this file.
+ * bundled worker beside it, a standalone executable as the worker's path inside it; from source, it is
+ * worker.ts beside this file.
  */
 declare const KINDLING_VCPU_WORKER_URL: string | undefined;
 const WORKER_URL = typeof KINDLING_VCPU_WORKER_URL === "string" ? KINDLING_VCPU_WORKER_URL : new URL("./worker.ts", import.meta.url).href;

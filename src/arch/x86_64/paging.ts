@@ -35,13 +35,19 @@ function identityTables(flags: bigint): Uint8Array {
   const cached = built.get(flags);
   if (cached) return cached;
   const bytes = new Uint8Array(PAGE_TABLES_END - PML4_START);
-  const entry = new BigUint64Array(bytes.buffer);
-  const at = (gpa: number) => (gpa - PML4_START) / 8; // index of the 8-byte entry at gpa
-  entry[at(PML4_START)] = BigInt(PDPTE_START) | flags;
+  // Every address here is below 4 GiB and 4 KiB-aligned, and the flags are in bits 0-11: each 8-byte entry
+  // is its low 32-bit word (address + flags, which is address | flags) and a zero high word. Numbers, not
+  // BigInts: this runs once per process, cold, on the way to the first VM's first instruction.
+  const word = new Uint32Array(bytes.buffer); // little-endian, as x86 is: word 2n is entry n's low half
+  const at = (gpa: number) => (gpa - PML4_START) / 4; // index of the low word of the entry at gpa
+  const table = Number(flags);
+  const page = table + Number(PTE_PS);
+  word[at(PML4_START)] = PDPTE_START + table;
   for (let d = 0; d < PDE_PAGES; d++) {
     const pd = PDE_START + d * PAGE_SIZE;
-    entry[at(PDPTE_START) + d] = BigInt(pd) | flags;
-    for (let i = 0; i < ENTRIES; i++) entry[at(pd) + i] = BigInt((d * ENTRIES + i) * TWO_MIB) | flags | PTE_PS;
+    word[at(PDPTE_START) + 2 * d] = pd + table;
+    const first = at(pd);
+    for (let i = 0; i < ENTRIES; i++) word[first + 2 * i] = (d * ENTRIES + i) * TWO_MIB + page;
   }
   built.set(flags, bytes);
   return bytes;
