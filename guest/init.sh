@@ -59,9 +59,11 @@ set +f
 run_framed() {
   echo 1 > /proc/sys/kernel/printk  # console_loglevel 1: only KERN_EMERG reaches the console now
   rs=$(printf '\036')
+  # awk, not sed: busybox sed holds its output until it exits, even on a terminal; fflush() sends each
+  # line as it comes, so the host sees output while the command runs (and can answer it).
   mkfifo /tmp/.kindling-stderr
-  sed "s/^/${rs}2/" < /tmp/.kindling-stderr > /dev/console &
-  { sh -c "$1" < /dev/null 2> /tmp/.kindling-stderr; echo $? > /tmp/.kindling-status; } | sed "s/^/${rs}1/" > /dev/console
+  awk -v p="${rs}2" '{ print p $0; fflush() }' < /tmp/.kindling-stderr > /dev/console &
+  { sh -c "$1" < /dev/null 2> /tmp/.kindling-stderr; echo $? > /tmp/.kindling-status; } | awk -v p="${rs}1" '{ print p $0; fflush() }' > /dev/console
   wait
   status=$(cat /tmp/.kindling-status)
   # Killed by a signal (128 + n): the kernel's last words on it (e.g. "segfault at ...") are in its log,

@@ -332,7 +332,7 @@ const BEGIN_MARKER = "S";
  * The line typed into the restored shell. Every process costs seconds where the host emulates the guest
  * kernel (a fork, an exec and their page faults), so the line starts none of its own: a begin marker
  * (RS "S", by the shell's printf builtin), argv (one process if it is not a builtin), its status. The
- * command's stderr goes to its stdout: keeping them apart, as kindling.exec does, takes two `sed`s.
+ * command's stderr goes to its stdout: keeping them apart, as kindling.exec does, takes two `awk`s.
  */
 export function typedExecLine(argv: string[]): string {
   return `printf '\\036${BEGIN_MARKER}\\n'; ${quoteArgs(argv)} < /dev/null 2>&1; echo "kindling: exit status $?"\n`;
