@@ -9,7 +9,8 @@
 //   3. extract the ELF vmlinux from it on the host: the setup header's payload_offset/payload_length
 //      (Linux boot protocol 2.08+) locate the compressed kernel, decompressed here by its magic (gzip, xz,
 //      zstd, lz4), so the guest does not spend minutes of emulated CPL0 code decompressing itself;
-//   4. exec() the command with that kernel and kindling's initramfs (busybox and guest/init.sh).
+//   4. exec() the command with that kernel and kindling's initramfs (busybox and guest/init.sh), adding
+//      CLOUD_BOOT_ARGS to the command line.
 
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -21,6 +22,16 @@ import { guestCacheDir } from "../guest/cache.ts";
 import { buildGuest } from "../guest/build.ts";
 
 const log = (line: string) => console.error(`[cloud-kernel] ${line}`);
+
+/**
+ * Kernel command-line words for this kernel, which is built for hardware (kernel-parameters.txt):
+ *  - mitigations=off: Debian's kernel routes every indirect call and return through speculation thunks
+ *    (retpolines, the SRSO return thunk on AMD); on an emulating host each is more CPL0 instructions to
+ *    emulate, and they protect nothing there, where the guest kernel does not run on the CPU;
+ *  - nowatchdog: at emulated speed an initcall can run for minutes, and each soft-lockup report then
+ *    symbolizes a stack trace, more slow CPL0 work.
+ */
+const CLOUD_BOOT_ARGS = "mitigations=off nowatchdog";
 
 function run(cmd: string[], cwd?: string): string {
   const r = Bun.spawnSync(cmd, { cwd, stdout: "pipe", stderr: "pipe" });
@@ -81,7 +92,7 @@ async function main(): Promise<number> {
   const guest = await buildGuest({ log });
   log(`exec ${JSON.stringify(argv)} with ${pkg} (unmodified) and kindling's initramfs`);
   const r = await exec(argv, {
-    kernel: vmlinux, initrd: guest.initramfs, memoryMib: 256, timeoutMs: 3_600_000,
+    kernel: vmlinux, initrd: guest.initramfs, memoryMib: 256, timeoutMs: 3_600_000, bootArgs: CLOUD_BOOT_ARGS,
     onStdout: (b) => process.stdout.write(b), onStderr: (b) => process.stderr.write(b),
     onConsole: (l) => log(`console: ${l}`), log: (l) => log(`vmm: ${l}`),
   });
