@@ -144,7 +144,7 @@ describe("cpuid profiles", () => {
     expect(find(entries, 0x80000008).ebx).toBe(1 << 2);
     // Leaves 1, 7 and 0xD are left to the command line on this host.
     expect(find(entries, 7).ebx).toBe(0x029c6fbf);
-    expect(cmdline.map((c) => c.arg)).toEqual(["noxsave", "clearcpuid=smap,smep,popcnt,pku,umip,cx16", `GLIBC_TUNABLES=${GLIBC_NO_AVX}`]);
+    expect(cmdline.map((c) => c.arg)).toEqual(["noxsave", "clearcpuid=smap,smep,popcnt,pku,umip,cx16,ssse3,sse4_1,sse4_2,aes,pclmulqdq,sha_ni", `GLIBC_TUNABLES=${GLIBC_NO_AVX}`]);
 
     const pv = changed(changes, KVM_CPUID_FEATURES, "eax");
     expect(pv.length).toBe(1);

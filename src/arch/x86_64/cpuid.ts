@@ -180,8 +180,8 @@ function emulatedHost(ed: Editor, cmdline: CmdlineAddition[]): void {
   cmdline.push(
     { arg: "noxsave", why: "emulated-host: leaf 1 ECX.XSAVE and leaf 0xD cannot be changed through CPUID on this host; Linux uses FXSAVE instead" },
     {
-      arg: "clearcpuid=smap,smep,popcnt,pku,umip,cx16",
-      why: "emulated-host: leaves 1 and 7 cannot be changed through CPUID on this host, and its emulator cannot run popcnt, clac/stac (SMAP) or lock cmpxchg16b (CX16, which SLUB's fast path uses); Linux treats these features as absent",
+      arg: "clearcpuid=smap,smep,popcnt,pku,umip,cx16,ssse3,sse4_1,sse4_2,aes,pclmulqdq,sha_ni",
+      why: "emulated-host: leaves 1 and 7 cannot be changed through CPUID on this host, and its emulator cannot run popcnt, clac/stac (SMAP), lock cmpxchg16b (CX16, which SLUB's fast path uses) or the SIMD instructions of kernel crypto (Debian's kernel stops at movd %ecx,%xmm15 in blake2s_compress_ssse3); Linux treats these features as absent and takes its generic code",
     },
     { arg: `GLIBC_TUNABLES=${GLIBC_NO_AVX}`, why: GLIBC_NO_AVX_WHY },
   );
