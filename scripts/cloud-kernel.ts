@@ -29,9 +29,11 @@ const log = (line: string) => console.error(`[cloud-kernel] ${line}`);
  *    (retpolines, the SRSO return thunk on AMD); on an emulating host each is more CPL0 instructions to
  *    emulate, and they protect nothing there, where the guest kernel does not run on the CPU;
  *  - nowatchdog: at emulated speed an initcall can run for minutes, and each soft-lockup report then
- *    symbolizes a stack trace, more slow CPL0 work.
+ *    symbolizes a stack trace, more slow CPL0 work;
+ *  - cryptomgr.notests: the crypto self-tests run RSA private-key operations with big-number arithmetic
+ *    (mpihelp_submul_1 was where a sampled boot spent minutes).
  */
-const CLOUD_BOOT_ARGS = "mitigations=off nowatchdog";
+const CLOUD_BOOT_ARGS = "mitigations=off nowatchdog cryptomgr.notests";
 
 function run(cmd: string[], cwd?: string): string {
   const r = Bun.spawnSync(cmd, { cwd, stdout: "pipe", stderr: "pipe" });
