@@ -3,8 +3,9 @@
 // API with resume_vm, `network_overrides` (a new TAP) and `vsock_override` (a new Unix socket): commands
 // typed after the load run, read the root disk through virtio-blk, ping the host side of the new TAP
 // (eth0 was addressed and brought up before the snapshot), and use vsock both ways. Then `kindling exec
-// --snapshot` runs a command in a restore of the same snapshot. Slow where the host emulates guest kernel
-// code (the one boot takes minutes there, more under load; the loads do not boot at all).
+// --snapshot` runs a command in a restore of the same snapshot. A second test makes the snapshot the way
+// `kindling exec --save-snapshot` does, without root or a network. Slow where the host emulates guest
+// kernel code (each boot takes a minute or more there, more under load; the loads do not boot at all).
 
 import { afterAll, describe, expect } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -13,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildGuest } from "../guest/build.ts";
 import { DEFAULT_CMDLINE } from "../src/arch/x86_64/cmdline.ts";
-import { KVM_MISSING } from "./support/kvm.ts";
+import { KVM_MISSING, kvmTest } from "./support/kvm.ts";
 import { NetNs, netnsTest, uniqueName } from "./support/netns.ts";
 import { ROOT } from "./support/api.ts";
 
@@ -181,5 +182,20 @@ describe("a Linux guest at its shell", () => {
     // The command's output first; kindling's own info line (on stdout when it is not a terminal) after it.
     expect({ first: out.split("\n")[0], code }, err).toEqual({ first: "from-snapshot", code: 3 });
     expect(out + err).toMatch(/exit status 3; snapshot loaded \d+ ms, first output \d+ ms/);
+  }, 2_400_000);
+
+  kvmTest("kindling exec --save-snapshot boots to the shell and saves it; exec --snapshot runs a command in a restore of it", async () => {
+    const snap = join(dir, "exec-save");
+    const run = async (args: string[]) => {
+      const p = Bun.spawn([process.execPath, "src/cli/main.ts", "exec", ...args], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+      procs.push(p);
+      const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+      return { out, err, code };
+    };
+    const saved = await run(["--save-snapshot", snap, "--timeout", "1500"]);
+    expect(saved.code, saved.err).toBe(0);
+    expect(existsSync(join(snap, "vm.mem")), saved.err).toBe(true);
+    const r = await run(["--snapshot", snap, "--timeout", "300", "--", "sh", "-c", "echo saved-$((6*7)); exit 4"]);
+    expect({ first: r.out.split("\n")[0], code: r.code }, r.err).toEqual({ first: "saved-42", code: 4 });
   }, 2_400_000);
 });
