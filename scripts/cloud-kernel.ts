@@ -1,6 +1,6 @@
 // scripts/cloud-kernel.ts: run a command with Debian's own cloud kernel, unmodified, as a guest.
 //
-//   bun scripts/cloud-kernel.ts [-- CMD ARGS...]     (default command: uname -r, then a line of output)
+//   bun run cloud-kernel [-- CMD ARGS...]     (default command: uname -r, then a line of output)
 //
 // Opt-in, not part of `bun run test`: on a host that emulates guest kernel code it takes several minutes.
 // It shows that the syscall assist (src/arch/x86_64/syscall-assist.ts) needs nothing from the guest kernel:
@@ -75,8 +75,10 @@ function extractVmlinux(bzImage: Uint8Array, out: string): string {
 }
 
 async function main(): Promise<number> {
+  // `bun run cloud-kernel -- CMD` reaches here without its `--`; `bun scripts/cloud-kernel.ts -- CMD` with it.
   const dash = process.argv.indexOf("--");
-  const argv = dash >= 0 ? process.argv.slice(dash + 1) : ["sh", "-c", "uname -r; echo hello from the Debian cloud kernel"];
+  const given = dash >= 0 ? process.argv.slice(dash + 1) : process.argv.slice(2);
+  const argv = given.length > 0 ? given : ["sh", "-c", "uname -r; echo hello from the Debian cloud kernel"];
   const pkg = imagePackage();
   const dir = join(guestCacheDir(), "..", "cloud-kernel", pkg);
   mkdirSync(dir, { recursive: true });
