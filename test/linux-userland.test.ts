@@ -14,7 +14,6 @@
 
 import { afterAll, describe, expect } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exec } from "../src/exec.ts";
@@ -24,6 +23,7 @@ import { detectHost } from "../src/host.ts";
 import { GLIBC_NO_AVX } from "../src/arch/x86_64/cpuid.ts";
 import { KVM_MISSING } from "./support/kvm.ts";
 import { NetNs, netnsTest, uniqueName } from "./support/netns.ts";
+import { vsockConnect, vsockListener } from "./support/vsock.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kindling-userland-"));
 const cleanups: (() => void)[] = [() => rmSync(dir, { recursive: true, force: true })];
@@ -67,45 +67,6 @@ function checks(stdout: string): Map<string, string> {
   return new Map(stdout.split("\n").filter((l) => l && !l.startsWith("dmesg ")).map((l) => [l.split(" ")[0]!, l.slice(l.indexOf(" ") + 1)] as [string, string]));
 }
 
-/** Host side of the guest-initiated vsock connection: Firecracker's `uds_path_<port>` listener. */
-function vsockListener(udsPath: string, port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const server = createServer((s) => {
-      let got = "";
-      s.on("data", (d) => (got += d.toString()));
-      // The guest shuts down its sending side after its stdin: answer, then close.
-      s.on("end", () => s.end(`from-host-to-${got.trim()}\n`, () => {
-        server.close();
-        resolve(got);
-      }));
-      s.on("error", reject);
-    });
-    server.listen(`${udsPath}_${port}`);
-    cleanups.push(() => server.close());
-  });
-}
-
-/** Host side of the host-initiated connection: CONNECT <port>, read until the guest's EOF, answer. */
-async function vsockConnect(udsPath: string, port: number): Promise<string> {
-  for (let attempt = 0; ; attempt++) {
-    const r = await new Promise<string | Error>((resolve) => {
-      const s = connect(udsPath);
-      let text = "";
-      s.on("connect", () => s.write(`CONNECT ${port}\n`));
-      s.on("data", (d) => {
-        text += d.toString();
-        const ok = /^OK \d+\n/.exec(text);
-        if (ok && text.includes("\n", ok[0].length)) s.end("from-host\n");
-      });
-      s.on("close", () => resolve(text.startsWith("OK ") ? text : new Error(`connection closed: ${JSON.stringify(text)}`)));
-      s.on("error", (e) => resolve(e));
-    });
-    if (typeof r === "string") return r.replace(/^OK \d+\n/, "");
-    if (attempt >= 20) throw r;
-    await Bun.sleep(500); // the guest's listener may not be up yet
-  }
-}
-
 describe("Linux userland", () => {
   netnsTest(
     "one boot on 2 vCPUs: init, boot timer, exit status; SMP, blk, net, vsock and rng used from inside the guest",
@@ -143,7 +104,7 @@ describe("Linux userland", () => {
         }
 
         const uds = join(dir, "vsock.sock");
-        const fromGuest = vsockListener(uds, VSOCK_GUEST_TO_HOST);
+        const fromGuest = vsockListener(uds, VSOCK_GUEST_TO_HOST, cleanups);
         let hostToGuest: Promise<string> | undefined;
         let stdout = "";
         const logs: string[] = [];

@@ -9,7 +9,6 @@
 
 import { afterAll, describe, expect } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildGuest } from "../guest/build.ts";
@@ -17,6 +16,7 @@ import { DEFAULT_CMDLINE } from "../src/arch/x86_64/cmdline.ts";
 import { KVM_MISSING, kvmTest } from "./support/kvm.ts";
 import { NetNs, netnsTest, uniqueName } from "./support/netns.ts";
 import { ROOT } from "./support/api.ts";
+import { vsockConnectOnce, vsockListener } from "./support/vsock.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kindling-snapshot-linux-"));
 const procs: ReturnType<typeof Bun.spawn>[] = [];
@@ -59,39 +59,6 @@ async function until(test: () => boolean, ms: number, what: string, show: () => 
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}; console:\n${show().slice(-2000)}`);
     await Bun.sleep(250);
   }
-}
-
-/** Host side of a guest-initiated vsock connection (Firecracker's `uds_path_<port>` listener): read to EOF, answer. */
-function vsockListener(udsPath: string, port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const server = createServer((s) => {
-      let got = "";
-      s.on("data", (d) => (got += d.toString()));
-      s.on("end", () => s.end(`from-host-to-${got.trim()}\n`, () => {
-        server.close();
-        resolve(got);
-      }));
-      s.on("error", reject);
-    });
-    server.listen(`${udsPath}_${port}`);
-    cleanups.push(() => server.close());
-  });
-}
-
-/** Host side of a host-initiated connection: CONNECT <port>, read the guest's line, answer, close. */
-function vsockConnect(udsPath: string, port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = connect(udsPath);
-    let text = "";
-    s.on("connect", () => s.write(`CONNECT ${port}\n`));
-    s.on("data", (d) => {
-      text += d.toString();
-      const ok = /^OK \d+\n/.exec(text);
-      if (ok && text.includes("\n", ok[0].length)) s.end("from-host\n");
-    });
-    s.on("close", () => (text.startsWith("OK ") ? resolve(text.replace(/^OK \d+\n/, "")) : reject(new Error(`connection closed: ${JSON.stringify(text)}`))));
-    s.on("error", reject);
-  });
 }
 
 describe("a Linux guest at its shell", () => {
@@ -157,7 +124,7 @@ describe("a Linux guest at its shell", () => {
     await until(() => b.console().includes("ping-42-ok"), 300_000, "a ping from the guest", b.console);
     expect(ns.stat(tapB, "rx_packets")).toBeGreaterThan(0);
     // vsock, guest-initiated then host-initiated, through the new socket.
-    const fromGuest = vsockListener(udsB, VSOCK_GUEST_TO_HOST);
+    const fromGuest = vsockListener(udsB, VSOCK_GUEST_TO_HOST, cleanups);
     b.type(`echo vsock-out-$((6*7)) $(echo from-guest | vsock connect 2 ${VSOCK_GUEST_TO_HOST})\n`);
     await until(() => b.console().includes("vsock-out-42 from-host-to-from-guest"), 300_000, "guest-to-host vsock", b.console);
     expect(await fromGuest).toBe("from-guest\n");
@@ -166,7 +133,7 @@ describe("a Linux guest at its shell", () => {
     let toGuest: string | Error = new Error("not tried");
     for (let i = 0; i < 60 && typeof toGuest !== "string"; i++) {
       // The guest's listener may not be up yet: the guest driver then answers RST.
-      toGuest = await vsockConnect(udsB, VSOCK_HOST_TO_GUEST).catch((e: Error) => e);
+      toGuest = await vsockConnectOnce(udsB, VSOCK_HOST_TO_GUEST).catch((e: Error) => e);
       if (typeof toGuest !== "string") await Bun.sleep(1000);
     }
     expect(toGuest).toBe("from-guest-listener\n");
