@@ -30,7 +30,7 @@ import type { StructView } from "../../kvm/struct.ts";
 import { KVM_INTERNAL_ERROR, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES } from "../../kvm/uapi.ts";
 import type { GuestMemory } from "../../memory.ts";
 import { decodeMemoryOperand } from "./modrm.ts";
-import { translate } from "./paging.ts";
+import { translate, translateBytes } from "./paging.ts";
 import { EFER_LMA, X86_CR0_TS, X86_CR4_OSFXSR } from "./regs.ts";
 
 export const INT3_OPCODE = 0xcc;
@@ -134,7 +134,7 @@ function mxcsrAssist(vcpu: VcpuFd, mem: GuestMemory, bytes: number[], sregs: Str
     injectException(vcpu, NM_VECTOR);
     return { handled: true, description: `${where} with CR0.TS set: #NM delivered` };
   }
-  const phys = physicalBytes(mem, sregs.getBig("cr3"), op.address, 4);
+  const phys = translateBytes(mem, sregs.getBig("cr3"), op.address, 4);
   if (!phys) return { handled: false, description: `${where}: the operand is not mapped in guest memory` };
   const xsave = vcpu.getXsave();
   const region = xsave.slice("region"); // a view: writes through it change `xsave`
@@ -157,17 +157,6 @@ function mxcsrAssist(vcpu: VcpuFd, mem: GuestMemory, bytes: number[], sregs: Str
   regs.set("rip", rip + BigInt(op.length));
   vcpu.setRegs(regs);
   return { handled: true, description: `${where} completed through KVM_GET/SET_XSAVE` };
-}
-
-/** The guest-physical address of each of `n` bytes at a guest-linear address, or undefined if one is not mapped. */
-function physicalBytes(mem: GuestMemory, cr3: bigint, linear: bigint, n: number): number[] | undefined {
-  const out: number[] = [];
-  for (let k = 0; k < n; k++) {
-    const p = translate(mem, cr3, linear + BigInt(k));
-    if (p === undefined || !mem.contains(p, 1)) return undefined;
-    out.push(p);
-  }
-  return out;
 }
 
 /** Deliver exception `nr` at the vCPU's next entry, with KVM_SET_VCPU_EVENTS (api.rst 4.32). */

@@ -84,3 +84,17 @@ export function translate(mem: GuestMemory, cr3: number | bigint, va: number | b
   }
   return undefined;
 }
+
+/**
+ * The guest-physical address of each of `n` bytes at guest-virtual `va` (an operand may cross into a page
+ * mapped elsewhere), or undefined if any of them is not mapped or lies outside guest RAM.
+ */
+export function translateBytes(mem: GuestMemory, cr3: number | bigint, va: number | bigint, n: number): number[] | undefined {
+  const out: number[] = [];
+  for (let k = 0; k < n; k++) {
+    const p = translate(mem, cr3, BigInt(va) + BigInt(k));
+    if (p === undefined || !mem.contains(p, 1)) return undefined;
+    out.push(p);
+  }
+  return out;
+}
