@@ -12,11 +12,12 @@
 // Files are written atomically: to a temporary file in the same directory, fsync'd, renamed over the target,
 // and the directory fsync'd, so a crash leaves the old file or the new one, never half of one.
 
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import { dirname, basename, join } from "node:path";
 import { z } from "zod";
 import { StructView, array, struct } from "../kvm/struct.ts";
 import { SnapshotError } from "./errors.ts";
+import type { CpuidEntry } from "../kvm/cpuid.ts";
 
 export const SNAPSHOT_MAGIC = "KINDLSNP";
 /** Bumped whenever the body changes in a way an older reader would misread. */
@@ -35,7 +36,39 @@ export const kindling_snapshot_header = struct("kindling_snapshot_header", [
 const b64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, "base64");
 const u32 = z.number().int().min(0).max(0xffffffff);
 
-const cpuidEntry = z.object({ function: u32, index: u32, flags: u32, eax: u32, ebx: u32, ecx: u32, edx: u32 });
+// The long, regular arrays (a vCPU's ~80 CPUID entries and ~40 MSRs, the host's MSR list) are checked by one
+// loop each inside the schema rather than by a zod schema per element: the restore runs this once per load,
+// as cold code, and element schemas made zod ~0.3 ms of a ~3 ms restore (bench/README.md, snapshot). The
+// rules are the same: every number a u32, every MSR value a hex string of at most 64 bits, at most 4096.
+const isU32 = (x: unknown): x is number => typeof x === "number" && Number.isInteger(x) && x >= 0 && x <= 0xffffffff;
+const MAX_ENTRIES = 4096;
+const HEX_U64 = /^0x[0-9a-f]{1,16}$/;
+
+/** A zod schema for an array whose elements `bad(element)` checks (it returns why one is wrong). */
+function arrayOf<T>(what: string, bad: (e: unknown) => string | undefined) {
+  return z.custom<T[]>().superRefine((v, ctx) => {
+    if (!Array.isArray(v)) return void ctx.addIssue({ code: "custom", message: `expected an array of ${what}` });
+    if (v.length > MAX_ENTRIES) return void ctx.addIssue({ code: "custom", message: `${v.length} entries, at most ${MAX_ENTRIES}` });
+    for (let i = 0; i < v.length; i++) {
+      const why = bad(v[i]);
+      if (why !== undefined) return void ctx.addIssue({ code: "custom", message: `entry ${i}: ${why}` });
+    }
+  });
+}
+
+const CPUID_KEYS = ["function", "index", "flags", "eax", "ebx", "ecx", "edx"] as const;
+const cpuidEntries = arrayOf<CpuidEntry>("CPUID entries", (e) => {
+  if (typeof e !== "object" || e === null || Array.isArray(e)) return "expected an object";
+  const o = e as Record<string, unknown>;
+  for (const k of CPUID_KEYS) if (!isU32(o[k])) return `${k} is not a u32`;
+  return undefined;
+});
+const msrEntries = arrayOf<[number, string]>("[index, value] pairs", (e) => {
+  if (!Array.isArray(e) || e.length !== 2) return "expected [index, value]";
+  if (!isU32(e[0])) return "the index is not a u32";
+  return typeof e[1] === "string" && HEX_U64.test(e[1]) ? undefined : "the value is not a 64-bit hex string (0x...)";
+});
+const u32Entries = arrayOf<number>("u32", (e) => (isU32(e) ? undefined : "not a u32"));
 
 export const vcpuStateSchema = z.object({
   id: z.number().int().min(0).max(254),
@@ -43,8 +76,8 @@ export const vcpuStateSchema = z.object({
   xsave: b64.optional(), fpu: b64.optional(), xcrs: b64.optional(), debugregs: b64.optional(),
   lapic: b64,
   tsc_khz: z.number().int().positive().nullable(),
-  cpuid: z.array(cpuidEntry).max(4096),
-  msrs: z.array(z.tuple([u32, z.string().regex(/^0x[0-9a-f]{1,16}$/)])).max(4096),
+  cpuid: cpuidEntries,
+  msrs: msrEntries,
   vcpu_events: b64,
 });
 
@@ -60,7 +93,7 @@ export const snapshotStateSchema = z.object({
     cpu_vendor: z.string(),
     cpu_signature: u32,
     cpu_model_name: z.string(),
-    msr_index_list: z.array(u32),
+    msr_index_list: u32Entries,
     tsc_khz: z.number().int().positive().nullable(),
     xsave: z.boolean(),
     kernel: z.string(),
@@ -143,6 +176,8 @@ export function writeSnapshotFile(path: string, state: SnapshotState): number {
 
 // ---- reading ----
 
+const utf8 = new TextDecoder();
+
 /** Check and decode a state file's bytes; throws SnapshotError naming the first problem found. */
 export function decodeSnapshot(bytes: Uint8Array, path = "snapshot"): SnapshotState {
   const H = kindling_snapshot_header;
@@ -167,13 +202,16 @@ export function decodeSnapshot(bytes: Uint8Array, path = "snapshot"): SnapshotSt
     throw new SnapshotError("CORRUPTED", `${path} is corrupted: ${bytes.byteLength - headerSize - bodySize} bytes past the end its header gives`);
   }
   const body = bytes.subarray(headerSize, headerSize + bodySize);
-  const sum = new Bun.CryptoHasher("sha256").update(body).digest();
-  if (!Buffer.from(sum).equals(Buffer.from(h.slice("body_sha256")))) {
+  const sum = Bun.SHA256.hash(body) as Uint8Array;
+  const saved = h.slice("body_sha256");
+  let differ = 0;
+  for (let i = 0; i < sum.byteLength; i++) differ |= sum[i]! ^ saved[i]!;
+  if (differ !== 0 || saved.byteLength !== sum.byteLength) {
     throw new SnapshotError("CORRUPTED", `${path} is corrupted: the SHA-256 of its body does not match the one in its header`);
   }
   let json: unknown;
   try {
-    json = JSON.parse(new TextDecoder().decode(body));
+    json = JSON.parse(utf8.decode(body));
   } catch (e) {
     throw new SnapshotError("INVALID", `${path}: the body is not JSON (${(e as Error).message})`);
   }
@@ -186,6 +224,12 @@ export function decodeSnapshot(bytes: Uint8Array, path = "snapshot"): SnapshotSt
 }
 
 export function readSnapshotFile(path: string): SnapshotState {
-  if (!existsSync(path)) throw new SnapshotError("NOT_FOUND", `snapshot file ${path} does not exist`);
-  return decodeSnapshot(new Uint8Array(readFileSync(path)), path);
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new SnapshotError("NOT_FOUND", `snapshot file ${path} does not exist`);
+    throw new SnapshotError("INVALID", `snapshot file ${path} cannot be read: ${(e as Error).message}`);
+  }
+  return decodeSnapshot(bytes, path);
 }

@@ -10,7 +10,7 @@
 //   6. the devices' state (the caller's `restoreDevices`)
 //   7. the vCPUs start, Paused unless `resume`
 
-import { existsSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { Vm, type VmOptions } from "../vm.ts";
 import { mapGuestMemoryFile, type GuestMemory } from "../memory.ts";
 import { freeGuestMemory } from "../memory.ts";
@@ -44,8 +44,8 @@ export interface Restored {
 /** Step 1 and 2: read and check the files; nothing is created. */
 export function checkSnapshotFiles(snapshotPath: string, memFilePath: string): SnapshotState {
   const state = readSnapshotFile(snapshotPath);
-  if (!existsSync(memFilePath)) throw new SnapshotError("NOT_FOUND", `memory file ${memFilePath} does not exist`);
-  const size = statSync(memFilePath).size;
+  const size = statSync(memFilePath, { throwIfNoEntry: false })?.size;
+  if (size === undefined) throw new SnapshotError("NOT_FOUND", `memory file ${memFilePath} does not exist`);
   if (size < state.memory.size) {
     throw new SnapshotError("MEMORY_FILE_TOO_SHORT", `memory file ${memFilePath} is too short: ${size} bytes, the snapshot's guest has ${state.memory.size} bytes of RAM`);
   }
@@ -84,10 +84,11 @@ export async function restoreSnapshot(opts: RestoreOptions): Promise<Restored> {
     memory = undefined; // the VM owns it now and frees it when it ends
     const t2 = performance.now();
     if (state.vcpus.length !== vm.vcpus.length) throw new SnapshotError("INVALID", `${opts.snapshotPath}: ${state.vcpus.length} vCPU states for ${vm.vcpus.length} vCPUs`);
-    checkCompatible(state, vm.kvm, vm.vcpus[0]!.fd.getTscKhz(), opts.snapshotPath);
+    const hostTscKhz = vm.vcpus[0]!.fd.getTscKhz();
+    checkCompatible(state, vm.kvm, hostTscKhz, opts.snapshotPath);
     const t3 = performance.now();
     restoreVmState(vm.fd, state.vm, { clockRealtime: opts.clockRealtime });
-    state.vcpus.forEach((s, i) => restoreVcpuState(vm!.vcpus[i]!.fd, s));
+    state.vcpus.forEach((s, i) => restoreVcpuState(vm!.vcpus[i]!.fd, s, hostTscKhz));
     const t4 = performance.now();
     await opts.restoreDevices?.(vm, state);
     const t5 = performance.now();

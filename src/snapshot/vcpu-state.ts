@@ -56,7 +56,7 @@ export interface VcpuState {
 const b64 = (v: StructView) => Buffer.from(v.bytes).toString("base64");
 
 function fromB64(layout: Layout, text: string, what: string): StructView {
-  const bytes = new Uint8Array(Buffer.from(text, "base64"));
+  const bytes = Buffer.from(text, "base64");
   if (bytes.byteLength !== layout.size) {
     throw new Error(`${what}: ${bytes.byteLength} bytes, struct ${layout.name} has ${layout.size}`);
   }
@@ -100,11 +100,15 @@ export function msrRestoreOrder(msrs: [number, string][]): { index: number; data
   return list.sort((a, b) => rank(a.index) - rank(b.index));
 }
 
-export function restoreVcpuState(fd: VcpuFd, s: VcpuState): void {
+/**
+ * `hostTscKhz`: what KVM_GET_TSC_KHZ gives a new vCPU of this VM (the caller asked once, for the
+ * compatibility check; every new vCPU of a VM starts at the same frequency).
+ */
+export function restoreVcpuState(fd: VcpuFd, s: VcpuState, hostTscKhz: number | null = fd.getTscKhz()): void {
   const at = (what: string) => `vCPU ${s.id} ${what}`;
   // A guest TSC of another frequency than this host's must be scaled (KVM_SET_TSC_KHZ), or its clock runs
   // fast or slow; the compatibility check has refused hosts that cannot (see compat.ts).
-  if (s.tsc_khz !== null && s.tsc_khz !== fd.getTscKhz()) fd.setTscKhz(s.tsc_khz);
+  if (s.tsc_khz !== null && s.tsc_khz !== hostTscKhz) fd.setTscKhz(s.tsc_khz);
   fd.setCpuid(s.cpuid);
   fd.setMpState(fromB64(kvm_mp_state, s.mp_state, at("mp_state")));
   fd.setRegs(fromB64(kvm_regs, s.regs, at("regs")));

@@ -13,7 +13,12 @@ export const CONTROL = {
 } as const;
 export const CONTROL_WORDS = 3;
 
-export const TURN = { WORKER: 0, MAIN: 1, STOP: 2 } as const;
+/**
+ * WORKER, MAIN and STOP as above. HOLD: the worker has its vCPU (a `hold` init) but must not enter KVM_RUN
+ * before the main thread sets WORKER (or STOP). RELOAD: the worker drops the held vCPU and takes the next
+ * init message instead (the vCPU-thread devices changed before the start; see thread.ts, prepare).
+ */
+export const TURN = { WORKER: 0, MAIN: 1, STOP: 2, HOLD: 3, RELOAD: 4 } as const;
 
 export interface VcpuWorkerInit {
   /** The vCPU fd; file descriptors are shared by every thread of the process. */
@@ -24,6 +29,8 @@ export interface VcpuWorkerInit {
   kickSignal: number;
   /** What the worker needs to complete exits to vCPU-thread devices itself (local.ts). */
   local: LocalExitsInit;
+  /** Sent ahead of the start: set up, then wait while `turn` is TURN.HOLD. */
+  hold: boolean;
 }
 
 export interface LocalExitsInit {
