@@ -6,7 +6,7 @@ import { installKickHandler, kickSignal, pthreadKill, ERRNO } from "../kvm/libc.
 import { KVM } from "../kvm/ioctl.ts";
 import { StructView } from "../kvm/struct.ts";
 import { kvm_run } from "../kvm/uapi.ts";
-import { CONTROL, CONTROL_WORDS, TURN, type LocalRange, type VcpuWorkerInit } from "./protocol.ts";
+import { CONTROL, CONTROL_WORDS, TURN, encodeInit, type LocalRange, type VcpuWorkerInit } from "./protocol.ts";
 import { KVM_EXIT, KVM_EXIT_IO_OUT } from "../kvm/uapi.ts";
 import { OFF } from "./exit.ts";
 import type { VcpuFd } from "../kvm/vcpu-fd.ts";
@@ -79,7 +79,7 @@ export class VcpuThread {
     if (this.held || this.stopped) return;
     this.held = local;
     Atomics.store(this.ctl, CONTROL.TURN, TURN.HOLD);
-    this.worker.postMessage(this.init(local, true));
+    this.worker.postMessage(encodeInit(this.init(local, true)));
   }
 
   /** Start the worker; it enters KVM_RUN at once. `local`: the vCPU-thread devices' ranges (local.ts). */
@@ -99,7 +99,7 @@ export class VcpuThread {
         Atomics.store(fresh, CONTROL.LOCAL, Atomics.load(this.ctl, CONTROL.LOCAL));
         this.ctl = fresh;
       }
-      this.worker.postMessage(this.init(local, false));
+      this.worker.postMessage(encodeInit(this.init(local, false)));
     }
     await this.ready; // the thread id, for kicks; the worker may already be in KVM_RUN
   }

@@ -16,7 +16,7 @@
 
 import { ioctlNoArg, pthreadSelf, unblockSignal, viewAt } from "../kvm/worker-libc.ts";
 import { LocalExits } from "./local.ts";
-import { CONTROL, TURN, type VcpuWorkerInit } from "./protocol.ts";
+import { CONTROL, TURN, decodeInit, type VcpuWorkerMessage } from "./protocol.ts";
 
 declare const self: Worker;
 
@@ -27,8 +27,8 @@ Bun.gc(true);
 // has installed for the whole process).
 postMessage({ thread: pthreadSelf() });
 
-self.onmessage = (e: MessageEvent<VcpuWorkerInit>) => {
-  const { fd, control, runRequest, kickSignal, local, hold } = e.data;
+self.onmessage = (e: MessageEvent<VcpuWorkerMessage>) => {
+  const { fd, control, runRequest, kickSignal, local, hold } = decodeInit(e.data);
   const ctl = new Int32Array(control);
   const localExits = new LocalExits(local, viewAt(local.run.addr, local.run.size));
   unblockSignal(kickSignal);
