@@ -18,18 +18,29 @@ export const KVM_DEVICE = "/dev/kvm";
  */
 let supportedCpuidOnce: CpuidEntry[] | undefined;
 
+/** Device paths whose API version was checked, with their KVM_GET_VCPU_MMAP_SIZE. */
+const checkedDevices = new Map<string, number>();
+
 export class Kvm {
   readonly fd: number;
   readonly vcpuMmapSize: number;
 
   constructor(path = KVM_DEVICE) {
     this.fd = open(path, O_RDWR);
+    // The module's answers do not change while the process runs: asked once per device path (two ioctls
+    // fewer on the way to every VM after the first; a snapshot restore counts them).
+    const known = checkedDevices.get(path);
+    if (known !== undefined) {
+      this.vcpuMmapSize = known;
+      return;
+    }
     const version = ioctl(this.fd, KVM.GET_API_VERSION);
     if (version !== KVM_API_VERSION) {
       close(this.fd);
       throw new Error(`${path}: KVM_GET_API_VERSION returned ${version}, kindling needs ${KVM_API_VERSION}`);
     }
     this.vcpuMmapSize = ioctl(this.fd, KVM.GET_VCPU_MMAP_SIZE);
+    checkedDevices.set(path, this.vcpuMmapSize);
   }
 
   /** KVM_CHECK_EXTENSION: 0 when absent, otherwise a capability-specific positive value. */

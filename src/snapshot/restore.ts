@@ -56,7 +56,8 @@ export function checkSnapshotFiles(snapshotPath: string, memFilePath: string): S
   // The layout must be the one kindling gives a guest of that size (layout.ts): a snapshot names no RAM
   // at addresses of its own choosing.
   const expected = ramRegions(state.machine.mem_size);
-  if (JSON.stringify(state.machine.regions) !== JSON.stringify(expected)) {
+  const regions = state.machine.regions;
+  if (regions.length !== expected.length || regions.some((r, i) => r.gpa !== expected[i]!.gpa || r.size !== expected[i]!.size)) {
     throw new SnapshotError("INVALID", `${snapshotPath}: memory regions ${JSON.stringify(state.machine.regions)} are not kindling's layout for ${state.machine.mem_size} bytes (${JSON.stringify(expected)})`);
   }
   return state;

@@ -14,7 +14,7 @@ import { ERRNO, errnoName, kickSignal } from "../kvm/libc.ts";
 
 const EAGAIN = ERRNO.EAGAIN!;
 import { KVM_EXIT, KVM_EXIT_NAME, KVM_INTERNAL_ERROR, KVM_SYSTEM_EVENT, kvm_run } from "../kvm/uapi.ts";
-import { decodeExit, type DecodedExit } from "./exit.ts";
+import { decodeExit, OFF, type DecodedExit } from "./exit.ts";
 import { EINTR, VcpuThread } from "./thread.ts";
 import type { VcpuFd } from "../kvm/vcpu-fd.ts";
 import type { Bus } from "../bus.ts";
@@ -148,8 +148,6 @@ export class Vcpu {
       for (;;) {
         const r = await this.thread.nextExit();
         if (this.host.stopping) break;
-        // Port, MMIO and debug exits stop a Linux guest in kernel code: a good moment to look at its IDT.
-        if (r !== -EINTR && r !== -EAGAIN) this.syscallAssist?.refreshIfDue();
         if (r === -EINTR || r === -EAGAIN) {
           // EINTR: a kick (pause) or a signal that was not ours. EAGAIN: a secondary vCPU left its wait for
           // INIT/SIPI (api.rst 4.10, KVM_RUN). Either way the guest goes on, once the VM is not paused.
@@ -167,9 +165,16 @@ export class Vcpu {
           this.host.end({ reason: "error", vcpu: this.id, message: `KVM_RUN failed: ${errnoName(-r)}`, registers: this.dumpRegisters() });
           break;
         }
+        // Port, MMIO and debug exits stop a Linux guest in kernel code: a good moment to look at its IDT
+        // (syscall-assist.ts). A debug exit is the assist's own and wants that look first; for the others it
+        // comes after the access is handled, so the device (a restored guest's first port write) does not
+        // wait for it. Either way the vCPU resumes only after it.
+        const debugExit = this.syscallAssist !== undefined && this.dv.getUint32(OFF.exit_reason, true) === KVM_EXIT.DEBUG;
+        if (debugExit) this.syscallAssist!.refreshIfDue();
         const ended = this.tracer ? this.handleTracedExit(this.tracer) : this.handleExit();
         if (ended) this.host.end(ended);
         if (this.host.stopping) break;
+        if (!debugExit) this.syscallAssist?.refreshIfDue();
         this.thread.resume();
       }
     } catch (e) {
