@@ -34,16 +34,27 @@ export interface RestoreOptions extends Pick<VmOptions, "consoleOutput" | "log" 
   restoreDevices?: (vm: Vm, state: SnapshotState) => void | Promise<void>;
 }
 
+/** Steps of a restore, in order (bench/metrics/snapshot.ts reports each). */
+export type RestoreStep =
+  | "readFile" | "checksum" | "parse" | "validate" | "checkFiles" | "mapMemory" | "createVm" | "compat" | "vmState" | "vcpuState" | "devices"
+  | "start";
+
 export interface Restored {
   vm: Vm;
   state: SnapshotState;
-  /** Milliseconds spent in each step, for the benchmark's breakdown. */
-  timings: Record<"readState" | "createVm" | "compat" | "kvmState" | "devices" | "start", number>;
+  /**
+   * Milliseconds spent in each step, for the benchmark's breakdown: reading the state file, its checksum,
+   * JSON.parse, the schema; the memory file's checks and the layout; mapping the memory file; the VM (KVM
+   * objects, devices, the vCPU and its worker); the host check; KVM's VM state; the vCPUs' state; the
+   * caller's devices; starting the vCPUs.
+   */
+  timings: Record<RestoreStep, number>;
 }
 
-/** Step 1 and 2: read and check the files; nothing is created. */
-export function checkSnapshotFiles(snapshotPath: string, memFilePath: string): SnapshotState {
-  const state = readSnapshotFile(snapshotPath);
+/** Step 1 and 2: read and check the files; nothing is created. `timings` receives the steps' times. */
+export function checkSnapshotFiles(snapshotPath: string, memFilePath: string, timings?: Partial<Record<RestoreStep, number>>): SnapshotState {
+  const state = readSnapshotFile(snapshotPath, timings);
+  const t0 = performance.now();
   const size = statSync(memFilePath, { throwIfNoEntry: false })?.size;
   if (size === undefined) throw new SnapshotError("NOT_FOUND", `memory file ${memFilePath} does not exist`);
   if (size < state.memory.size) {
@@ -60,15 +71,16 @@ export function checkSnapshotFiles(snapshotPath: string, memFilePath: string): S
   if (regions.length !== expected.length || regions.some((r, i) => r.gpa !== expected[i]!.gpa || r.size !== expected[i]!.size)) {
     throw new SnapshotError("INVALID", `${snapshotPath}: memory regions ${JSON.stringify(state.machine.regions)} are not kindling's layout for ${state.machine.mem_size} bytes (${JSON.stringify(expected)})`);
   }
+  if (timings) timings.checkFiles = performance.now() - t0;
   return state;
 }
 
 export async function restoreSnapshot(opts: RestoreOptions): Promise<Restored> {
+  const files: Partial<Record<RestoreStep, number>> = {};
+  const state = checkSnapshotFiles(opts.snapshotPath, opts.memFilePath, files);
   const t0 = performance.now();
-  const state = checkSnapshotFiles(opts.snapshotPath, opts.memFilePath);
-  const t1 = performance.now();
-
   let memory: GuestMemory | undefined = mapGuestMemoryFile(state.machine.regions, opts.memFilePath);
+  const t1 = performance.now();
   let vm: Vm | undefined;
   try {
     vm = new Vm({
@@ -89,15 +101,20 @@ export async function restoreSnapshot(opts: RestoreOptions): Promise<Restored> {
     checkCompatible(state, vm.kvm, hostTscKhz, opts.snapshotPath);
     const t3 = performance.now();
     restoreVmState(vm.fd, state.vm, { clockRealtime: opts.clockRealtime });
-    state.vcpus.forEach((s, i) => restoreVcpuState(vm!.vcpus[i]!.fd, s, hostTscKhz));
     const t4 = performance.now();
-    await opts.restoreDevices?.(vm, state);
+    state.vcpus.forEach((s, i) => restoreVcpuState(vm!.vcpus[i]!.fd, s, hostTscKhz));
     const t5 = performance.now();
-    await vm.start({ paused: !opts.resume });
+    await opts.restoreDevices?.(vm, state);
     const t6 = performance.now();
+    await vm.start({ paused: !opts.resume });
+    const t7 = performance.now();
+    const step = (k: RestoreStep) => files[k] ?? 0;
     return {
       vm, state,
-      timings: { readState: t1 - t0, createVm: t2 - t1, compat: t3 - t2, kvmState: t4 - t3, devices: t5 - t4, start: t6 - t5 },
+      timings: {
+        readFile: step("readFile"), checksum: step("checksum"), parse: step("parse"), validate: step("validate"), checkFiles: step("checkFiles"),
+        mapMemory: t1 - t0, createVm: t2 - t1, compat: t3 - t2, vmState: t4 - t3, vcpuState: t5 - t4, devices: t6 - t5, start: t7 - t6,
+      },
     };
   } catch (e) {
     if (memory) freeGuestMemory(memory);
