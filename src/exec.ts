@@ -341,7 +341,8 @@ export async function saveExecSnapshot(dir: string, o: SaveExecSnapshotOptions):
     await Bun.sleep(500); // let the shell go back to reading its terminal
     vm.pause();
     await vm.createSnapshot({ snapshot_path: join(dir, EXEC_SNAPSHOT_STATE), mem_file_path: join(dir, EXEC_SNAPSHOT_MEM) });
-    writeFileSync(join(dir, EXEC_SNAPSHOT_INFO), `${JSON.stringify({ shell: QUICK_SHELL_VERSION })}\n`);
+    const info: QuickShellInfo = { shell: QUICK_SHELL_VERSION, state_sha256: sha256Of(join(dir, EXEC_SNAPSHOT_STATE)) };
+    writeFileSync(join(dir, EXEC_SNAPSHOT_INFO), `${JSON.stringify(info)}\n`);
   } finally {
     await vm.stop("the snapshot is taken");
   }
@@ -350,9 +351,18 @@ export async function saveExecSnapshot(dir: string, o: SaveExecSnapshotOptions):
 
 /** The line the restored shell prints before the command's output: RS "S". */
 const BEGIN_MARKER = "S";
-/** Written beside the snapshot when its shell is the quick one: `{ "shell": QUICK_SHELL_VERSION }`. */
+/**
+ * Written beside the snapshot when its shell is the quick one, with the state file's SHA-256: a snapshot
+ * made over it later (through the API, say) is not taken for one.
+ */
 export const EXEC_SNAPSHOT_INFO = "exec.json";
 const QUICK_SHELL_VERSION = 2;
+interface QuickShellInfo {
+  shell: number;
+  state_sha256: string;
+}
+
+const sha256Of = (path: string) => new Bun.CryptoHasher("sha256").update(readFileSync(path)).digest("hex");
 /**
  * Typed into the interactive shell before the snapshot: echo off, then in its place a non-interactive shell
  * that reads its commands from the console (one read(2) per line: the terminal is in canonical mode) while
@@ -379,10 +389,11 @@ export function quickExecLine(argv: string[]): string {
   return `k ${quoteArgs(argv)}\n`;
 }
 
-/** Whether `dir`'s snapshot was left at the quick shell (its exec.json says so). */
-function hasQuickShell(dir: string): boolean {
+/** Whether `dir`'s snapshot was left at the quick shell (its exec.json says so, for this state file). */
+export function hasQuickShell(dir: string): boolean {
   try {
-    return (JSON.parse(readFileSync(join(dir, EXEC_SNAPSHOT_INFO), "utf8")) as { shell?: unknown }).shell === QUICK_SHELL_VERSION;
+    const info = JSON.parse(readFileSync(join(dir, EXEC_SNAPSHOT_INFO), "utf8")) as Partial<QuickShellInfo>;
+    return info.shell === QUICK_SHELL_VERSION && info.state_sha256 === sha256Of(join(dir, EXEC_SNAPSHOT_STATE));
   } catch {
     return false;
   }

@@ -163,7 +163,7 @@ describe("a Linux guest at its shell", () => {
     expect(saved.code, saved.err).toBe(0);
     expect(existsSync(join(snap, "vm.mem")), saved.err).toBe(true);
     // Left at the quick shell (src/exec.ts): echo off, commands read a line at a time, stdin /dev/null.
-    expect(JSON.parse(readFileSync(join(snap, "exec.json"), "utf8")), saved.err).toEqual({ shell: 2 });
+    expect(JSON.parse(readFileSync(join(snap, "exec.json"), "utf8")), saved.err).toMatchObject({ shell: 2, state_sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
     const r = await run(["--snapshot", snap, "--timeout", "300", "--", "sh", "-c", "echo saved-$((6*7)); echo to-stderr >&2; cat; exit 4"]);
     // Nothing but the command's output: no echo of the typed line, no prompt; `cat` read /dev/null.
     expect({ out: r.out.split("\n").slice(0, 2), code: r.code }, r.err).toEqual({ out: ["saved-42", "to-stderr"], code: 4 });

@@ -23,7 +23,7 @@
 // QEMU runs with `-cpu host,-arch-capabilities`: on this project's (PVM) host QEMU 7.2 aborts setting
 // IA32_ARCH_CAPABILITIES (MSR 0x10a) with plain `-cpu host`.
 
-import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { overhead, readSmaps, residentKiB, type Overhead } from "../lib/smaps.ts";
@@ -261,8 +261,8 @@ export async function cloneMemory(opts: { counts: number[]; processCounts: numbe
 // ---- Linux at its shell: `kindling exec --snapshot DIR -- echo hi` ----
 //
 // The snapshot is the guest's quick shell (src/exec.ts, saveExecSnapshot), made once per guest build and
-// kept in the cache (<cache>/exec-snapshot/<guest hash>/, made again when it has no exec.json, i.e. was
-// made before the quick shell): making it boots Linux, minutes on an emulating host. Each run times two
+// kept in the cache (<cache>/exec-snapshot/<guest hash>/, made again when its exec.json does not name
+// this quick shell): making it boots Linux, minutes on an emulating host. Each run times two
 // processes, alternating, each reporting its own call's timings (the load, i.e. the restore, and the
 // command's first output, both from the call) and spawn to exit:
 //   program: children/exec-snapshot.ts compiled to a standalone executable (scripts/bundle.ts
@@ -286,13 +286,13 @@ export interface ExecSnapshotResult extends ExecSnapshotTimes {
 export async function execSnapshot(opts: { runs: number; log: (s: string) => void }): Promise<ExecSnapshotResult> {
   const { buildGuest } = await import("../../guest/build.ts");
   const { cacheRoot } = await import("../../guest/cache.ts");
-  const { saveExecSnapshot, EXEC_SNAPSHOT_INFO } = await import("../../src/exec.ts");
+  const { saveExecSnapshot, hasQuickShell } = await import("../../src/exec.ts");
   const { executable } = await import("../../scripts/bundle.ts");
   const g = await buildGuest({ log: opts.log });
   // The guest build's own directory is named by its hash: the snapshot is kept per build.
   const dir = join(cacheRoot(), "exec-snapshot", basename(dirname(g.vmlinux)));
   let snapshotMadeMs: number | undefined;
-  if (!existsSync(join(dir, EXEC_SNAPSHOT_INFO))) {
+  if (!hasQuickShell(dir)) {
     opts.log(`making the shell snapshot in ${dir} (one Linux boot)`);
     snapshotMadeMs = await saveExecSnapshot(dir, { kernel: g.vmlinux, rootfs: g.rootfs, log: () => {} });
   }
