@@ -31,6 +31,11 @@ import { buildProbes, probeSourceHash } from "../guest/probes/build.ts";
 
 const ROOT = join(import.meta.dir, "..");
 const WORKER = join(ROOT, "src/vcpu/worker.ts");
+/**
+ * What CommonJS output cannot hold: consola's environment lookup (through std-env) reads `import.meta.env`,
+ * which is a syntax error outside a module; it falls back to process.env without it.
+ */
+const ESM_ONLY = { "import.meta.env": "undefined" };
 
 export interface Bundle {
   /** The bundled entry point: run it with `bun`. */
@@ -56,7 +61,7 @@ export async function bundle(entry: string, outDir: string): Promise<Bundle> {
     format: "cjs",
     bytecode: true,
     naming: { entry: "[name].[ext]" },
-    define: { KINDLING_VCPU_WORKER_URL: JSON.stringify(worker), KINDLING_PROBE_SOURCE_HASH: JSON.stringify(probeSourceHash()) },
+    define: { KINDLING_VCPU_WORKER_URL: JSON.stringify(worker), KINDLING_PROBE_SOURCE_HASH: JSON.stringify(probeSourceHash()), ...ESM_ONLY },
   });
   if (!r.success) throw new Error(`bundling ${entry} failed:\n${r.logs.map(String).join("\n")}`);
   return { entry: join(out, `${basename(entry).replace(/\.ts$/, "")}.js`), worker };
@@ -95,7 +100,7 @@ export async function executable(entry: string, outFile: string, opts: { jitPoli
     // jitPolicy > 1 multiplies JavaScriptCore's tier-up thresholds (Bun.unsafe.setJITPolicy), so that
     // run-once startup code stays in the interpreter instead of keeping the JIT threads busy.
     compile: { outfile: out, autoloadBunfig: false, autoloadDotenv: false, jitPolicy: opts.jitPolicy ?? 1 },
-    define: { KINDLING_VCPU_WORKER_URL: JSON.stringify(`./${relative(root, WORKER)}`), KINDLING_PROBE_SOURCE_HASH: JSON.stringify(probeSourceHash()) },
+    define: { KINDLING_VCPU_WORKER_URL: JSON.stringify(`./${relative(root, WORKER)}`), KINDLING_PROBE_SOURCE_HASH: JSON.stringify(probeSourceHash()), ...ESM_ONLY },
   });
   if (!r.success) throw new Error(`compiling ${entry} failed:\n${r.logs.map(String).join("\n")}`);
   return out;

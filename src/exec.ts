@@ -12,11 +12,12 @@
 //      init's own lines), and init's last line "kindling: exit status N" carries the status.
 //   4. init ends the VM (`reboot -f` through the i8042); exec() resolves when the VM has ended.
 
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_CMDLINE } from "./arch/x86_64/cmdline.ts";
 import { MicroVM, MicroVMError, type MicroVMOptions, type VmEnd } from "./microvm.ts";
 import type * as S from "./config/schemas.ts";
+import { prestartVcpuWorkers } from "./vcpu/worker-pool.ts";
 
 /** ASCII RS, which starts every framed output line (guest/init.sh, run_framed). */
 export const EXEC_RS = 0x1e;
@@ -257,15 +258,22 @@ export async function exec(argv: string[], opts: ExecOptions): Promise<ExecResul
 // from DIR/vm.mem and the command is typed into the restored shell on the serial console.
 //
 //   saveExecSnapshot(DIR):  boot the guest with no command (guest/init.sh then runs an interactive shell on
-//                           the console), wait until the shell answers, pause, snapshot into DIR/vm.state and
-//                           DIR/vm.mem (`kindling exec --save-snapshot DIR`).
-//   execFromSnapshot(argv): a fresh microVM loads DIR with resume_vm; one line is typed into its shell: a
-//                           begin marker, argv (stdin /dev/null, stderr into stdout), its exit status as
-//                           "kindling: exit status N" (typedExecLine); what the console shows between the
-//                           marker and that line is the command's output. Then the VM is stopped.
-// The typed line is echoed by the guest's tty before it runs: it holds no RS byte and no status line of
-// digits, so it lands among the console lines.
-
+//                           the console), wait until the shell answers, make it quick to type into (QUICK_SHELL
+//                           below), pause, snapshot into DIR/vm.state and DIR/vm.mem, and write DIR/exec.json
+//                           saying so (`kindling exec --save-snapshot DIR`).
+//   execFromSnapshot(argv): a fresh microVM loads DIR with resume_vm; one line is typed into its shell. It
+//                           runs argv (stdin /dev/null, stderr into stdout) and prints its exit status as
+//                           "kindling: exit status N"; what the console shows before that line is the
+//                           command's output. Then the VM is stopped.
+//
+// Why the quick shell: on a host that emulates the guest kernel, busybox's interactive shell with its line
+// editing costs about 12 ms per typed character (it reads one byte per system call and echoes it, each a
+// trip through the tty layer and the 8250 driver) and tens of ms per line (it switches the terminal's
+// mode and waits for the output to drain, in 10 ms jiffies). A non-interactive shell reading the console
+// with the terminal's echo off gets the whole line with one read(2) and writes nothing but the output.
+// `echo hi`'s first output came 924 ms after the call before, FIGURE after (bench/, restore included).
+// A snapshot of any other shell (one made through the API, say) still works: it gets the long line,
+// typedExecLine, which brackets the output with a marker of its own.
 
 export const EXEC_SNAPSHOT_STATE = "vm.state";
 export const EXEC_SNAPSHOT_MEM = "vm.mem";
@@ -289,6 +297,7 @@ export interface SaveExecSnapshotOptions {
 export async function saveExecSnapshot(dir: string, o: SaveExecSnapshotOptions): Promise<number> {
   const t0 = performance.now();
   mkdirSync(dir, { recursive: true });
+  rmSync(join(dir, EXEC_SNAPSHOT_INFO), { force: true });
   const vm = new MicroVM({
     "boot-source": { kernel_image_path: o.kernel, boot_args: `${DEFAULT_CMDLINE} quiet` },
     "machine-config": { vcpu_count: o.vcpus ?? 1, mem_size_mib: o.memoryMib ?? 128 },
@@ -316,9 +325,24 @@ export async function saveExecSnapshot(dir: string, o: SaveExecSnapshotOptions):
       }
       await Bun.sleep(100);
     }
-    await Bun.sleep(500); // let the shell print its prompt and wait for input again
+    // The quick shell (see the header), until it answers: its setup line is typed again until one is
+    // answered, as the first may arrive before the new shell reads the console.
+    vm.writeSerial(new TextEncoder().encode(QUICK_SHELL));
+    let nextSetup = performance.now() + 3_000;
+    while (!QUICK_SHELL_ANSWER.test(text)) {
+      if (vm.state === "Stopped") throw new ExecError(`the guest ended before its quick shell answered:\n${text.slice(-2000)}`);
+      if (performance.now() > deadline) throw new ExecError(`the guest's quick shell did not answer within ${o.timeoutMs} ms:\n${text.slice(-2000)}`);
+      if (performance.now() > nextSetup) {
+        vm.writeSerial(new TextEncoder().encode(QUICK_SHELL_SETUP));
+        nextSetup = performance.now() + 10_000;
+      }
+      await Bun.sleep(100);
+    }
+    await Bun.sleep(500); // let the shell go back to reading its terminal
     vm.pause();
     await vm.createSnapshot({ snapshot_path: join(dir, EXEC_SNAPSHOT_STATE), mem_file_path: join(dir, EXEC_SNAPSHOT_MEM) });
+    const info: QuickShellInfo = { shell: QUICK_SHELL_VERSION, state_sha256: sha256Of(join(dir, EXEC_SNAPSHOT_STATE)) };
+    writeFileSync(join(dir, EXEC_SNAPSHOT_INFO), `${JSON.stringify(info)}\n`);
   } finally {
     await vm.stop("the snapshot is taken");
   }
@@ -327,6 +351,28 @@ export async function saveExecSnapshot(dir: string, o: SaveExecSnapshotOptions):
 
 /** The line the restored shell prints before the command's output: RS "S". */
 const BEGIN_MARKER = "S";
+/**
+ * Written beside the snapshot when its shell is the quick one, with the state file's SHA-256: a snapshot
+ * made over it later (through the API, say) is not taken for one.
+ */
+export const EXEC_SNAPSHOT_INFO = "exec.json";
+const QUICK_SHELL_VERSION = 2;
+interface QuickShellInfo {
+  shell: number;
+  state_sha256: string;
+}
+
+const sha256Of = (path: string) => new Bun.CryptoHasher("sha256").update(readFileSync(path)).digest("hex");
+/**
+ * Typed into the interactive shell before the snapshot: echo off, then in its place a non-interactive shell
+ * that reads its commands from the console (one read(2) per line: the terminal is in canonical mode) while
+ * the commands it runs get /dev/null as stdin and the console as stdout and stderr, without a redirection
+ * (each one costs the shell a handful of system calls per command).
+ */
+const QUICK_SHELL = "stty -echo; exec sh /dev/console < /dev/null 2>&1\n";
+/** Typed into the quick shell: the function every command line calls (quickExecLine), and a first call. */
+const QUICK_SHELL_SETUP = `k() { "$@"; echo "kindling: exit status $?"; }; k echo kindling-quick-$((6*7))\n`;
+const QUICK_SHELL_ANSWER = /kindling-quick-42\r?\nkindling: exit status 0\r?\n/;
 
 /**
  * The line typed into the restored shell. Every process costs seconds where the host emulates the guest
@@ -336,6 +382,21 @@ const BEGIN_MARKER = "S";
  */
 export function typedExecLine(argv: string[]): string {
   return `printf '\\036${BEGIN_MARKER}\\n'; ${quoteArgs(argv)} < /dev/null 2>&1; echo "kindling: exit status $?"\n`;
+}
+
+/** The line for the quick shell saveExecSnapshot leaves (QUICK_SHELL_SETUP defined `k`). */
+export function quickExecLine(argv: string[]): string {
+  return `k ${quoteArgs(argv)}\n`;
+}
+
+/** Whether `dir`'s snapshot was left at the quick shell (its exec.json says so, for this state file). */
+export function hasQuickShell(dir: string): boolean {
+  try {
+    const info = JSON.parse(readFileSync(join(dir, EXEC_SNAPSHOT_INFO), "utf8")) as Partial<QuickShellInfo>;
+    return info.shell === QUICK_SHELL_VERSION && info.state_sha256 === sha256Of(join(dir, EXEC_SNAPSHOT_STATE));
+  } catch {
+    return false;
+  }
 }
 
 export interface ExecFromSnapshotOptions {
@@ -357,6 +418,9 @@ export async function execFromSnapshot(argv: string[], dir: string, o: ExecFromS
   }
   const t0 = performance.now();
   const since = () => Math.round(performance.now() - t0);
+  const quick = hasQuickShell(dir);
+  // The vCPU's worker thread loads its script while the snapshot is read and the VM rebuilt.
+  prestartVcpuWorkers(1);
   const vm = new MicroVM({}, o.microvm);
   vm.logger.sink = (line) => o.log?.(line);
   const decoder = { out: new TextDecoder(), err: new TextDecoder() };
@@ -380,7 +444,7 @@ export async function execFromSnapshot(argv: string[], dir: string, o: ExecFromS
       if (m && inCommand) {
         inCommand = false;
         done.resolve(Number(m[1]));
-      } else if (line === BEGIN_MARKER) {
+      } else if (line === BEGIN_MARKER && !quick) {
         inCommand = true;
       } else if (inCommand) {
         // Between the marker and the status line: the command's output (see typedExecLine).
@@ -393,7 +457,8 @@ export async function execFromSnapshot(argv: string[], dir: string, o: ExecFromS
       }
     },
   });
-  let inCommand = false;
+  // The quick shell prints nothing before the command's output; any other shell prints a marker first.
+  let inCommand = quick;
   vm.on("serial", (b) => frames.push(b));
   let timedOut = false;
   const timer = o.timeoutMs === undefined ? undefined : setTimeout(() => {
@@ -401,9 +466,12 @@ export async function execFromSnapshot(argv: string[], dir: string, o: ExecFromS
     done.resolve(-1);
   }, o.timeoutMs);
   try {
-    await vm.loadSnapshot({ snapshot_path: state, mem_backend: { backend_type: "File", backend_path: mem }, resume_vm: true });
+    // Loaded paused, the line typed, then resumed: the guest finds it in the UART the moment it runs, and
+    // what the load does after its vCPU would have started (adopting the configuration) is not waited for.
+    await vm.loadSnapshot({ snapshot_path: state, mem_backend: { backend_type: "File", backend_path: mem }, resume_vm: false });
+    vm.writeSerial(new TextEncoder().encode(quick ? quickExecLine(argv) : typedExecLine(argv)));
+    vm.resume();
     const loadMs = since();
-    vm.writeSerial(new TextEncoder().encode(typedExecLine(argv)));
     void vm.exited.then((end) => done.reject(new ExecError(`the microVM ended (${end.reason}: ${end.message}) before the command reported its exit status`, end)));
     const status = await done.promise;
     clearTimeout(timer);

@@ -12,7 +12,7 @@
 // refused throws a MicroVMError whose message names the field and the rule.
 
 import { closeSync, existsSync } from "node:fs";
-import type { z } from "zod";
+import type { z } from "./zod.ts";
 import { bootLinux, type LinuxBootOptions } from "./boot/linux.ts";
 import { checkDeviceCount, type DeviceModels, type MachineDevices } from "./boot/machine.ts";
 import { MiB } from "./arch/x86_64/layout.ts";

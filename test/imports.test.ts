@@ -13,8 +13,8 @@
 //   3  vcpu/, devices/, loader/  the exit loop and its thread; device models; kernel loaders
 //   2  arch/, net/, mmds/      the x86 machine (layout, boot structures, CPUID); TAP devices; the metadata service
 //   1  memory.ts, bus.ts, lifecycle.ts, host.ts, console.ts   guest RAM, buses, VM states, host facts, the terminal
-//   0  kvm/, host-file.ts, rate-limit.ts   the KVM API and libc through bun:ffi; host paths opened with checks;
-//                              token buckets (the last two import nothing of kindling's)
+//   0  kvm/, host-file.ts, rate-limit.ts, zod.ts   the KVM API and libc through bun:ffi; host paths opened with checks;
+//                              token buckets; zod, configured (the last three import nothing of kindling's)
 
 import { expect, test } from "bun:test";
 import { readdirSync, readFileSync, statSync } from "node:fs";
@@ -32,7 +32,7 @@ const LAYERS: Record<string, number> = {
   "vcpu/": 3, "devices/": 3, "loader/": 3,
   "arch/": 2, "net/": 2, "mmds/": 2,
   "memory.ts": 1, "bus.ts": 1, "lifecycle.ts": 1, "host.ts": 1, "console.ts": 1,
-  "kvm/": 0, "host-file.ts": 0, "rate-limit.ts": 0,
+  "kvm/": 0, "host-file.ts": 0, "rate-limit.ts": 0, "zod.ts": 0,
 };
 
 function sourceFiles(dir: string): string[] {

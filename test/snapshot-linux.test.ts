@@ -162,7 +162,13 @@ describe("a Linux guest at its shell", () => {
     const saved = await run(["--save-snapshot", snap, "--timeout", "1500"]);
     expect(saved.code, saved.err).toBe(0);
     expect(existsSync(join(snap, "vm.mem")), saved.err).toBe(true);
-    const r = await run(["--snapshot", snap, "--timeout", "300", "--", "sh", "-c", "echo saved-$((6*7)); exit 4"]);
-    expect({ first: r.out.split("\n")[0], code: r.code }, r.err).toEqual({ first: "saved-42", code: 4 });
+    // Left at the quick shell (src/exec.ts): echo off, commands read a line at a time, stdin /dev/null.
+    expect(JSON.parse(readFileSync(join(snap, "exec.json"), "utf8")), saved.err).toMatchObject({ shell: 2, state_sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    const r = await run(["--snapshot", snap, "--timeout", "300", "--", "sh", "-c", "echo saved-$((6*7)); echo to-stderr >&2; cat; exit 4"]);
+    // Nothing but the command's output: no echo of the typed line, no prompt; `cat` read /dev/null.
+    expect({ out: r.out.split("\n").slice(0, 2), code: r.code }, r.err).toEqual({ out: ["saved-42", "to-stderr"], code: 4 });
+    // Twice from the same snapshot: each restore is independent.
+    const again = await run(["--snapshot", snap, "--timeout", "300", "--", "echo", "it's", "quoted"]);
+    expect({ first: again.out.split("\n")[0], code: again.code }, again.err).toEqual({ first: "it's quoted", code: 0 });
   }, 2_400_000);
 });

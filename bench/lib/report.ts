@@ -178,10 +178,16 @@ export function headlineRows(r: Results): Row[] {
   const ex = r.execSnapshot;
   if (ex) {
     rows.push({
-      metric: "exec --snapshot echo hi: call to first output (Linux at its shell)", title: "exec --snapshot: echo hi", unit: "ms",
-      kindling: ex.firstOutputMs.median, better: "lower", chart: true, target: { text: "<= 50 ms", met: ex.firstOutputMs.median <= 50 },
+      metric: "exec --snapshot echo hi: call to first output (Linux at its shell; compiled program)", title: "exec --snapshot: echo hi", unit: "ms",
+      note: "execFromSnapshot() in a standalone executable", kindling: ex.firstOutputMs.median, better: "lower", chart: true,
+      target: { text: "<= 50 ms", met: ex.firstOutputMs.median <= 50 },
     });
+    rows.push({ metric: "  p90", unit: "ms", kindling: ex.firstOutputMs.p90, better: "lower", chart: false });
     rows.push({ metric: "  of which the load (restore)", unit: "ms", kindling: ex.loadMs.median, better: "lower", chart: false });
+    if (ex.cli) {
+      rows.push({ metric: "  kindling exec --snapshot, CLI from TypeScript source", unit: "ms", kindling: ex.cli.firstOutputMs.median, better: "lower", chart: false });
+      rows.push({ metric: "    of which the load (restore)", unit: "ms", kindling: ex.cli.loadMs.median, better: "lower", chart: false });
+    }
   }
   return rows;
 }

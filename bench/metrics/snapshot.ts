@@ -23,7 +23,7 @@
 // QEMU runs with `-cpu host,-arch-capabilities`: on this project's (PVM) host QEMU 7.2 aborts setting
 // IA32_ARCH_CAPABILITIES (MSR 0x10a) with plain `-cpu host`.
 
-import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { overhead, readSmaps, residentKiB, type Overhead } from "../lib/smaps.ts";
@@ -260,44 +260,68 @@ export async function cloneMemory(opts: { counts: number[]; processCounts: numbe
 
 // ---- Linux at its shell: `kindling exec --snapshot DIR -- echo hi` ----
 //
-// The snapshot is the guest's shell (src/exec.ts, saveExecSnapshot), made once per guest build and kept in
-// the cache (<cache>/exec-snapshot/<guest hash>/): making it boots Linux, minutes on an emulating host.
-// Each run spawns `kindling exec --snapshot` and reads its own report: the load (restore) time in the new
-// process and the command's first output, both from the call; plus spawn to exit. QEMU has no counterpart
-// here: it cannot run the guest's userland on an emulating host (no syscall assist).
+// The snapshot is the guest's quick shell (src/exec.ts, saveExecSnapshot), made once per guest build and
+// kept in the cache (<cache>/exec-snapshot/<guest hash>/, made again when its exec.json does not name
+// this quick shell): making it boots Linux, minutes on an emulating host. Each run times two
+// processes, alternating, each reporting its own call's timings (the load, i.e. the restore, and the
+// command's first output, both from the call) and spawn to exit:
+//   program: children/exec-snapshot.ts compiled to a standalone executable (scripts/bundle.ts
+//            --executable), calling the library's execFromSnapshot(): the headline, as a service built on
+//            kindling would ship it (the same way the start-to-first headline is measured);
+//   CLI:     `bun src/cli/main.ts exec --snapshot DIR -- echo hi`, from TypeScript source: the call runs
+//            cold code that the compiled program has as bytecode.
+// QEMU has no counterpart here: it cannot run the guest's userland on an emulating host (no syscall assist).
 
-export interface ExecSnapshotResult {
+export interface ExecSnapshotTimes {
   loadMs: Summary;
   firstOutputMs: Summary;
   spawnToExitMs: Summary;
+}
+
+export interface ExecSnapshotResult extends ExecSnapshotTimes {
+  cli: ExecSnapshotTimes;
   snapshotMadeMs?: number;
 }
 
 export async function execSnapshot(opts: { runs: number; log: (s: string) => void }): Promise<ExecSnapshotResult> {
   const { buildGuest } = await import("../../guest/build.ts");
   const { cacheRoot } = await import("../../guest/cache.ts");
-  const { saveExecSnapshot, EXEC_SNAPSHOT_STATE } = await import("../../src/exec.ts");
+  const { saveExecSnapshot, hasQuickShell } = await import("../../src/exec.ts");
+  const { executable } = await import("../../scripts/bundle.ts");
   const g = await buildGuest({ log: opts.log });
   // The guest build's own directory is named by its hash: the snapshot is kept per build.
   const dir = join(cacheRoot(), "exec-snapshot", basename(dirname(g.vmlinux)));
   let snapshotMadeMs: number | undefined;
-  if (!existsSync(join(dir, EXEC_SNAPSHOT_STATE))) {
+  if (!hasQuickShell(dir)) {
     opts.log(`making the shell snapshot in ${dir} (one Linux boot)`);
     snapshotMadeMs = await saveExecSnapshot(dir, { kernel: g.vmlinux, rootfs: g.rootfs, log: () => {} });
   }
-  const cli = join(import.meta.dir, "../../src/cli/main.ts");
-  const load: number[] = [];
-  const first: number[] = [];
-  const wall: number[] = [];
-  for (let i = 0; i < opts.runs; i++) {
-    const r = await timedSpawn([process.execPath, cli, "exec", "--snapshot", dir, "--timeout", "120", "--", "echo", "hi"], { signal: /^hi\n/, timeoutMs: 180_000 });
-    const m = /snapshot loaded (\d+) ms, first output (\d+) ms/.exec(r.stdout + r.stderr);
-    if (r.exitCode !== 0 || !m || !r.stdout.startsWith("hi\n")) throw new Error(`exec --snapshot failed (exit ${r.exitCode}): ${r.stdout}\n${r.stderr}`);
-    load.push(Number(m[1]));
-    first.push(Number(m[2]));
-    wall.push(r.exitMs);
+  const exeDir = mkdtempSync(join(tmpdir(), "kindling-bench-exec-"));
+  try {
+    const exe = await executable(join(import.meta.dir, "../children/exec-snapshot.ts"), join(exeDir, "exec-snapshot"));
+    const cli = join(import.meta.dir, "../../src/cli/main.ts");
+    const t = { program: { load: [] as number[], first: [] as number[], wall: [] as number[] }, cli: { load: [] as number[], first: [] as number[], wall: [] as number[] } };
+    for (let i = 0; i < opts.runs; i++) {
+      const p = await timedSpawn([exe, dir], { signal: /^hi\n/, timeoutMs: 180_000 });
+      const pm = /^exec-snapshot (\{.*\})$/m.exec(p.stdout);
+      if (p.exitCode !== 0 || !pm || !p.stdout.startsWith("hi\n")) throw new Error(`exec-snapshot program failed (exit ${p.exitCode}): ${p.stdout}\n${p.stderr}`);
+      const pt = JSON.parse(pm[1]!) as { loadMs: number; firstOutputMs: number };
+      t.program.load.push(pt.loadMs);
+      t.program.first.push(pt.firstOutputMs);
+      t.program.wall.push(p.exitMs);
+      const r = await timedSpawn([process.execPath, cli, "exec", "--snapshot", dir, "--timeout", "120", "--", "echo", "hi"], { signal: /^hi\n/, timeoutMs: 180_000 });
+      const m = /snapshot loaded (\d+) ms, first output (\d+) ms/.exec(r.stdout + r.stderr);
+      if (r.exitCode !== 0 || !m || !r.stdout.startsWith("hi\n")) throw new Error(`exec --snapshot failed (exit ${r.exitCode}): ${r.stdout}\n${r.stderr}`);
+      t.cli.load.push(Number(m[1]));
+      t.cli.first.push(Number(m[2]));
+      t.cli.wall.push(r.exitMs);
+    }
+    const times = (x: { load: number[]; first: number[]; wall: number[] }): ExecSnapshotTimes =>
+      ({ loadMs: summarize(x.load, "ms"), firstOutputMs: summarize(x.first, "ms"), spawnToExitMs: summarize(x.wall, "ms") });
+    const result: ExecSnapshotResult = { ...times(t.program), cli: times(t.cli), snapshotMadeMs };
+    opts.log(`exec --snapshot echo hi: first output ${result.firstOutputMs.median} ms after the call (load ${result.loadMs.median} ms), compiled program; CLI from source ${result.cli.firstOutputMs.median} ms (load ${result.cli.loadMs.median} ms)`);
+    return result;
+  } finally {
+    rmSync(exeDir, { recursive: true, force: true });
   }
-  const result = { loadMs: summarize(load, "ms"), firstOutputMs: summarize(first, "ms"), spawnToExitMs: summarize(wall, "ms"), snapshotMadeMs };
-  opts.log(`exec --snapshot echo hi: load ${result.loadMs.median} ms, first output ${result.firstOutputMs.median} ms after the call, ${result.spawnToExitMs.median} ms spawn to exit`);
-  return result;
 }

@@ -5,7 +5,7 @@
 
 import { defineCommand } from "citty";
 import { consola } from "consola";
-import { z } from "zod";
+import { z } from "../zod.ts";
 import { bootProbe } from "../boot/probe.ts";
 import { bootLinux } from "../boot/linux.ts";
 import { explainTo } from "../explain.ts";

@@ -4,7 +4,7 @@
 
 import { defineCommand } from "citty";
 import { consola } from "consola";
-import { z } from "zod";
+import { z } from "../zod.ts";
 import { exec, execFromSnapshot, ExecError, EXEC_TIMEOUT_STATUS, saveExecSnapshot } from "../exec.ts";
 import { MicroVMError } from "../microvm.ts";
 import { kvmAvailability } from "../host.ts";

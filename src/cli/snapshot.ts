@@ -12,7 +12,7 @@
 
 import { defineCommand } from "citty";
 import { consola } from "consola";
-import { z } from "zod";
+import { z } from "../zod.ts";
 import { readSnapshotFile } from "../snapshot/format.ts";
 import { mergeDiff } from "../snapshot/memory-file.ts";
 import { SnapshotError } from "../snapshot/errors.ts";

@@ -3,7 +3,7 @@
 
 import { defineCommand } from "citty";
 import { consola } from "consola";
-import { z } from "zod";
+import { z } from "../zod.ts";
 import { readTrace, TraceFormatError } from "../trace/format.ts";
 import { replayTrace } from "../trace/replay.ts";
 import { serveTrace } from "../trace/server.ts";

@@ -8,7 +8,7 @@
 // own (the memory range, id characters) say so in a comment. What kindling does not implement of a valid
 // body (rate limiters, SMT, ...) is refused later, by src/config/resources.ts, with a message naming it.
 
-import { z } from "zod";
+import { z } from "../zod.ts";
 import { ValidationError } from "./errors.ts";
 import { CpuConfigSchema } from "../arch/x86_64/cpu-templates.ts";
 

@@ -20,7 +20,7 @@
 // nothing, but a thread calls set_robust_list and rseq). Anything that changes who the process is or
 // what it can reach is refused: execve, fork, ptrace, mount, namespaces, other socket families, setuid...
 
-import { z } from "zod";
+import { z } from "../zod.ts";
 import { KVM } from "../kvm/ioctl.ts";
 import { TUNSETIFF, TUNSETPERSIST, TUNGETFEATURES, TUNSETOFFLOAD, TUNGETIFF, TUNGETVNETHDRSZ, TUNSETVNETHDRSZ } from "../net/uapi.ts";
 import { parseWith } from "../config/schemas.ts";

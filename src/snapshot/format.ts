@@ -14,7 +14,7 @@
 
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import { dirname, basename, join } from "node:path";
-import { z } from "zod";
+import { z } from "../zod.ts";
 import { StructView, array, struct } from "../kvm/struct.ts";
 import { SnapshotError } from "./errors.ts";
 import type { CpuidEntry } from "../kvm/cpuid.ts";

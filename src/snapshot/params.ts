@@ -2,7 +2,7 @@
 // SnapshotCreateParams and SnapshotLoadParams (with MemoryBackend, NetworkOverride, VsockOverride), checked
 // with zod like every other body (src/config/schemas.ts). Unknown fields are refused, as Firecracker does.
 
-import { z } from "zod";
+import { z } from "../zod.ts";
 
 const path = z.string().min(1, "must not be empty");
 

@@ -14,7 +14,7 @@
 // names the first bad one.
 
 import { readFileSync } from "node:fs";
-import { z } from "zod";
+import { z } from "../zod.ts";
 import type { ExitRecord } from "../vcpu/vcpu.ts";
 
 export const TRACE_VERSION = 1;

@@ -19,7 +19,7 @@
 // A modifier that would change such a leaf is refused by name there instead of being silently ineffective.
 // kvm_capabilities are refused by name (kindling checks its own list of capabilities).
 
-import { z } from "zod";
+import { z } from "../../zod.ts";
 import type { CpuidEntry } from "../../kvm/system.ts";
 import type { CpuidChange, Register } from "./cpuid.ts";
 import { FIRECRACKER_STATIC_TEMPLATES, type CpuTemplateDefinition } from "./firecracker-cpu-templates.ts";

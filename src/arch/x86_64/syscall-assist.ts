@@ -33,7 +33,7 @@
 
 import type { VcpuFd } from "../../kvm/vcpu-fd.ts";
 import type { StructView } from "../../kvm/struct.ts";
-import { KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP } from "../../kvm/uapi.ts";
+import { KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, kvm_sregs } from "../../kvm/uapi.ts";
 import type { GuestMemory } from "../../memory.ts";
 import { gdtEntry, KERNEL_CODE64, KERNEL_DATA, segmentFromGdt } from "./gdt.ts";
 import { MSR_LSTAR, MSR_STAR, MSR_SYSCALL_MASK } from "./msrs.ts";
@@ -74,12 +74,28 @@ export interface SyscallAssistResult {
   description: string;
 }
 
+/** What completing a syscall needs of the MSRs `syscall` reads, with the segments STAR names, made once. */
+interface SyscallMsrs {
+  lstar: bigint;
+  sfmask: bigint;
+  /** kvm_segment bytes for CS and SS at CPL0, as `syscall` loads them from MSR_STAR[47:32]. */
+  cs: Uint8Array;
+  ss: Uint8Array;
+}
+
 export class SyscallAssist {
   /** The guest's #PF handler, where DR0 points while armed. */
   handler?: bigint;
   readonly counts: SyscallAssistCounts = { syscalls: 0, otherFaults: 0, debugExits: 0, rearmed: 0 };
   private stepping = false;
   private lastRefresh = -Infinity;
+  /**
+   * LSTAR, STAR and SFMASK as last read: a kernel writes them once per CPU at boot (syscall_init), so a
+   * syscall at the LSTAR last read needs no KVM_GET_MSRS of its own. A CPL3 fetch fault anywhere else reads
+   * them again. (A guest that changed STAR or SFMASK and not LSTAR would get the old ones: only its own
+   * processes could notice.)
+   */
+  private msrs?: SyscallMsrs;
 
   constructor(
     private readonly vcpu: VcpuFd,
@@ -148,23 +164,37 @@ export class SyscallAssist {
     const sregs = this.vcpu.getSregs();
     const frame = readFrame(this.mem, sregs.getBig("cr3"), regs.getBig("rsp"));
     if (!frame) return false;
-    const msrs = this.vcpu.getMsrs([MSR_LSTAR, MSR_STAR, MSR_SYSCALL_MASK]);
-    const lstar = msrs.get(MSR_LSTAR);
-    const star = msrs.get(MSR_STAR);
-    const sfmask = msrs.get(MSR_SYSCALL_MASK) ?? 0n;
     const fromUser = (frame[FRAME.cs]! & 3n) === 3n;
-    if (!fromUser || lstar === undefined || star === undefined || frame[FRAME.rip] !== lstar || sregs.getBig("cr2") !== lstar) return false;
+    if (!fromUser || sregs.getBig("cr2") !== frame[FRAME.rip]) return false;
+    // An instruction fetch from CPL3 faulted. At LSTAR, as last read? If not, read the MSRs again: the
+    // fault may be a user code page not yet mapped, or LSTAR moved since.
+    let m = this.msrs;
+    if (m?.lstar !== frame[FRAME.rip]) m = this.readMsrs();
+    if (!m || frame[FRAME.rip] !== m.lstar) return false;
 
     regs.set("rsp", frame[FRAME.rsp]!);
-    regs.set("rip", lstar);
-    regs.set("rflags", (frame[FRAME.rflags]! & ~(X86_EFLAGS_RF | sfmask)) | BigInt(X86_EFLAGS_FIXED));
-    // SYSCALL loads CS from STAR[47:32] (RPL cleared) and SS from that + 8, as flat DPL 0 segments.
-    const kernelCs = Number((star >> 32n) & 0xfffcn);
-    copySegment(sregs, "cs", segmentFromGdt(gdtEntry(KERNEL_CODE64, 0, 0xfffff), kernelCs));
-    copySegment(sregs, "ss", segmentFromGdt(gdtEntry(KERNEL_DATA, 0, 0xfffff), kernelCs + 8));
+    regs.set("rip", m.lstar);
+    regs.set("rflags", (frame[FRAME.rflags]! & ~(X86_EFLAGS_RF | m.sfmask)) | BigInt(X86_EFLAGS_FIXED));
+    sregs.bytes.set(m.cs, sregs.base + kvm_sregs.offsetOf("cs"));
+    sregs.bytes.set(m.ss, sregs.base + kvm_sregs.offsetOf("ss"));
     this.vcpu.setSregs(sregs);
     this.vcpu.setRegs(regs);
     return true;
+  }
+
+  private readMsrs(): SyscallMsrs | undefined {
+    const msrs = this.vcpu.getMsrs([MSR_LSTAR, MSR_STAR, MSR_SYSCALL_MASK]);
+    const lstar = msrs.get(MSR_LSTAR);
+    const star = msrs.get(MSR_STAR);
+    if (lstar === undefined || star === undefined) return (this.msrs = undefined);
+    // SYSCALL loads CS from STAR[47:32] (RPL cleared) and SS from that + 8, as flat DPL 0 segments.
+    const kernelCs = Number((star >> 32n) & 0xfffcn);
+    return (this.msrs = {
+      lstar,
+      sfmask: msrs.get(MSR_SYSCALL_MASK) ?? 0n,
+      cs: segmentFromGdt(gdtEntry(KERNEL_CODE64, 0, 0xfffff), kernelCs).bytes,
+      ss: segmentFromGdt(gdtEntry(KERNEL_DATA, 0, 0xfffff), kernelCs + 8).bytes,
+    });
   }
 }
 
@@ -186,16 +216,14 @@ export function pageFaultHandler(vcpu: VcpuFd, mem: GuestMemory): bigint | undef
 /** The six words of the exception frame at `rsp` (a guest-virtual address), or undefined if any is unmapped. */
 function readFrame(mem: GuestMemory, cr3: bigint, rsp: bigint): bigint[] | undefined {
   const words: bigint[] = [];
+  // One page walk when the frame lies in one 4 KiB page (it always does on a kernel stack aligned as
+  // Linux's); a walk per word otherwise.
+  const inOnePage = Number(rsp & 0xfffn) + FRAME_WORDS * 8 <= 0x1000;
+  const first = inOnePage ? translate(mem, cr3, rsp) : undefined;
   for (let i = 0; i < FRAME_WORDS; i++) {
-    const phys = translate(mem, cr3, rsp + BigInt(i * 8));
+    const phys = first !== undefined ? first + i * 8 : translate(mem, cr3, rsp + BigInt(i * 8));
     if (phys === undefined || !mem.contains(phys, 8)) return undefined;
     words.push(mem.readU64(phys));
   }
   return words;
-}
-
-const SEGMENT_FIELDS = ["base", "limit", "selector", "type", "present", "dpl", "db", "s", "l", "g", "avl", "unusable"];
-
-function copySegment(sregs: StructView, reg: "cs" | "ss", seg: StructView): void {
-  for (const f of SEGMENT_FIELDS) sregs.set(`${reg}.${f}`, seg.getBig(f));
 }
