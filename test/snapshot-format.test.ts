@@ -75,6 +75,30 @@ describe("the state file", () => {
     expect(e.code).toBe("INVALID");
     expect(e.message).toMatch(/machine\.vcpus/);
   });
+
+  test("the CPUID, MSR and host MSR lists are checked element by element, and the bad one named", () => {
+    const entry = { function: 1, index: 0, flags: 0, eax: 0x50657, ebx: 0, ecx: 0xffffffff, edx: 0 };
+    const vcpu = state.vcpus[0]!;
+    const withVcpu = (v: Record<string, unknown>) => encodeSnapshot({ ...state, vcpus: [{ ...vcpu, ...v }] } as SnapshotState);
+    expect(decodeSnapshot(withVcpu({ cpuid: [entry, entry] })).vcpus[0]!.cpuid).toEqual([entry, entry]);
+    const cases: [Uint8Array, RegExp][] = [
+      [withVcpu({ cpuid: [entry, { ...entry, ecx: 2 ** 32 }] }), /vcpus\.0\.cpuid: entry 1: ecx is not a u32/],
+      [withVcpu({ cpuid: [{ ...entry, edx: undefined }] }), /vcpus\.0\.cpuid: entry 0: edx is not a u32/],
+      [withVcpu({ cpuid: [1] }), /vcpus\.0\.cpuid: entry 0: expected an object/],
+      [withVcpu({ cpuid: "none" }), /vcpus\.0\.cpuid: expected an array/],
+      [withVcpu({ cpuid: Array.from({ length: 4097 }, () => entry) }), /vcpus\.0\.cpuid: 4097 entries, at most 4096/],
+      [withVcpu({ msrs: [[0x10, "0x1"], [0x11, "12"]] }), /vcpus\.0\.msrs: entry 1: the value is not a 64-bit hex string/],
+      [withVcpu({ msrs: [[0x10, "0x12345678123456781"]] }), /vcpus\.0\.msrs: entry 0: the value is not a 64-bit hex string/],
+      [withVcpu({ msrs: [[-1, "0x1"]] }), /vcpus\.0\.msrs: entry 0: the index is not a u32/],
+      [withVcpu({ msrs: [[0x10, "0x1", 3]] }), /vcpus\.0\.msrs: entry 0: expected \[index, value\]/],
+      [encodeSnapshot({ ...state, host: { ...state.host, msr_index_list: [0x10, 1.5] } }), /host\.msr_index_list: entry 1: not a u32/],
+    ];
+    for (const [bytes, message] of cases) {
+      const e = refused(bytes);
+      expect(e.code).toBe("INVALID");
+      expect(e.message).toMatch(message);
+    }
+  });
 });
 
 describe("the memory file", () => {
