@@ -6,9 +6,7 @@ import { describe, expect } from "bun:test";
 import { bootProbe } from "../src/boot/probe.ts";
 import { BOOT_TIMER_SIZE, BOOT_TIMER_START } from "../src/arch/x86_64/layout.ts";
 import { BootTimer, bootTimerStart } from "../src/devices/boot-timer.ts";
-import { prewarmVcpuWorkers, vcpuWorkerCounts } from "../src/vcpu/worker-pool.ts";
-import { Vm } from "../src/vm.ts";
-import { MiB } from "../src/arch/x86_64/layout.ts";
+import { vcpuWorkerCounts } from "../src/vcpu/worker-pool.ts";
 import { VmFd } from "../src/kvm/vm-fd.ts";
 import { kvmTest } from "./support/kvm.ts";
 
@@ -35,23 +33,6 @@ describe("vCPU worker pool", () => {
     // Many at once: each VM gets a thread of its own; afterwards at most maxIdle stay.
     await Promise.all(Array.from({ length: after5.maxIdle + 2 }, () => oneVm()));
     expect(vcpuWorkerCounts().idle).toBeLessThanOrEqual(after5.maxIdle);
-  });
-
-  kvmTest("a vCPU's worker gets it at once and waits; a VM stopped before its start gives the worker back", async () => {
-    await prewarmVcpuWorkers(1);
-    const before = vcpuWorkerCounts();
-    for (let i = 0; i < 3; i++) {
-      // The worker holds the vCPU from the Vm's constructor on (thread.ts, prepare); it never runs it.
-      const vm = new Vm({ memSize: 2 * MiB });
-      await Bun.sleep(20);
-      await vm.stop("never started");
-      await Bun.sleep(20); // its `stopped` message, then back in the pool
-    }
-    const after = vcpuWorkerCounts();
-    expect(after.started).toBe(before.started); // the same thread each time: none left holding a vCPU
-    expect(after.idle).toBe(before.idle);
-    await oneVm(); // and the worker runs the next VM's vCPU
-    expect(vcpuWorkerCounts().started).toBe(before.started);
   });
 
   kvmTest("a process whose VMs have ended exits by itself: idle workers do not hold it", async () => {

@@ -6,7 +6,7 @@ import { installKickHandler, kickSignal, pthreadKill, ERRNO } from "../kvm/libc.
 import { KVM } from "../kvm/ioctl.ts";
 import { StructView } from "../kvm/struct.ts";
 import { kvm_run } from "../kvm/uapi.ts";
-import { CONTROL, CONTROL_WORDS, TURN, encodeInit, type LocalRange, type VcpuWorkerInit } from "./protocol.ts";
+import { CONTROL, CONTROL_WORDS, TURN, type LocalRange, type VcpuWorkerInit } from "./protocol.ts";
 import { KVM_EXIT, KVM_EXIT_IO_OUT } from "../kvm/uapi.ts";
 import { OFF } from "./exit.ts";
 import type { VcpuFd } from "../kvm/vcpu-fd.ts";
@@ -19,10 +19,7 @@ export { prewarmVcpuWorkers } from "./worker-pool.ts";
 export class VcpuThread {
   private readonly pooled: PooledWorker;
   private readonly worker: Worker;
-  /** Shared with the worker (protocol.ts). Replaced only by a start that re-sends the init (prepare). */
-  private ctl = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
-  /** The vCPU-thread ranges the held init was sent with, until the start (see prepare). */
-  private held?: { pio: LocalRange[]; mmio: LocalRange[] };
+  private readonly ctl = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
   private thread?: bigint;
   private readonly ready: Promise<void>;
   private stopped?: Promise<void>;
@@ -59,48 +56,16 @@ export class VcpuThread {
     Atomics.store(this.ctl, CONTROL.LOCAL, on ? 1 : 0);
   }
 
-  private init(local: { pio: LocalRange[]; mmio: LocalRange[] }, hold: boolean): VcpuWorkerInit {
-    return {
+  /** Start the worker; it enters KVM_RUN at once. `local`: the vCPU-thread devices' ranges (local.ts). */
+  async start(local: { pio: LocalRange[]; mmio: LocalRange[] } = { pio: [], mmio: [] }): Promise<void> {
+    const init: VcpuWorkerInit = {
       fd: this.vcpu.fd, control: this.ctl.buffer as SharedArrayBuffer, runRequest: KVM.RUN, kickSignal: kickSignal(),
       local: {
         run: { addr: this.vcpu.run.addr, size: this.vcpu.run.size }, off: OFF, exitIo: KVM_EXIT.IO, exitMmio: KVM_EXIT.MMIO,
         ioOut: KVM_EXIT_IO_OUT, ...local, counts: this.localCounts.buffer as SharedArrayBuffer,
       },
-      hold,
     };
-  }
-
-  /**
-   * Send the worker its vCPU now, while the VM is still being set up, with the vCPU-thread ranges known so
-   * far: it sets up and waits (TURN.HOLD), so that start() is one Atomics.notify instead of a message
-   * (a postMessage, and the worker's event loop picking it up, took ~0.2 ms of a ~3 ms snapshot restore).
-   */
-  prepare(local: { pio: LocalRange[]; mmio: LocalRange[] }): void {
-    if (this.held || this.stopped) return;
-    this.held = local;
-    Atomics.store(this.ctl, CONTROL.TURN, TURN.HOLD);
-    this.worker.postMessage(encodeInit(this.init(local, true)));
-  }
-
-  /** Start the worker; it enters KVM_RUN at once. `local`: the vCPU-thread devices' ranges (local.ts). */
-  async start(local: { pio: LocalRange[]; mmio: LocalRange[] } = { pio: [], mmio: [] }): Promise<void> {
-    const held = this.held;
-    this.held = undefined;
-    if (held && sameRanges(held.pio, local.pio) && sameRanges(held.mmio, local.mmio)) {
-      Atomics.store(this.ctl, CONTROL.TURN, TURN.WORKER);
-      Atomics.notify(this.ctl, CONTROL.TURN);
-    } else {
-      if (held) {
-        // Devices on the vCPU thread were added since prepare(): the held init is dropped, and the worker
-        // takes a new one with its own control words (the old ones may still say RELOAD when it looks).
-        Atomics.store(this.ctl, CONTROL.TURN, TURN.RELOAD);
-        Atomics.notify(this.ctl, CONTROL.TURN);
-        const fresh = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
-        Atomics.store(fresh, CONTROL.LOCAL, Atomics.load(this.ctl, CONTROL.LOCAL));
-        this.ctl = fresh;
-      }
-      this.worker.postMessage(encodeInit(this.init(local, false)));
-    }
+    this.worker.postMessage(init);
     await this.ready; // the thread id, for kicks; the worker may already be in KVM_RUN
   }
 
@@ -152,30 +117,12 @@ export class VcpuThread {
     return this.stopped;
   }
 
-  /** Give back a worker that never started (idle, or holding this vCPU: it is told to stop first). */
+  /** Give back a worker that never started (it is idle, waiting for a vCPU). */
   terminate(): void {
     if (this.stopped) return;
-    if (this.held) {
-      // The worker sees STOP when it looks (now, or once its init arrives), says `stopped`, and is idle.
-      this.held = undefined;
-      this.stopped = Promise.resolve();
-      Atomics.store(this.ctl, CONTROL.TURN, TURN.STOP);
-      Atomics.notify(this.ctl, CONTROL.TURN);
-      const giveBackWhenStopped = () => {
-        this.worker.onmessage = (e: MessageEvent<{ stopped?: boolean }>) => void (e.data.stopped && giveBackVcpuWorker(this.pooled));
-      };
-      // After `ready`: until then onmessage is the pool's, waiting for the thread id (which comes first).
-      void this.ready.then(giveBackWhenStopped, () => this.worker.terminate());
-      return;
-    }
     this.stopped = Promise.resolve();
     void this.ready.then(() => giveBackVcpuWorker(this.pooled), () => this.worker.terminate());
   }
-}
-
-/** The same vCPU-thread devices at the same places (a bus lists each device's model object every time). */
-function sameRanges(a: LocalRange[], b: LocalRange[]): boolean {
-  return a.length === b.length && a.every((r, i) => r.base === b[i]!.base && r.size === b[i]!.size && r.model === b[i]!.model);
 }
 
 export const EINTR = ERRNO.EINTR!;

@@ -87,13 +87,6 @@ export class Vcpu {
     fd.setRunSignalMask([kickSignal()]);
     this.bytes = new Uint8Array(fd.run.buffer);
     this.dv = new DataView(fd.run.buffer);
-    // The worker gets the vCPU now and waits; start() then only wakes it (thread.ts, prepare).
-    this.thread.prepare(this.localRanges());
-  }
-
-  /** The vCPU-thread devices' ranges on both buses (local.ts). */
-  private localRanges() {
-    return { pio: this.host.pio.vcpuThreadRanges(), mmio: this.host.mmio.vcpuThreadRanges() };
   }
 
   get id(): number {
@@ -130,7 +123,10 @@ export class Vcpu {
     if (this.syscallAssist) {
       this.syscallAssist.refreshIfDue();
     }
-    await this.thread.start(this.localRanges());
+    await this.thread.start({
+      pio: this.host.pio.vcpuThreadRanges(),
+      mmio: this.host.mmio.vcpuThreadRanges(),
+    });
     this.loopDone = this.loop();
   }
 

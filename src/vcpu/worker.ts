@@ -11,12 +11,10 @@
 //   4. the worker enters KVM_RUN again, which first completes the access (e.g. loads an IN's value into AL).
 // Between 1 and 2, an access to a device the vCPU thread may serve itself (local.ts) is completed here and
 // the worker goes straight back to 1, unless the main thread has set CONTROL.LOCAL to 0.
-// The init message normally arrives before the start, while the VM is being set up (`hold`): the worker
-// prepares, waits in Atomics.wait until the main thread flips `turn` from HOLD, then goes to 1.
 
 import { ioctlNoArg, pthreadSelf, unblockSignal, viewAt } from "../kvm/worker-libc.ts";
 import { LocalExits } from "./local.ts";
-import { CONTROL, TURN, decodeInit, type VcpuWorkerMessage } from "./protocol.ts";
+import { CONTROL, TURN, type VcpuWorkerInit } from "./protocol.ts";
 
 declare const self: Worker;
 
@@ -27,19 +25,11 @@ Bun.gc(true);
 // has installed for the whole process).
 postMessage({ thread: pthreadSelf() });
 
-self.onmessage = (e: MessageEvent<VcpuWorkerMessage>) => {
-  const { fd, control, runRequest, kickSignal, local, hold } = decodeInit(e.data);
+self.onmessage = (e: MessageEvent<VcpuWorkerInit>) => {
+  const { fd, control, runRequest, kickSignal, local } = e.data;
   const ctl = new Int32Array(control);
   const localExits = new LocalExits(local, viewAt(local.run.addr, local.run.size));
   unblockSignal(kickSignal);
-  if (hold) {
-    // Sent while the VM was still being set up (thread.ts, prepare): everything above is done, and the
-    // start is one futex wake away instead of a message.
-    while (Atomics.load(ctl, CONTROL.TURN) === TURN.HOLD) Atomics.wait(ctl, CONTROL.TURN, TURN.HOLD);
-    const turn = Atomics.load(ctl, CONTROL.TURN);
-    if (turn === TURN.RELOAD) return; // the next message is this vCPU's init again, with other ranges
-    if (turn === TURN.STOP) return void postMessage({ stopped: true });
-  }
   for (;;) {
     const r = ioctlNoArg(fd, runRequest);
     if (r === 0 && Atomics.load(ctl, CONTROL.LOCAL) === 1 && localExits.serve()) continue;
