@@ -25,6 +25,8 @@ export const EXEC_RS = 0x1e;
 export const EXEC_TIMEOUT_STATUS = 124;
 /** The marker init prints after the command: "kindling: exit status N". */
 const STATUS_LINE = /^kindling: exit status (\d+)$/;
+/** The same at the end of a line, after output of the command's that had no newline of its own. */
+const STATUS_AT_END = /^(.*)kindling: exit status (\d+)$/;
 /**
  * Linux keeps 2048 bytes of command line on x86 (COMMAND_LINE_SIZE); the base line and the devices' own
  * arguments need some, so a command may take this much after base64.
@@ -440,18 +442,22 @@ export async function execFromSnapshot(argv: string[], dir: string, o: ExecFromS
       o.onStderr?.(b);
     },
     console: (line) => {
-      const m = STATUS_LINE.exec(line);
-      if (m && inCommand) {
+      const output = (text: string) => {
+        firstOutputMs ??= since();
+        stdout += text;
+        o.onStdout?.(new TextEncoder().encode(text));
+      };
+      // Output that did not end with a newline shares its last line with the status.
+      const m = inCommand ? STATUS_AT_END.exec(line) : null;
+      if (m) {
+        if (m[1]) output(m[1]);
         inCommand = false;
-        done.resolve(Number(m[1]));
+        done.resolve(Number(m[2]));
       } else if (line === BEGIN_MARKER && !quick) {
         inCommand = true;
       } else if (inCommand) {
-        // Between the marker and the status line: the command's output (see typedExecLine).
-        firstOutputMs ??= since();
-        const bytes = new TextEncoder().encode(`${line}\n`);
-        stdout += `${line}\n`;
-        o.onStdout?.(bytes);
+        // Before the status line (after the marker, for the long line): the command's output.
+        output(`${line}\n`);
       } else {
         o.onConsole?.(line);
       }

@@ -11,21 +11,10 @@ import { join } from "node:path";
 import { buildGuest, guestArtifactsIfBuilt } from "../guest/build.ts";
 import { EXIT } from "../src/cli/main.ts";
 import { kvmTest } from "./support/kvm.ts";
-import { collect, spawnKindling } from "./support/api.ts";
+import { collect, curl, spawnKindling } from "./support/api.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kindling-e2e-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-/** One request through curl; the status code comes from curl's -w. */
-async function curl(sock: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: string }> {
-  const args = ["curl", "-sS", "--unix-socket", sock, "-X", method, "-w", "\n%{http_code}", `http://localhost${path}`];
-  if (body !== undefined) args.push("-H", "Content-Type: application/json", "-d", JSON.stringify(body));
-  const p = Bun.spawn(args, { stdout: "pipe", stderr: "pipe" });
-  const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
-  if ((await p.exited) !== 0) throw new Error(`curl ${method} ${path} failed: ${err}`);
-  const cut = out.lastIndexOf("\n");
-  return { status: Number(out.slice(cut + 1)), body: out.slice(0, cut) };
-}
 
 describe("kindling api driven through curl", () => {
   kvmTest(

@@ -12,23 +12,12 @@ import { MicroVM } from "../src/microvm.ts";
 import { bootProbe } from "../src/boot/probe.ts";
 import type { LinuxBootOptions } from "../src/boot/linux.ts";
 import { kvmTest } from "./support/kvm.ts";
-import { serveFake, spawnKindling } from "./support/api.ts";
+import { curl, serveFake, spawnKindling } from "./support/api.ts";
 import { encodeSnapshot, readSnapshotFile } from "../src/snapshot/format.ts";
 import { mergeDiff } from "../src/snapshot/memory-file.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kindling-snapshot-api-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-/** curl through the Unix socket; status from -w. */
-async function curl(sock: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: string }> {
-  const args = ["curl", "-sS", "--unix-socket", sock, "-X", method, "-w", "\n%{http_code}", `http://localhost${path}`];
-  if (body !== undefined) args.push("-H", "Content-Type: application/json", "-d", JSON.stringify(body));
-  const p = Bun.spawn(args, { stdout: "pipe", stderr: "pipe" });
-  const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
-  if ((await p.exited) !== 0) throw new Error(`curl ${method} ${path} failed: ${err}`);
-  const cut = out.lastIndexOf("\n");
-  return { status: Number(out.slice(cut + 1)), body: out.slice(0, cut) };
-}
 
 /** The guest's console, which PUT /serial sent to a file (kindling's stdout also carries its log lines). */
 function consoleFile(path: string) {

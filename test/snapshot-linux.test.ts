@@ -170,5 +170,9 @@ describe("a Linux guest at its shell", () => {
     // Twice from the same snapshot: each restore is independent.
     const again = await run(["--snapshot", snap, "--timeout", "300", "--", "echo", "it's", "quoted"]);
     expect({ first: again.out.split("\n")[0], code: again.code }, again.err).toEqual({ first: "it's quoted", code: 0 });
+    // Output without a final newline: the status shares its line, and is still found.
+    const bare = await run(["--snapshot", snap, "--timeout", "300", "--", "printf", "no-newline"]);
+    expect({ starts: bare.out.startsWith("no-newline"), code: bare.code }, bare.out + bare.err).toEqual({ starts: true, code: 0 });
+    expect(bare.out + bare.err).not.toContain("kindling: exit status");
   }, 2_400_000);
 });

@@ -21,39 +21,20 @@ import { VirtioMmioTransport } from "../src/devices/virtio/mmio.ts";
 import { Virtqueue } from "../src/devices/virtio/queue.ts";
 import { VirtioRng } from "../src/devices/virtio/rng.ts";
 import * as V from "../src/devices/virtio/uapi.ts";
-import { GuestMemory } from "../src/memory.ts";
 import { StructView } from "../src/kvm/struct.ts";
 import { CountingIrq, GuestAllocator, TestDriver, TestQueue } from "./support/virtio-driver.ts";
+import { CheckedMemory } from "./support/checked-memory.ts";
+import { prng } from "./support/prng.ts";
 
 /** Low RAM, then a hole, then a small region at 4 GiB: buffers that span the hole must be refused. */
 const LOW_SIZE = 256 * 1024;
 const HIGH_SIZE = 64 * 1024;
 
-class CheckedMemory extends GuestMemory {
-  accesses = 0;
-  outOfRange = 0;
-  constructor() {
-    super([
-      { gpa: 0, bytes: new Uint8Array(LOW_SIZE) },
-      { gpa: RAM_64BIT_START, bytes: new Uint8Array(HIGH_SIZE) },
-    ]);
-  }
-  override slice(gpa: number, length: number): Uint8Array {
-    this.accesses++;
-    if (!super.contains(gpa, length)) this.outOfRange++;
-    return super.slice(gpa, length);
-  }
-  override contains(gpa: number, length: number): boolean {
-    this.accesses++;
-    return super.contains(gpa, length);
-  }
-}
-
 const RUNNING =
   V.VIRTIO_CONFIG_S_ACKNOWLEDGE | V.VIRTIO_CONFIG_S_DRIVER | V.VIRTIO_CONFIG_S_FEATURES_OK | V.VIRTIO_CONFIG_S_DRIVER_OK;
 
 function hostileSetup(device: VirtioDevice) {
-  const mem = new CheckedMemory();
+  const mem = new CheckedMemory(LOW_SIZE, HIGH_SIZE);
   const irq = new CountingIrq();
   const errors: string[] = [];
   const dev = new VirtioMmioTransport(device, { mem, irq, onError: (m) => errors.push(m) });
@@ -254,7 +235,7 @@ describe("each virtqueue rule, broken on purpose", () => {
   });
 
   test("descriptors are copied once: changing the table after the pop changes nothing", () => {
-    const mem = new CheckedMemory();
+    const mem = new CheckedMemory(LOW_SIZE, HIGH_SIZE);
     const alloc = new GuestAllocator(PAGE_SIZE, LOW_SIZE);
     const desc = alloc.alloc(V.vringDescBytes(4), 16);
     const avail = alloc.alloc(V.vringAvailBytes(4), 2);
@@ -283,21 +264,6 @@ describe("each virtqueue rule, broken on purpose", () => {
 });
 
 // ---- randomized ----
-
-/** mulberry32: a small seeded PRNG, so a failure can be replayed. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
-  return { next, int, pick, u32: () => int(2 ** 32), chance: (p: number) => next() < p };
-}
 
 const dir = mkdtempSync(join(tmpdir(), "kindling-hostile-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -25,8 +25,9 @@ import { VirtioRng } from "../../src/devices/virtio/rng.ts";
 import * as V from "../../src/devices/virtio/uapi.ts";
 import { VirtioVsock, VSOCK_HDR_SIZE } from "../../src/devices/virtio/vsock.ts";
 import { StructView } from "../../src/kvm/struct.ts";
-import { GuestMemory } from "../../src/memory.ts";
 import { CountingIrq, GuestAllocator, TestDriver, TestQueue } from "../support/virtio-driver.ts";
+import { CheckedMemory } from "../support/checked-memory.ts";
+import { prng } from "../support/prng.ts";
 
 export type DeviceKind = "blk" | "net" | "vsock" | "rng";
 export const DEVICE_KINDS: readonly DeviceKind[] = ["blk", "net", "vsock", "rng"];
@@ -44,41 +45,6 @@ export const QUEUE_SIZE = 16;
  * decision on each queue. Generous by a factor of two.
  */
 export const MAX_ACCESSES_PER_NOTIFY = 2 * (2 * QUEUE_SIZE * (3 + 2 * 2 * QUEUE_SIZE + 2 * QUEUE_SIZE + 4) + 3 * 8);
-
-class CheckedMemory extends GuestMemory {
-  accesses = 0;
-  outOfRange = 0;
-  constructor() {
-    super([
-      { gpa: 0, bytes: new Uint8Array(LOW_SIZE) },
-      { gpa: RAM_64BIT_START, bytes: new Uint8Array(HIGH_SIZE) },
-    ]);
-  }
-  override slice(gpa: number, length: number): Uint8Array {
-    this.accesses++;
-    if (!super.contains(gpa, length)) this.outOfRange++;
-    return super.slice(gpa, length);
-  }
-  override contains(gpa: number, length: number): boolean {
-    this.accesses++;
-    return super.contains(gpa, length);
-  }
-}
-
-/** mulberry32: a small seeded PRNG, so a run can be replayed from its seed. */
-export function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
-  return { next, int, pick, u32: () => int(2 ** 32), chance: (p: number) => next() < p };
-}
 
 export interface FuzzResult {
   kind: DeviceKind;
@@ -152,7 +118,7 @@ function makeDevice(kind: DeviceKind, dir: string, seed: number) {
 export async function fuzzDevice(kind: DeviceKind, seed: number, cases: number, dir: string): Promise<FuzzResult> {
   const r = prng(seed);
   const { device, net, close } = makeDevice(kind, dir, seed);
-  const mem = new CheckedMemory();
+  const mem = new CheckedMemory(LOW_SIZE, HIGH_SIZE);
   const irq = new CountingIrq();
   const dev = new VirtioMmioTransport(device, { mem, irq, onError: () => {} });
   // Rounds are measured per notify: leftover work waits for the next notify (or the device's own deferred

@@ -164,3 +164,14 @@ export function collect(stream: ReadableStream<Uint8Array>) {
     },
   };
 }
+
+/** One request through curl on the API's Unix socket, as a user would send it; the status comes from curl's -w. */
+export async function curl(sock: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: string }> {
+  const args = ["curl", "-sS", "--unix-socket", sock, "-X", method, "-w", "\n%{http_code}", `http://localhost${path}`];
+  if (body !== undefined) args.push("-H", "Content-Type: application/json", "-d", JSON.stringify(body));
+  const p = Bun.spawn(args, { stdout: "pipe", stderr: "pipe" });
+  const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
+  if ((await p.exited) !== 0) throw new Error(`curl ${method} ${path} failed: ${err}`);
+  const cut = out.lastIndexOf("\n");
+  return { status: Number(out.slice(cut + 1)), body: out.slice(0, cut) };
+}
