@@ -18,9 +18,9 @@ import { exitWhenOrphaned } from "./orphan-guard.ts";
 exitWhenOrphaned();
 const [statePath, memPath, warmArg] = process.argv.slice(2);
 
-/** Restore once; resolves with the time from the call to the guest's first port write. */
 type Timings = Restored["timings"] & { firstExit: number };
 
+/** Restore once; resolves with the time from the call to the guest's first port write. */
 async function restoreOnce(): Promise<{ ms: number; timings: Timings; stop: () => Promise<unknown> }> {
   const first = Promise.withResolvers<number>();
   const t0 = performance.now();
