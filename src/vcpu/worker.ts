@@ -25,11 +25,18 @@ Bun.gc(true);
 // has installed for the whole process).
 postMessage({ thread: pthreadSelf() });
 
+/** The kick signal this thread has unblocked (the same for every vCPU of the process). */
+let unblocked = -1;
+
 self.onmessage = (e: MessageEvent<VcpuWorkerInit>) => {
   const { fd, control, runRequest, kickSignal, local } = e.data;
   const ctl = new Int32Array(control);
   const localExits = new LocalExits(local, viewAt(local.run.addr, local.run.size));
-  unblockSignal(kickSignal);
+  // Once per thread: the mask stays (a pthread_sigmask less on the way to each later vCPU's first KVM_RUN).
+  if (unblocked !== kickSignal) {
+    unblockSignal(kickSignal);
+    unblocked = kickSignal;
+  }
   for (;;) {
     const r = ioctlNoArg(fd, runRequest);
     if (r === 0 && Atomics.load(ctl, CONTROL.LOCAL) === 1 && localExits.serve()) continue;
