@@ -7,7 +7,7 @@
 // vCPU worker started (untimed) before each restore, as an idle `kindling api` has one, and prints
 // `spare <JSON>`, and exits.
 //
-//   bun bench/children/restore.ts STATE MEM WARM
+//   bun bench/children/restore.ts STATE MEM WARM      (the bench runs it compiled: scripts/bundle.ts --executable)
 
 import { writeSync } from "node:fs";
 import { restoreSnapshot, type Restored } from "../../src/snapshot/restore.ts";
@@ -39,24 +39,32 @@ async function restoreOnce(): Promise<{ ms: number; timings: Timings; stop: () =
   return { ms: firstWrite - t0, timings: { ...r.timings, firstExit }, stop: () => r.vm.stop() };
 }
 
-const cold = await restoreOnce();
-// performance.now() counts from this process's start (its time origin).
-writeSync(1, `first ${performance.now().toFixed(3)} ${cold.ms.toFixed(3)} ${JSON.stringify(cold.timings)}\n`);
-await cold.stop();
-const warm: { ms: number; timings: Timings }[] = [];
-for (let i = 0; i < Number(warmArg ?? 0); i++) {
-  const r = await restoreOnce();
-  warm.push({ ms: r.ms, timings: r.timings });
-  await r.stop();
+async function main(): Promise<void> {
+  const cold = await restoreOnce();
+  // performance.now() counts from this process's start (its time origin).
+  writeSync(1, `first ${performance.now().toFixed(3)} ${cold.ms.toFixed(3)} ${JSON.stringify(cold.timings)}\n`);
+  await cold.stop();
+  const warm: { ms: number; timings: Timings }[] = [];
+  for (let i = 0; i < Number(warmArg ?? 0); i++) {
+    const r = await restoreOnce();
+    warm.push({ ms: r.ms, timings: r.timings });
+    await r.stop();
+  }
+  writeSync(1, `warm ${JSON.stringify(warm)}\n`);
+  const spare: typeof warm = [];
+  for (let i = 0; i < Number(warmArg ?? 0); i++) {
+    await prewarmVcpuWorkers(1);
+    await Bun.sleep(5);
+    const r = await restoreOnce();
+    spare.push({ ms: r.ms, timings: r.timings });
+    await r.stop();
+  }
+  writeSync(1, `spare ${JSON.stringify(spare)}\n`);
+  process.exit(0);
 }
-writeSync(1, `warm ${JSON.stringify(warm)}\n`);
-const spare: typeof warm = [];
-for (let i = 0; i < Number(warmArg ?? 0); i++) {
-  await prewarmVcpuWorkers(1);
-  await Bun.sleep(5);
-  const r = await restoreOnce();
-  spare.push({ ms: r.ms, timings: r.timings });
-  await r.stop();
-}
-writeSync(1, `spare ${JSON.stringify(spare)}\n`);
-process.exit(0);
+
+// No top-level await: the bench runs this compiled to bytecode (scripts/bundle.ts), which is CommonJS.
+main().catch((e: Error) => {
+  process.stderr.write(`restore: ${e.stack ?? e.message}\n`);
+  process.exit(1);
+});

@@ -6,8 +6,8 @@
 //                     children/restore.ts: the first restore of a fresh process ("cold"), then restores in the
 //                     same warm process, then restores with a spare vCPU worker loaded beforehand (as an idle
 //                     `kindling api` would have: see prewarmVcpuWorkers), with restore's step timings;
-//   kindling, spawn:  from spawning children/restore.ts to its line saying the guest ran (process start,
-//                     module loading and the cold restore);
+//   kindling, spawn:  from spawning children/restore.ts, compiled to a standalone executable, to its line
+//                     saying the guest ran (process start, module loading and the cold restore);
 //   QEMU, command:    `-incoming defer`, then the monitor's `migrate_incoming "exec:cat FILE"` to the guest's
 //                     first byte on the serial port (QEMU's stdout): QEMU's restore inside a running process;
 //   QEMU, spawn:      spawning QEMU with `-incoming "exec:cat FILE"` to the guest's first serial byte.
@@ -160,8 +160,11 @@ export async function restoreLatency(opts: { runs: number; warm: number; qemuElf
     if (opts.qemuElf) await makeQemuMigration(opts.qemuElf, migration, dir);
     const qcmd = opts.qemuElf ? [...qemuCommand({ kernel: opts.qemuElf, memSize: GUEST_MEM, cpu: QEMU_CPU }), "-incoming", `exec:cat ${migration}`] : undefined;
 
+    // The child compiled to a standalone executable, as a program using kindling would ship (metric 1's way).
+    const { executable } = await import("../../scripts/bundle.ts");
+    const restoreExe = await executable(RESTORE, join(dir, "restore-exe"));
     for (let i = 0; i < opts.runs; i++) {
-      const r = await timedSpawn([process.execPath, RESTORE, state, mem, String(opts.warm)], { signal: /^first .*\n/m, timeoutMs: 60_000 });
+      const r = await timedSpawn([restoreExe, state, mem, String(opts.warm)], { signal: /^first .*\n/m, timeoutMs: 60_000 });
       if (r.signalMs === undefined || r.exitCode !== 0) throw new Error(`restore child failed (exit ${r.exitCode}): ${r.stdout}\n${r.stderr}`);
       k.spawn.push(r.signalMs);
       const lines = Object.fromEntries(r.stdout.trim().split("\n").map((l) => [l.split(" ")[0]!, l.slice(l.indexOf(" ") + 1)]));
