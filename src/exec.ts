@@ -372,8 +372,10 @@ const sha256Of = (path: string) => new Bun.CryptoHasher("sha256").update(readFil
  * (each one costs the shell a handful of system calls per command).
  */
 const QUICK_SHELL = "stty -echo; exec sh /dev/console < /dev/null 2>&1\n";
-/** Typed into the quick shell: the function every command line calls (quickExecLine), and a first call. */
-const QUICK_SHELL_SETUP = `k() { "$@"; echo "kindling: exit status $?"; }; k echo kindling-quick-$((6*7))\n`;
+/** The function every command line calls (quickExecLine): the command, then its status. */
+export const QUICK_SHELL_FUNCTION = `k() { "$@"; echo "kindling: exit status $?"; }`;
+/** Typed into the quick shell: that function, and a first call. */
+const QUICK_SHELL_SETUP = `${QUICK_SHELL_FUNCTION}; k echo kindling-quick-$((6*7))\n`;
 const QUICK_SHELL_ANSWER = /kindling-quick-42\r?\nkindling: exit status 0\r?\n/;
 
 /**
