@@ -263,17 +263,18 @@ export async function exec(argv: string[], opts: ExecOptions): Promise<ExecResul
 //                           the console), wait until the shell answers, make it quick to type into (QUICK_SHELL
 //                           below), pause, snapshot into DIR/vm.state and DIR/vm.mem, and write DIR/exec.json
 //                           saying so (`kindling exec --save-snapshot DIR`).
-//   execFromSnapshot(argv): a fresh microVM loads DIR with resume_vm; one line is typed into its shell. It
-//                           runs argv (stdin /dev/null, stderr into stdout) and prints its exit status as
-//                           "kindling: exit status N"; what the console shows before that line is the
-//                           command's output. Then the VM is stopped.
+//   execFromSnapshot(argv): a fresh microVM loads DIR paused, one line is typed into its shell, and it is
+//                           resumed. The line runs argv (stdin /dev/null, stderr into stdout) and prints its
+//                           exit status as "kindling: exit status N"; what the console shows before that is
+//                           the command's output. Then the VM is stopped.
 //
 // Why the quick shell: on a host that emulates the guest kernel, busybox's interactive shell with its line
 // editing costs about 12 ms per typed character (it reads one byte per system call and echoes it, each a
 // trip through the tty layer and the 8250 driver) and tens of ms per line (it switches the terminal's
 // mode and waits for the output to drain, in 10 ms jiffies). A non-interactive shell reading the console
 // with the terminal's echo off gets the whole line with one read(2) and writes nothing but the output.
-// `echo hi`'s first output came 924 ms after the call before, 37.5 ms after (restore included; bench/README.md).
+// `echo hi`'s first output came 924 ms after the call before, 37.5 ms after (restore included; see
+// bench/README.md).
 // A snapshot of any other shell (one made through the API, say) still works: it gets the long line,
 // typedExecLine, which brackets the output with a marker of its own.
 
@@ -474,8 +475,7 @@ export async function execFromSnapshot(argv: string[], dir: string, o: ExecFromS
     done.resolve(-1);
   }, o.timeoutMs);
   try {
-    // Loaded paused, the line typed, then resumed: the guest finds it in the UART the moment it runs, and
-    // what the load does after its vCPU would have started (adopting the configuration) is not waited for.
+    // Loaded paused, the line typed, then resumed: the guest finds the line in the UART the moment it runs.
     await vm.loadSnapshot({ snapshot_path: state, mem_backend: { backend_type: "File", backend_path: mem }, resume_vm: false });
     vm.writeSerial(new TextEncoder().encode(quick ? quickExecLine(argv) : typedExecLine(argv)));
     vm.resume();
