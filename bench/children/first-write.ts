@@ -1,5 +1,5 @@
 // The process the start-to-first-instruction benchmark spawns: `bun bench/children/first-write.ts`, its
-// bundle (scripts/bundle.ts: one file, compiled to bytecode, as `bun run build` makes kindling's), or its
+// bundle (scripts/bundle.ts: one file, compiled to bytecode, as a program using kindling would ship), or its
 // standalone executable (scripts/bundle.ts --executable: the headline figure). It boots
 // the first-write probe with a boot-timer device and prints one line when the guest's first write arrives
 // (the parent times spawn -> that line), then lets the VM reset and exits.
