@@ -273,7 +273,7 @@ export async function exec(argv: string[], opts: ExecOptions): Promise<ExecResul
 // trip through the tty layer and the 8250 driver) and tens of ms per line (it switches the terminal's
 // mode and waits for the output to drain, in 10 ms jiffies). A non-interactive shell reading the console
 // with the terminal's echo off gets the whole line with one read(2) and writes nothing but the output.
-// `echo hi`'s first output came 924 ms after the call before, 37.5 ms after (restore included; see
+// `echo hi`'s first output came 924 ms after the call before, 37.5-39 ms after (restore included; see
 // bench/README.md).
 // A snapshot of any other shell (one made through the API, say) still works: it gets the long line,
 // typedExecLine, which brackets the output with a marker of its own.
