@@ -216,8 +216,8 @@ export function pageFaultHandler(vcpu: VcpuFd, mem: GuestMemory): bigint | undef
 /** The six words of the exception frame at `rsp` (a guest-virtual address), or undefined if any is unmapped. */
 function readFrame(mem: GuestMemory, cr3: bigint, rsp: bigint): bigint[] | undefined {
   const words: bigint[] = [];
-  // One page walk when the frame lies in one 4 KiB page (it always does on a kernel stack aligned as
-  // Linux's); a walk per word otherwise.
+  // One page walk when the frame lies in one 4 KiB page (as it does at the top of a Linux kernel stack);
+  // a walk per word otherwise.
   const inOnePage = Number(rsp & 0xfffn) + FRAME_WORDS * 8 <= 0x1000;
   const first = inOnePage ? translate(mem, cr3, rsp) : undefined;
   for (let i = 0; i < FRAME_WORDS; i++) {
