@@ -101,13 +101,6 @@ function check(call: string, r: number | bigint, detail?: string): number {
  */
 const EINTR_RETRIES = 100;
 
-/** `call()` again while it fails with EINTR; its result, or -1 with errno set by the last try. */
-function retryEintr(call: () => number | bigint): number | bigint {
-  let r = call();
-  for (let i = 0; i < EINTR_RETRIES && Number(r) < 0 && errno() === ERRNO.EINTR!; i++) r = call();
-  return r;
-}
-
 // ---- files ----
 
 export const O_RDONLY = 0;
@@ -132,7 +125,8 @@ export function ioctl(fd: number, request: number, arg: IoctlArg = null, detail?
   if (arg instanceof Uint8Array) p = ptrOf(arg);
   else if (arg === null) p = null;
   else p = Number(arg) as Pointer;
-  const r = Number(retryEintr(() => libc.ioctl(fd, request, p)));
+  let r = libc.ioctl(fd, request, p);
+  for (let i = 0; r < 0 && i < EINTR_RETRIES && errno() === ERRNO.EINTR!; i++) r = libc.ioctl(fd, request, p);
   // The name is looked up only for the error, not on every call (a VM makes ~25 ioctls on its way to start).
   if (r < 0) throw new SysError(ioctlName(request), errno(), detail);
   return r;
